@@ -1,0 +1,1 @@
+"""The data-path pipelines that join volumes and the repository: backup, restore, incremental."""

@@ -1,0 +1,1 @@
+"""The mover's Kubernetes side: runs inside the Job and writes the CR's status itself."""

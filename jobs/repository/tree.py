@@ -1,0 +1,124 @@
+"""Tree blobs: the serialized directory listings that snapshots point at.
+
+A snapshot manifest names one root *tree*. A tree is one blob (kind ``tree``) holding the
+entries (:class:`Node`) of one directory, sorted by name; a directory entry points at its own
+tree with ``subtree``, a file entry lists its chunks in ``content``. Block-volume snapshots have a
+root tree with exactly one node of type ``block``. The repository walks trees (for ``check``
+and ``prune``) only through :func:`referenced_ids`; the volume layer builds and reads nodes.
+
+Encoding (pinned by FORMAT.md and the golden vectors): UTF-8 JSON,
+``{"v": 1, "entries": [node, ...]}`` with keys sorted and defaults omitted. Names that are not
+valid UTF-8 are carried with Python's ``surrogateescape`` (JSON ``\\udcXX`` escapes) so any
+byte string survives. ``content`` is a list of ``[chunk id hex | null, length]`` pairs where
+``null`` is a run of zero bytes that was never stored (a hole on restore).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from jobs.errors import IntegrityError
+
+TREE_FORMAT_VERSION: Final = 1
+
+NODE_FILE: Final = "file"
+NODE_DIR: Final = "dir"
+NODE_SYMLINK: Final = "symlink"
+NODE_FIFO: Final = "fifo"
+NODE_CHARDEV: Final = "chardev"
+NODE_BLOCKDEV: Final = "blockdev"
+NODE_SOCKET: Final = "socket"
+NODE_BLOCK_VOLUME: Final = "block"  # the whole raw volume of a block-mode snapshot
+NODE_TYPES: Final = frozenset(
+    {NODE_FILE, NODE_DIR, NODE_SYMLINK, NODE_FIFO, NODE_CHARDEV, NODE_BLOCKDEV, NODE_SOCKET, NODE_BLOCK_VOLUME}
+)
+
+# One piece of a file: (chunk id as hex, or None for an unstored zero run; length in bytes).
+ContentRef = tuple[str | None, int]
+
+
+@dataclass
+class Node:
+    """One directory entry with the metadata a faithful restore needs."""
+
+    name: str
+    type: str
+    mode: int = 0  # permission bits incl. setuid/setgid/sticky (stat.S_IMODE)
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0  # recorded for incremental change detection; cannot be restored
+    inode: int = 0
+    dev: int = 0
+    nlink: int = 1
+    rdev: int = 0  # device number of chardev/blockdev nodes
+    target: str = ""  # symlink target
+    xattrs: dict[str, str] = field(default_factory=dict)  # name -> base64 of the value
+    content: list[ContentRef] = field(default_factory=list)
+    subtree: str | None = None  # chunk id hex of the directory's tree blob
+
+    def to_json(self) -> dict[str, Any]:
+        """The node as a JSON-ready dict, omitting fields at their default value."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("name", "type"):
+                out[f.name] = value
+            elif f.name == "content":
+                if value:
+                    out["content"] = [[cid, length] for cid, length in value]
+            elif value != _DEFAULTS[f.name]:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Node:
+        """Build a node from its JSON dict; raises IntegrityError when it is malformed."""
+        try:
+            node = cls(**{k: v for k, v in data.items() if k != "content"})
+            node.content = [(cid, int(length)) for cid, length in data.get("content", [])]
+        except (TypeError, ValueError) as e:
+            raise IntegrityError(f"malformed tree entry: {e}") from e
+        if node.type not in NODE_TYPES:
+            raise IntegrityError(f"malformed tree entry: unknown node type {node.type!r}")
+        return node
+
+
+_DEFAULTS: Final[dict[str, Any]] = {
+    f.name: (f.default_factory() if callable(f.default_factory) else f.default)  # type: ignore[misc]
+    for f in fields(Node)
+}
+
+
+def encode_tree(nodes: list[Node]) -> bytes:
+    """Serialize one directory's entries (sorted by name) as a tree blob plaintext."""
+    entries = [n.to_json() for n in sorted(nodes, key=lambda n: n.name)]
+    return json.dumps({"v": TREE_FORMAT_VERSION, "entries": entries}, sort_keys=True, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def decode_tree(data: bytes) -> list[Node]:
+    """Parse a tree blob plaintext; raises IntegrityError when it is not a valid tree."""
+    try:
+        doc = json.loads(data.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise IntegrityError(f"malformed tree blob: {e}") from e
+    if not isinstance(doc, dict) or doc.get("v") != TREE_FORMAT_VERSION or not isinstance(doc.get("entries"), list):
+        raise IntegrityError("malformed tree blob: unsupported version or missing entries")
+    return [Node.from_json(e) for e in doc["entries"]]
+
+
+def referenced_ids(nodes: list[Node]) -> Iterator[tuple[str, str]]:
+    """Yield ``(kind, chunk id hex)`` for every blob the entries reference (``data`` or ``tree``)."""
+    for node in nodes:
+        if node.subtree is not None:
+            yield "tree", node.subtree
+        for cid, _length in node.content:
+            if cid is not None:
+                yield "data", cid

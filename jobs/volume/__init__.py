@@ -1,0 +1,1 @@
+"""Volumes: walking and restoring filesystem trees with full metadata, and raw block devices."""

@@ -174,4 +174,8 @@ def decode_termination_message(text: str) -> TerminationMessage | None:
         return None
     if not isinstance(data, dict) or "phase" not in data:
         return None
-    return TerminationMessage(**{k: v for k, v in data.items() if k in TerminationMessage.__annotations__})
+    msg: TerminationMessage = {}
+    for key in TerminationMessage.__annotations__:
+        if key in data:
+            msg[key] = data[key]  # type: ignore[literal-required]
+    return msg

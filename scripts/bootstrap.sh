@@ -9,7 +9,7 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "==> creating virtualenv $venv"
     "$python" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
 echo "==> installing snapmover and dev dependencies into $venv"
-"$venv/bin/python" -m pip install --quiet -e '.[dev]'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 touch "$venv/.stamp"

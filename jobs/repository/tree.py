@@ -33,7 +33,16 @@ NODE_BLOCKDEV: Final = "blockdev"
 NODE_SOCKET: Final = "socket"
 NODE_BLOCK_VOLUME: Final = "block"  # the whole raw volume of a block-mode snapshot
 NODE_TYPES: Final = frozenset(
-    {NODE_FILE, NODE_DIR, NODE_SYMLINK, NODE_FIFO, NODE_CHARDEV, NODE_BLOCKDEV, NODE_SOCKET, NODE_BLOCK_VOLUME}
+    {
+        NODE_FILE,
+        NODE_DIR,
+        NODE_SYMLINK,
+        NODE_FIFO,
+        NODE_CHARDEV,
+        NODE_BLOCKDEV,
+        NODE_SOCKET,
+        NODE_BLOCK_VOLUME,
+    }
 )
 
 # One piece of a file: (chunk id as hex, or None for an unstored zero run; length in bytes).
@@ -90,8 +99,7 @@ class Node:
 
 
 _DEFAULTS: Final[dict[str, Any]] = {
-    f.name: (f.default_factory() if callable(f.default_factory) else f.default)  # type: ignore[misc]
-    for f in fields(Node)
+    f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(Node)
 }
 
 

@@ -1,0 +1,302 @@
+"""The restore pipelines: a snapshot's trees and blobs back onto a directory or a raw volume.
+
+Called by :func:`jobs.engine.api.restore`. Filesystem restore runs in four steps:
+
+1. **Plan**: read the trees level by level (each level's tree blobs in one bulk
+   ``load_blobs`` call), create directories, symlinks, FIFOs and device nodes, and create every
+   regular file at its final size (a sparse file: unwritten ranges are holes). Each chunk id is
+   mapped to every place it goes (a chunk shared by many files is downloaded once).
+2. **Data**: chunk ids in file order are grouped into batches of about ``BATCH_BYTES``; N threads
+   each download a batch (``load_blobs``: ranged, coalesced, parallel reads; every blob verified
+   against its keyed hash before it is handed out) and ``pwrite`` it to all its places. Only
+   verified bytes ever reach the target; an :class:`~jobs.errors.IntegrityError` stops everything.
+3. **Hardlinks**: the other names of a multiply linked inode become links to the first name.
+4. **Metadata**: owners, xattrs, modes and times of files, then of directories deepest first,
+   and finally of the target directory itself (the snapshot's root).
+
+Zero runs stay holes unless ``write_sparse`` is off, in which case zeros are written. Block
+restore maps the single ``block`` node's chunks onto the target volume the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from jobs.engine.pipeline import Abort, Stage, Stopped
+from jobs.engine.progress import ProgressTracker
+from jobs.errors import IntegrityError, UsageError, VolumeIOError
+from jobs.repository.tree import NODE_BLOCK_VOLUME, NODE_DIR, NODE_FILE, Node, decode_tree
+from jobs.volume.block import BlockTarget
+from jobs.volume.metadata import apply_metadata
+from jobs.volume.target import create_dir, create_file, create_hardlink, create_special, open_for_write, write_at
+from jobs.volume.target import write_zeros as write_zero_range
+
+log = logging.getLogger(__name__)
+
+MiB: Final = 1024 * 1024
+BATCH_BYTES: Final = 16 * MiB
+BATCH_BLOBS: Final = 1024
+_DEVICE_TYPES: Final = frozenset({"chardev", "blockdev"})
+
+
+class RestoreRepository(Protocol):
+    """What the restore pipeline needs from :class:`jobs.repository.repository.Repository`."""
+
+    def load_blob(self, chunk_id: str) -> bytes: ...
+
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True)
+class RestoreStats:
+    """What a restore wrote."""
+
+    files: int
+    total_bytes: int
+
+
+@dataclass
+class _Plan:
+    """Where every chunk goes: ``places[cid]`` lists ``(path, offset)``; ``order`` is first-use order."""
+
+    places: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    lengths: dict[str, int] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    zero_runs: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def add_content(self, path: str, node: Node) -> None:
+        offset = 0
+        for cid, length in node.content:
+            if cid is None:
+                self.zero_runs.append((path, offset, length))
+            else:
+                if cid not in self.places:
+                    self.places[cid] = []
+                    self.lengths[cid] = length
+                    self.order.append(cid)
+                self.places[cid].append((path, offset))
+            offset += length
+
+    def batches(self) -> Iterator[list[str]]:
+        batch: list[str] = []
+        size = 0
+        for cid in self.order:
+            batch.append(cid)
+            size += self.lengths[cid]
+            if size >= BATCH_BYTES or len(batch) >= BATCH_BLOBS:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+
+class _DataWriter:
+    """Downloads batches of chunks in N threads and writes each to all its places."""
+
+    def __init__(
+        self,
+        repo: RestoreRepository,
+        plan: _Plan,
+        *,
+        parallel: int,
+        progress: ProgressTracker,
+        abort: Abort,
+        open_fd: Callable[[str], int] = open_for_write,
+        close_fd: Callable[[int], None] = os.close,
+    ) -> None:
+        self._repo = repo
+        self._plan = plan
+        self._parallel = max(1, parallel)
+        self._progress = progress
+        self._abort = abort
+        self._open_fd = open_fd
+        self._close_fd = close_fd
+
+    def run(self, zero_fill: Callable[[str, int, int], None] | None) -> None:
+        """Write every planned chunk (and the zero runs through ``zero_fill`` when given)."""
+        stage: Stage[list[str] | tuple[str, int, int]] = Stage(
+            "restore", self._parallel, self._handle, self._abort, depth=2 * self._parallel
+        )
+        self._zero_fill = zero_fill
+        try:
+            for batch in self._plan.batches():
+                stage.put(batch)
+            for run in self._plan.zero_runs:
+                if zero_fill is None:
+                    self._progress.add(bytes_done=run[2])
+                else:
+                    stage.put(run)
+        except Stopped:
+            pass
+        finally:
+            stage.close()
+        self._abort.check()
+
+    def _handle(self, item: list[str] | tuple[str, int, int]) -> None:
+        if isinstance(item, tuple):
+            assert self._zero_fill is not None
+            self._zero_fill(*item)
+            self._progress.add(bytes_done=item[2])
+            return
+        fds: dict[str, int] = {}
+        try:
+            for cid, data in self._repo.load_blobs(item, parallel=2):
+                if self._abort.is_set:
+                    raise Stopped
+                if len(data) != self._plan.lengths[cid]:
+                    raise IntegrityError(f"blob {cid} has {len(data)} bytes, the tree says {self._plan.lengths[cid]}")
+                for path, offset in self._plan.places[cid]:
+                    fd = fds.get(path)
+                    if fd is None:
+                        fd = fds[path] = self._open_fd(path)
+                    write_at(fd, data, offset, path=path)
+                    self._progress.add(bytes_done=len(data))
+        finally:
+            for fd in fds.values():
+                self._close_fd(fd)
+
+
+def _zero_fill_file(path: str, offset: int, length: int) -> None:
+    fd = open_for_write(path)
+    try:
+        write_zero_range(fd, offset, length, path=path)
+    finally:
+        os.close(fd)
+
+
+def load_root(repo: RestoreRepository, root_id: str, node_type: str) -> Node:
+    """The single node of a snapshot's root tree; UsageError if the snapshot is of another mode."""
+    nodes = decode_tree(repo.load_blob(root_id))
+    if len(nodes) != 1:
+        raise IntegrityError(f"root tree {root_id} has {len(nodes)} entries, expected 1")
+    if nodes[0].type != node_type:
+        kind = "block" if nodes[0].type == NODE_BLOCK_VOLUME else "filesystem"
+        raise UsageError(f"the snapshot is a {kind} snapshot: restore it with --mode {kind}")
+    return nodes[0]
+
+
+def restore_filesystem(
+    repo: RestoreRepository,
+    root_id: str,
+    target: str,
+    *,
+    parallel: int,
+    write_sparse: bool,
+    progress: ProgressTracker,
+    abort: Abort,
+) -> RestoreStats:
+    """Restore a filesystem snapshot's tree into the directory ``target`` (created if missing)."""
+    root = load_root(repo, root_id, NODE_DIR)
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise VolumeIOError(f"{target}: restore target exists and is not a directory")
+    try:
+        os.makedirs(target, exist_ok=True)
+    except OSError as e:
+        raise VolumeIOError(f"{target}: cannot create restore target: {e.strerror}") from e
+    plan = _Plan()
+    dirs: list[tuple[str, Node]] = [(target, root)]
+    others: list[tuple[str, Node]] = []
+    links: list[tuple[str, str]] = []
+    first_names: dict[tuple[int, int], str] = {}
+    level = [(target, root)]
+    while level:
+        if abort.is_set:
+            abort.check()
+        trees = _load_trees(repo, [n.subtree for _, n in level if n.subtree is not None], parallel)
+        next_level: list[tuple[str, Node]] = []
+        for dir_path, dir_node in level:
+            for node in trees.get(dir_node.subtree or "", []):
+                path = os.path.join(dir_path, node.name)
+                if node.type == NODE_DIR:
+                    create_dir(path)
+                    next_level.append((path, node))
+                    continue
+                if node.type == NODE_FILE:
+                    key = (node.dev, node.inode)
+                    if node.nlink > 1 and key in first_names:
+                        links.append((first_names[key], path))
+                        continue
+                    if node.nlink > 1:
+                        first_names[key] = path
+                    create_file(path, node.size)
+                    plan.add_content(path, node)
+                    progress.add(total_bytes=node.size, files_total=1)
+                elif not _create_special(path, node):
+                    continue
+                others.append((path, node))
+        dirs.extend(next_level)
+        level = next_level
+    _DataWriter(repo, plan, parallel=parallel, progress=progress, abort=abort).run(
+        None if write_sparse else _zero_fill_file
+    )
+    for existing, path in links:
+        create_hardlink(existing, path)
+    for path, node in others:
+        apply_metadata(path, node)
+        if node.type == NODE_FILE:
+            progress.add(files_done=1)
+    for path, node in reversed(dirs):  # breadth-first order reversed: deepest first, the root last
+        apply_metadata(path, node)
+    files = sum(1 for _, n in others if n.type == NODE_FILE) + len(links)
+    return RestoreStats(files=files, total_bytes=progress.total_bytes)
+
+
+def _create_special(path: str, node: Node) -> bool:
+    """Create a non-regular, non-directory entry; False when it was skipped (devices as non-root)."""
+    try:
+        create_special(path, node.type, target=node.target, rdev=node.rdev)
+    except VolumeIOError as e:
+        cause = e.__cause__
+        if node.type in _DEVICE_TYPES and isinstance(cause, OSError) and cause.errno == errno.EPERM:
+            log.warning("%s: device node not restored (needs root)", path)
+            return False
+        raise
+    return True
+
+
+def _load_trees(repo: RestoreRepository, tree_ids: list[str], parallel: int) -> dict[str, list[Node]]:
+    unique = list(dict.fromkeys(tree_ids))
+    if not unique:
+        return {}
+    return {cid: decode_tree(data) for cid, data in repo.load_blobs(unique, parallel=max(2, parallel))}
+
+
+def restore_block(
+    repo: RestoreRepository,
+    root_id: str,
+    target: str,
+    *,
+    parallel: int,
+    write_sparse: bool,
+    progress: ProgressTracker,
+    abort: Abort,
+) -> RestoreStats:
+    """Restore a block snapshot onto ``target`` (an image file, created if missing, or a device)."""
+    node = load_root(repo, root_id, NODE_BLOCK_VOLUME)
+    volume = BlockTarget(target, node.size, write_sparse=write_sparse)
+    progress.add(total_bytes=node.size, files_total=1)
+    plan = _Plan()
+    plan.add_content(target, node)
+
+    def zero_fill(_path: str, offset: int, length: int) -> None:
+        volume.zero_range(offset, length)
+
+    try:
+        _DataWriter(
+            repo,
+            plan,
+            parallel=parallel,
+            progress=progress,
+            abort=abort,
+            open_fd=lambda _p: volume.fd,
+            close_fd=lambda _fd: None,
+        ).run(zero_fill if volume.needs_zeroing else None)
+    finally:
+        volume.close()
+    progress.add(files_done=1)
+    return RestoreStats(files=1, total_bytes=node.size)

@@ -1,0 +1,277 @@
+"""The backup and restore pipelines against an in-memory repository: fidelity, sparse, hardlinks,
+incremental (unchanged files are not read), dedup, block volumes, cancellation, integrity."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobs.engine.backup import FilesystemBackup, TreeStats, backup_block
+from jobs.engine.pipeline import Abort
+from jobs.engine.progress import Progress, ProgressTracker
+from jobs.engine.restore import restore_block, restore_filesystem
+from jobs.errors import CanceledError, IntegrityError, StorageUnavailableError, UsageError, VolumeIOError
+from jobs.volume.source import bytes_read_total
+from tests.unit.jobs.engine.fakerepo import FakeRepository, MiB
+from tests.unit.jobs.volume.treecompare import allocated_bytes, compare_trees, make_sample_tree, write_sparse
+
+
+def run_backup(
+    repo: FakeRepository,
+    source: Path,
+    *,
+    parent: str | None = None,
+    cancel: threading.Event | None = None,
+    parallel: int = 2,
+    budget: int = 64 * MiB,
+) -> tuple[TreeStats, Progress]:
+    progress = ProgressTracker(None)
+    stats = FilesystemBackup(
+        repo,
+        str(source),
+        parallel=parallel,
+        memory_budget_bytes=budget,
+        progress=progress,
+        abort=Abort(cancel),
+        parent_root=parent,
+    ).run()
+    return stats, progress.finish()
+
+
+def run_restore(repo: FakeRepository, root: str, target: Path, *, write_sparse: bool = True) -> None:
+    restore_filesystem(
+        repo,
+        root,
+        str(target),
+        parallel=3,
+        write_sparse=write_sparse,
+        progress=ProgressTracker(None),
+        abort=Abort(None),
+    )
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    make_sample_tree(src)
+    return src
+
+
+def test_round_trip_is_faithful(sample: Path, tmp_path: Path) -> None:
+    repo = FakeRepository()
+    stats, progress = run_backup(repo, sample)
+    assert stats.files > 15
+    assert stats.dirs >= 6
+    assert progress.bytes_done == progress.total_bytes > 8 * MiB
+    target = tmp_path / "restored"
+    run_restore(repo, stats.root, target)
+    assert compare_trees(sample, target) == []
+    assert allocated_bytes(target / "sparse.img") < MiB
+    assert allocated_bytes(target / "zeros.bin") == 0  # zero chunks are never stored, restored as holes
+
+
+def test_restore_without_sparse_writes_zeros(sample: Path, tmp_path: Path) -> None:
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, sample)
+    target = tmp_path / "dense"
+    run_restore(repo, stats.root, target, write_sparse=False)
+    assert (target / "sparse.img").read_bytes() == (sample / "sparse.img").read_bytes()
+    assert allocated_bytes(target / "sparse.img") >= 8 * MiB
+
+
+def test_zero_chunks_and_holes_are_not_stored(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    write_sparse(src / "holes", 64 * MiB, [(10 * MiB, b"z" * 1000)])
+    (src / "zeros").write_bytes(bytes(8 * MiB))
+    repo = FakeRepository()
+    run_backup(repo, src)
+    assert repo.data_bytes() < MiB
+
+
+def test_many_small_files_and_one_large_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    rng = random.Random(3)
+    for d in range(20):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(50):
+            (src / f"d{d}" / f"f{i}").write_bytes(rng.randbytes(rng.randrange(0, 3000)))
+    (src / "huge").write_bytes(rng.randbytes(40 * MiB))
+    repo = FakeRepository()
+    stats, progress = run_backup(repo, src, parallel=3, budget=8 * MiB)  # a budget smaller than the file
+    assert stats.files == 1001
+    assert progress.files_done == 1001
+    target = tmp_path / "out"
+    run_restore(repo, stats.root, target)
+    assert compare_trees(src, target) == []
+
+
+def test_unchanged_second_backup_reads_nothing_and_stores_nothing(sample: Path) -> None:
+    repo = FakeRepository()
+    first, _ = run_backup(repo, sample)
+    stored, data = repo.stored_bytes, repo.data_bytes()
+    before = bytes_read_total()
+    _, progress = run_backup(repo, sample, parent=first.root)
+    assert bytes_read_total() == before
+    assert progress.new_bytes == 0
+    assert repo.data_bytes() == data
+    assert repo.stored_bytes - stored < 0.01 * stored  # at most tree blobs with new atimes
+
+
+def test_changed_file_is_the_only_one_read(sample: Path) -> None:
+    repo = FakeRepository()
+    first, _ = run_backup(repo, sample)
+    (sample / "text.log").write_bytes(b"changed contents")
+    before = bytes_read_total()
+    _, progress = run_backup(repo, sample, parent=first.root)
+    assert bytes_read_total() - before == len(b"changed contents")
+    assert progress.new_bytes == len(b"changed contents")
+
+
+def test_without_parent_everything_is_read(sample: Path) -> None:
+    repo = FakeRepository()
+    run_backup(repo, sample)
+    before = bytes_read_total()
+    _, progress = run_backup(repo, sample)
+    assert bytes_read_total() - before > 5 * MiB
+    assert progress.new_bytes == 0  # all deduplicated
+
+
+@pytest.mark.parametrize("change", ["rename", "delete", "truncate", "replace-same-size", "new-hardlink"])
+def test_incremental_after_changes_restores_correctly(sample: Path, tmp_path: Path, change: str) -> None:
+    repo = FakeRepository()
+    first, _ = run_backup(repo, sample)
+    if change == "rename":
+        os.rename(sample / "large.bin", sample / "dir" / "moved.bin")
+        os.rename(sample / "dir" / "nested", sample / "nested-moved")
+    elif change == "delete":
+        os.unlink(sample / "text.log")
+        shutil.rmtree(sample / "dir" / "nested")
+    elif change == "truncate":
+        os.truncate(sample / "large.bin", 1000)
+        os.truncate(sample / "small.txt", 0)
+    elif change == "replace-same-size":
+        data = (sample / "large.bin").read_bytes()
+        st = os.stat(sample / "large.bin")
+        (sample / "large.bin").write_bytes(data[::-1])
+        os.utime(sample / "large.bin", ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+    else:
+        os.link(sample / "small.txt", sample / "dir" / "small-link")
+    second, _ = run_backup(repo, sample, parent=first.root)
+    target = tmp_path / f"restored-{change}"
+    run_restore(repo, second.root, target)
+    assert compare_trees(sample, target) == []
+
+
+def test_insertion_at_start_of_large_file_stores_little(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(9).randbytes(32 * MiB)
+    (src / "big").write_bytes(data)
+    repo = FakeRepository()
+    run_backup(repo, src)
+    first = repo.data_bytes()
+    (src / "big").write_bytes(os.urandom(100) + data)
+    run_backup(repo, src)
+    assert repo.data_bytes() - first < 0.15 * first  # one or two chunks of ~32 change
+
+
+def test_cancel_stops_with_canceled_error(sample: Path) -> None:
+    repo = FakeRepository()
+    cancel = threading.Event()
+    repo.on_add = lambda calls: cancel.set() if calls == 2 else None
+    with pytest.raises(CanceledError):
+        run_backup(repo, sample, cancel=cancel)
+
+
+def test_storage_error_in_a_worker_surfaces(sample: Path) -> None:
+    repo = FakeRepository()
+
+    def fail(calls: int) -> None:
+        if calls == 3:
+            raise StorageUnavailableError("storage went away")
+
+    repo.on_add = fail
+    with pytest.raises(StorageUnavailableError, match="went away"):
+        run_backup(repo, sample)
+
+
+def test_source_errors(tmp_path: Path) -> None:
+    with pytest.raises(VolumeIOError, match="cannot read source"):
+        run_backup(FakeRepository(), tmp_path / "missing")
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(VolumeIOError, match="not a directory"):
+        run_backup(FakeRepository(), tmp_path / "file")
+
+
+def test_corrupt_blob_is_never_written(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "victim").write_bytes(b"precious data " * 100)
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, src)
+    cid = next(cid for cid, kind in repo.kinds.items() if kind == "data")
+    repo.blobs[cid] = b"tampered" + repo.blobs[cid][8:]
+    target = tmp_path / "out"
+    with pytest.raises(IntegrityError):
+        run_restore(repo, stats.root, target)
+    assert b"tampered" not in (target / "victim").read_bytes()
+
+
+def _block_run(repo: FakeRepository, image: Path, target: Path, *, write_sparse: bool = True) -> None:
+    abort = Abort(None)
+    stats = backup_block(repo, str(image), parallel=3, progress=ProgressTracker(None), abort=abort)
+    restore_block(
+        repo,
+        stats.root,
+        str(target),
+        parallel=3,
+        write_sparse=write_sparse,
+        progress=ProgressTracker(None),
+        abort=abort,
+    )
+
+
+def test_block_round_trip_is_identical_and_sparse(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    rng = random.Random(5)
+    write_sparse(
+        image,
+        40 * MiB + 4096,
+        [
+            (0, rng.randbytes(3 * MiB)),
+            (10 * MiB, bytes(2 * MiB)),
+            (20 * MiB + 7, rng.randbytes(5000)),
+            (40 * MiB, b"e"),
+        ],
+    )
+    repo = FakeRepository()
+    target = tmp_path / "restored.img"
+    _block_run(repo, image, target)
+    assert target.read_bytes() == image.read_bytes()
+    assert allocated_bytes(target) <= 6 * MiB
+    assert repo.data_bytes() <= 6 * MiB  # zero blocks are never stored
+    dense = tmp_path / "dense.img"
+    _block_run(repo, image, dense, write_sparse=False)
+    assert dense.read_bytes() == image.read_bytes()
+    assert allocated_bytes(dense) >= 40 * MiB
+
+
+def test_mode_mismatch_is_a_usage_error(sample: Path, tmp_path: Path) -> None:
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, sample)
+    with pytest.raises(UsageError, match="--mode filesystem"):
+        restore_block(
+            repo,
+            stats.root,
+            str(tmp_path / "x.img"),
+            parallel=1,
+            write_sparse=True,
+            progress=ProgressTracker(None),
+            abort=Abort(None),
+        )

@@ -1,0 +1,154 @@
+"""``file://`` storage: objects are files under a root directory.
+
+Used for local repositories, tests, the demo and filesystem storage locations (an RWX PVC mounted
+by every mover Job). Puts are atomic: the data goes to a temporary file in the target directory,
+is fsynced and then renamed into place (``os.replace``), or hard-linked for create-only puts so
+exactly one concurrent creator wins. A crash leaves at most a ``.tmp-*`` file, which ``list``
+ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from jobs.errors import (
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StoragePermissionError,
+    StorageUnavailableError,
+    UsageError,
+)
+from jobs.storage.base import ObjectInfo, Storage
+
+TEMP_PREFIX = ".tmp-"
+
+
+def check_name(name: str) -> None:
+    """Reject object names that could escape the storage root or are not plain relative paths."""
+    if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in name.split("/")):
+        raise UsageError(f"invalid storage object name {name!r}")
+
+
+class FileStorage(Storage):
+    """Objects as files below ``root``; thread safe (every operation is a single syscall chain)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return f"file://{self._root}"
+
+    @property
+    def root(self) -> Path:
+        """The directory holding the objects."""
+        return self._root
+
+    def _path(self, name: str) -> Path:
+        check_name(name)
+        return self._root / name
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                if length is None:
+                    f.seek(offset)
+                    return f.read()
+                data = os.pread(f.fileno(), length, offset)
+        except FileNotFoundError as e:
+            raise ObjectNotFoundError(f"object {name} not found in {self.location}") from e
+        except OSError as e:
+            raise _translate(e, name) from e
+        if len(data) != length:
+            raise ObjectNotFoundError(
+                f"object {name}: short read ({len(data)} of {length} bytes at offset {offset}); it is truncated"
+            )
+        return data
+
+    def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
+        path = self._path(name)
+        tmp = path.parent / f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(6)}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError as e:
+                    raise ObjectExistsError(f"object {name} already exists") from e
+                finally:
+                    os.unlink(tmp)
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise _translate(e, name) from e
+
+    def delete(self, name: str) -> None:
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise _translate(e, name) from e
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._root
+        # Walk only the directory the prefix points into, then filter by the full prefix.
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = base / head if head else base
+        if not start.is_dir():
+            return
+        try:
+            for dirpath, _dirnames, filenames in os.walk(start):
+                rel_dir = os.path.relpath(dirpath, base)
+                for fname in filenames:
+                    if fname.startswith(TEMP_PREFIX):
+                        continue
+                    name = fname if rel_dir == "." else f"{rel_dir}/{fname}"
+                    if not name.startswith(prefix):
+                        continue
+                    try:
+                        size = os.stat(os.path.join(dirpath, fname)).st_size
+                    except FileNotFoundError:
+                        continue  # deleted while listing
+                    yield ObjectInfo(name, size)
+        except OSError as e:
+            raise _translate(e, prefix) from e
+
+    def stat(self, name: str) -> ObjectInfo:
+        try:
+            return ObjectInfo(name, os.stat(self._path(name)).st_size)
+        except FileNotFoundError as e:
+            raise ObjectNotFoundError(f"object {name} not found in {self.location}") from e
+        except OSError as e:
+            raise _translate(e, name) from e
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _translate(e: OSError, name: str) -> Exception:
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoragePermissionError(f"no permission for {name}: {e.strerror}")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageUnavailableError(f"no space left writing {name}")
+    if isinstance(e, NotADirectoryError | IsADirectoryError):
+        return ObjectNotFoundError(f"object {name} is not a regular file")
+    return StorageUnavailableError(f"I/O error on {name}: {e.strerror}")

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from jobs.engine.pipeline import Abort, CdcConfig, Chunker, MemoryBudget, Stage, Stopped
+from jobs.engine.pipeline import Abort, BufferPool, CdcConfig, Chunker, MemoryBudget, SharedBuffer, Stage, Stopped
 from jobs.engine.progress import ProgressTracker
 from jobs.errors import MoverError, VolumeIOError
 from jobs.repository.tree import (
@@ -55,6 +55,7 @@ SMALL_FILE_BYTES: Final = 1 * MiB
 SMALL_BATCH_FILES: Final = 128
 SMALL_BATCH_BYTES: Final = 8 * MiB
 WINDOW_BYTES: Final = 16 * MiB
+SMALL_BUDGET_BYTES: Final = 2 * SMALL_BATCH_BYTES
 STORE_TASK_BYTES: Final = 4 * MiB
 BLOCK_TASK_BYTES: Final = 8 * MiB
 ROOT_NAME: Final = "."  # the one entry of a filesystem snapshot's root tree: the source directory
@@ -146,7 +147,8 @@ class _File:
 @dataclass
 class _StoreTask:
     pieces: list[tuple[_File, int, memoryview]]
-    charge: int
+    charge: int = 0  # bytes of the small-file budget to give back when done
+    window: SharedBuffer | None = None  # the pooled window the pieces point into
 
 
 class FilesystemBackup:
@@ -170,14 +172,18 @@ class FilesystemBackup:
         self._parent_root = parent_root
         self._chunker = Chunker(repo.config)
         self._window = max(WINDOW_BYTES, 2 * self._chunker.max_bytes)
-        self._budget = MemoryBudget(memory_budget_bytes, abort)
+        small_budget = min(SMALL_BUDGET_BYTES, memory_budget_bytes // 4)
+        buffer_bytes = self._window + self._chunker.max_bytes  # a window plus the carried tail
+        self._budget = MemoryBudget(small_budget, abort)
+        self._pool = BufferPool(buffer_bytes, (memory_budget_bytes - small_budget) // buffer_bytes, abort)
         self._lock = threading.Lock()
         self._links: dict[tuple[int, int], _File] = {}
         self._small: list[_File] = []
         self._small_bytes = 0
         self._stats = TreeStats()
         self._parallel = max(1, parallel)
-        self._readers: Stage[list[_File] | _File] | None = None
+        self._readers: Stage[_File] | None = None
+        self._small_lane: Stage[list[_File]] | None = None
         self._storers: Stage[_StoreTask] | None = None
 
     def run(self) -> TreeStats:
@@ -197,7 +203,8 @@ class FilesystemBackup:
         parent_entries = load_entries(self._repo, parent_root.subtree if parent_root else None)
         root = _Dir(root_node, None, parent_entries)
         self._storers = Stage("store", self._parallel, self._store, self._abort)
-        self._readers = Stage("read", self._parallel, self._read, self._abort, depth=2 * self._parallel)
+        self._readers = Stage("read", self._parallel, self._read_large, self._abort, depth=2 * self._parallel)
+        self._small_lane = Stage("small", 1, self._read_small, self._abort, depth=2)
         try:
             self._walk(root)
             self._flush_small()
@@ -206,6 +213,7 @@ class FilesystemBackup:
         except BaseException as e:  # noqa: BLE001 - stops every stage; re-raised by abort.check()
             self._abort.fail(e)
         finally:
+            self._small_lane.close()
             self._readers.close()
             self._storers.close()
         self._abort.check()
@@ -268,9 +276,9 @@ class FilesystemBackup:
 
     def _flush_small(self) -> None:
         if self._small:
-            assert self._readers is not None
+            assert self._small_lane is not None
             batch, self._small, self._small_bytes = self._small, [], 0
-            self._readers.put(batch)
+            self._small_lane.put(batch)
 
     def _unchanged_content(self, d: _Dir, node: Node) -> list[ContentRef] | None:
         old = d.parent_entries.get(node.name)
@@ -331,12 +339,6 @@ class FilesystemBackup:
 
     # readers ------------------------------------------------------------------------------------
 
-    def _read(self, item: list[_File] | _File) -> None:
-        if isinstance(item, list):
-            self._read_small(item)
-        else:
-            self._read_large(item)
-
     def _read_small(self, batch: list[_File]) -> None:
         charge = sum(f.size for f in batch)
         self._budget.acquire(charge)
@@ -355,9 +357,7 @@ class FilesystemBackup:
         except BaseException:
             self._budget.release(charge)
             raise
-        self._submit(pieces, charge)
-        for f in batch:
-            self._file_step(f)  # the reader's own hold
+        self._store(_StoreTask(pieces, charge=charge))  # completes the files (their only hold is this reader's)
 
     def _read_large(self, f: _File) -> None:
         fd = open_for_read(f.path)
@@ -373,35 +373,33 @@ class FilesystemBackup:
         self._file_step(f)
 
     def _read_extent(self, f: _File, fd: int, offset: int, length: int) -> None:
-        carry = memoryview(b"")
+        carry = b""
         pos, end = offset, offset + length
         while True:
             if self._abort.is_set:
                 raise Stopped
             want = min(self._window, end - pos)
-            size = len(carry) + want
-            self._budget.acquire(size)
-            buf = memoryview(bytearray(size))
-            buf[: len(carry)] = carry
+            window = SharedBuffer(self._pool)  # held by this reader until the chunks are handed over
             try:
-                n = read_at(fd, buf[len(carry) :], pos, path=f.path)
-            except BaseException:
-                self._budget.release(size)
-                raise
-            pos += n
-            final = pos >= end or n < want  # a short read: the file shrank under us
-            total = len(carry) + n
-            chunks, consumed = self._chunker.cut(buf[:total], final=final)
-            base = len(f.slots)
-            f.slots.extend([None] * len(chunks))
-            pieces = [(f, base + i, buf[off : off + ln]) for i, (off, ln) in enumerate(chunks)]
-            self._submit(pieces, size)
+                buf = window.view
+                buf[: len(carry)] = carry
+                n = read_at(fd, buf[len(carry) : len(carry) + want], pos, path=f.path)
+                pos += n
+                final = pos >= end or n < want  # a short read: the file shrank under us
+                total = len(carry) + n
+                chunks, consumed = self._chunker.cut(buf[:total], final=final)
+                base = len(f.slots)
+                f.slots.extend([None] * len(chunks))
+                self._submit([(f, base + i, buf[o : o + ln]) for i, (o, ln) in enumerate(chunks)], window)
+                # The tail is copied out so this reader never holds a buffer while waiting for the next.
+                carry = b"" if final else bytes(buf[consumed:total])
+            finally:
+                window.let_go()
             if final:
                 return
-            carry = buf[consumed:total]
 
-    def _submit(self, pieces: list[tuple[_File, int, memoryview]], charge: int) -> None:
-        """Split pieces into store tasks of about STORE_TASK_BYTES; the last carries the leftover charge."""
+    def _submit(self, pieces: list[tuple[_File, int, memoryview]], window: SharedBuffer) -> None:
+        """Split one window's pieces into store tasks of about STORE_TASK_BYTES each."""
         assert self._storers is not None
         tasks: list[_StoreTask] = []
         current: list[tuple[_File, int, memoryview]] = []
@@ -410,11 +408,12 @@ class FilesystemBackup:
             current.append(piece)
             current_bytes += len(piece[2])
             if current_bytes >= STORE_TASK_BYTES:
-                tasks.append(_StoreTask(current, current_bytes))
+                tasks.append(_StoreTask(current, window=window))
                 current, current_bytes = [], 0
-        tasks.append(_StoreTask(current, current_bytes))
-        tasks[-1].charge += charge - sum(t.charge for t in tasks)
+        if current:
+            tasks.append(_StoreTask(current, window=window))
         for task in tasks:
+            window.hold()
             with self._lock:
                 for f in {id(p[0]): p[0] for p in task.pieces}.values():
                     f.outstanding += 1
@@ -431,7 +430,10 @@ class FilesystemBackup:
                 f.slots[index], new = self._store_chunk(view)
                 self._progress.add(bytes_done=len(view), new_bytes=new)
         finally:
-            self._budget.release(task.charge)
+            if task.charge:
+                self._budget.release(task.charge)
+            if task.window is not None:
+                task.window.let_go()
         for f in {id(p[0]): p[0] for p in task.pieces}.values():
             self._file_step(f)
 

@@ -126,6 +126,62 @@ class MemoryBudget:
             self._cond.notify_all()
 
 
+class BufferPool:
+    """A fixed set of equal-size buffers, allocated once: reading windows never churns the allocator.
+
+    (Freshly allocated large buffers either page-fault on every use or, after glibc raises its
+    mmap threshold, fragment per-thread arenas so RSS grows past the budget; reuse avoids both.)
+    """
+
+    def __init__(self, buffer_bytes: int, count: int, abort: Abort) -> None:
+        self.buffer_bytes = buffer_bytes
+        self._unallocated = max(1, count)
+        self._free: list[memoryview] = []
+        self._cond = threading.Condition()
+        self._abort = abort
+
+    def acquire(self) -> memoryview:
+        """A free buffer (blocks while all are in use); raises Stopped when the pipeline aborts."""
+        with self._cond:
+            while not self._free:
+                if self._unallocated:
+                    self._unallocated -= 1
+                    return memoryview(bytearray(self.buffer_bytes))
+                if self._abort.is_set:
+                    raise Stopped
+                self._cond.wait(WAIT_SLICE_SECONDS)
+            return self._free.pop()
+
+    def release(self, buf: memoryview) -> None:
+        """Return a buffer; nobody may use views of it afterwards."""
+        with self._cond:
+            self._free.append(buf)
+            self._cond.notify()
+
+
+class SharedBuffer:
+    """A pooled buffer shared by several holders; it goes back to the pool when the last lets go."""
+
+    def __init__(self, pool: BufferPool) -> None:
+        self.pool = pool
+        self.view = pool.acquire()
+        self._holders = 1
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        """Add a holder (a task that reads from the buffer)."""
+        with self._lock:
+            self._holders += 1
+
+    def let_go(self) -> None:
+        """Drop one holder; the last one returns the buffer to the pool."""
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self.pool.release(self.view)
+
+
 T = TypeVar("T")
 _SENTINEL: Final[Any] = object()
 
@@ -174,3 +230,4 @@ class Stage(Generic[T]):
                 pass
             except BaseException as e:  # noqa: BLE001 - handed to the pipeline's owner thread
                 self._abort.fail(e)
+            del item  # do not keep the last item's buffers alive while waiting for the next

@@ -1,0 +1,141 @@
+"""Cryptographic primitives of the repository format (see FORMAT.md §3).
+
+* :class:`KdfParams` / :func:`derive_key`: scrypt, password → 32-byte key-encryption key.
+* :func:`seal` / :func:`open_sealed`: AES-256-GCM with a random 96-bit nonce; output is
+  ``nonce(12) ‖ ciphertext ‖ tag(16)``; the associated data binds a ciphertext to its role and
+  name, so objects cannot be swapped.
+* :class:`MasterKeys`: the secrets that live only inside key files.
+
+All functions are thread safe; pycryptodome and hashlib release the GIL on large buffers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Final
+
+from Crypto.Cipher import AES
+
+from jobs.errors import IntegrityError
+
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+SEAL_OVERHEAD_BYTES: Final = NONCE_BYTES + TAG_BYTES  # 28 bytes per sealed object or blob
+KEY_BYTES: Final = 32
+SCRYPT_MAXMEM_BYTES: Final = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """scrypt cost parameters; the default takes ~0.15 s and 64 MiB of memory."""
+
+    n: int = 1 << 16
+    r: int = 8
+    p: int = 1
+
+
+def derive_key(password: str, salt: bytes, params: KdfParams) -> bytes:
+    """scrypt(password, salt) → 32-byte key-encryption key."""
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=params.n, r=params.r, p=params.p, maxmem=SCRYPT_MAXMEM_BYTES, dklen=32
+    )
+
+
+def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
+    """AES-256-GCM encrypt: ``nonce ‖ ciphertext ‖ tag``."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(aad)
+    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+    return nonce + ciphertext + tag
+
+
+def seal_parts(key: bytes, parts: tuple[bytes | memoryview, ...], aad: bytes) -> list[bytes]:
+    """Like :func:`seal` over the concatenation of ``parts``, returned as pieces (no join copy)."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(aad)
+    out = [nonce]
+    out.extend(cipher.encrypt(p) for p in parts)
+    out.append(cipher.digest())
+    return out
+
+
+def open_sealed(key: bytes, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:
+    """Decrypt and authenticate; IntegrityError naming ``what`` when it fails."""
+    if len(sealed) < SEAL_OVERHEAD_BYTES:
+        raise IntegrityError(f"{what} is truncated ({len(sealed)} bytes)")
+    view = memoryview(sealed)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=bytes(view[:NONCE_BYTES]))
+    cipher.update(aad)
+    try:
+        return bytes(cipher.decrypt_and_verify(view[NONCE_BYTES:-TAG_BYTES], view[-TAG_BYTES:]))
+    except ValueError as e:
+        raise IntegrityError(f"{what} failed authentication (corrupted or tampered)") from e
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    """The repository's secrets, stored only inside key files (wrapped per password)."""
+
+    encryption: bytes  # AES-256-GCM key for every object and blob
+    chunk_id: bytes  # BLAKE3 key for chunk ids
+    mac: bytes  # HMAC-SHA256 key authenticating key files
+    cdc_seed: int  # seed of the content-defined chunker's gear table (secret boundaries)
+
+    @classmethod
+    def generate(cls) -> MasterKeys:
+        """Fresh random keys for a new repository."""
+        return cls(
+            encryption=secrets.token_bytes(KEY_BYTES),
+            chunk_id=secrets.token_bytes(KEY_BYTES),
+            mac=secrets.token_bytes(KEY_BYTES),
+            cdc_seed=secrets.randbits(31),
+        )
+
+    def to_json(self) -> dict[str, str | int]:
+        """JSON form (only ever written encrypted)."""
+        return {
+            "encryption": b64(self.encryption),
+            "chunk_id": b64(self.chunk_id),
+            "mac": b64(self.mac),
+            "cdc_seed": self.cdc_seed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str | int]) -> MasterKeys:
+        """Parse the JSON form; IntegrityError when malformed."""
+        try:
+            keys = cls(
+                encryption=unb64(str(data["encryption"])),
+                chunk_id=unb64(str(data["chunk_id"])),
+                mac=unb64(str(data["mac"])),
+                cdc_seed=int(data["cdc_seed"]),
+            )
+        except (KeyError, ValueError) as e:
+            raise IntegrityError("key material is malformed") from e
+        if any(len(k) != KEY_BYTES for k in (keys.encryption, keys.chunk_id, keys.mac)):
+            raise IntegrityError("key material has wrong key lengths")
+        return keys
+
+    def __repr__(self) -> str:  # never print key material
+        return "MasterKeys(<redacted>)"
+
+
+def mac(key: bytes, data: bytes) -> str:
+    """HMAC-SHA256, base64."""
+    return b64(hmac.digest(key, data, "sha256"))
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 text."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    """Decode standard base64; ValueError when malformed."""
+    return base64.b64decode(text.encode("ascii"), validate=True)

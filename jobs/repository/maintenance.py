@@ -1,0 +1,276 @@
+"""Repository maintenance: ``check`` (verify) and ``prune`` (free the space of forgotten snapshots).
+
+Both walk the trees of every snapshot through :func:`jobs.repository.tree.referenced_ids`.
+
+Prune holds the **exclusive** lock (backups hold shared locks), so no writer can be adding packs
+that are not indexed yet while it decides what is unused. Its steps are ordered so a crash at any
+point loses nothing (FORMAT.md §10): (1) repack the still-used blobs of partly used packs into new
+packs, (2) write one new index that supersedes every old index file, (3) delete the old index
+files, (4) delete unused and repacked packs. After a crash between steps the repository holds
+extra data, never missing data; the next prune removes it. Prune refuses to run when any snapshot
+or index cannot be read, because it then cannot know what is still referenced.
+
+Check never raises on corruption: it returns every problem as a line naming the object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+from jobs.errors import IntegrityError, MoverError, ObjectNotFoundError
+from jobs.repository.index import INDEX_PREFIX, Location, decode_index
+from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
+from jobs.repository.locks import LOCKS_PREFIX
+from jobs.repository.packs import KIND_TREE, SealedBlob, decode_pack_header, open_blob
+from jobs.repository.repository import DATA_PREFIX, Repository, read_config
+from jobs.repository.snapshots import SNAPSHOTS_PREFIX
+from jobs.repository.tree import decode_tree, referenced_ids
+
+log = logging.getLogger(__name__)
+
+TREE_BATCH: Final = 256
+INDEX_ENTRIES_PER_FILE: Final = 200_000
+
+
+@dataclass
+class CheckReport:
+    """Result of ``check``: problems (errors), oddities that lose nothing (warnings), counts."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    snapshots: int = 0
+    packs: int = 0
+    blobs: int = 0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when no error was found."""
+        return not self.errors
+
+
+@dataclass
+class PruneStats:
+    """What prune did."""
+
+    snapshots: int = 0
+    packs_deleted: int = 0
+    packs_repacked: int = 0
+    packs_kept: int = 0
+    blobs_removed: int = 0
+    bytes_freed: int = 0
+    index_files_replaced: int = 0
+
+
+def walk_trees(
+    repo: Repository, roots: Iterable[str], on_error: Callable[[str, str], None] | None = None
+) -> tuple[set[bytes], set[bytes]]:
+    """Every (tree ids, data ids) reachable from ``roots``.
+
+    Damaged or missing trees call ``on_error(tree_id, message)`` when given, else raise.
+    """
+    trees: set[bytes] = set()
+    data: set[bytes] = set()
+    queue = [r for r in dict.fromkeys(roots) if r]
+    trees.update(bytes.fromhex(r) for r in queue)
+    while queue:
+        batch, queue = queue[:TREE_BATCH], queue[TREE_BATCH:]
+        try:
+            loaded = list(repo.load_blobs(batch, parallel=4))
+        except MoverError:
+            if on_error is None:
+                raise
+            loaded = []
+            for tid in batch:
+                try:
+                    loaded.append((tid, repo.load_blob(tid)))
+                except MoverError as e:
+                    on_error(tid, str(e))
+        for _tid, raw in loaded:
+            for kind, cid_hex in referenced_ids(decode_tree(raw)):
+                cid = bytes.fromhex(cid_hex)
+                if kind == "tree":
+                    if cid not in trees:
+                        trees.add(cid)
+                        queue.append(cid_hex)
+                else:
+                    data.add(cid)
+    return trees, data
+
+
+def prune(repo: Repository) -> PruneStats:
+    """Delete everything no snapshot references; repack partly used packs. Exclusive lock."""
+    stats = PruneStats()
+    with repo.lock(exclusive=True, wait_seconds=120):
+        repo.reload_index()
+        snapshots = repo.list_snapshots()
+        if repo.damaged:
+            raise IntegrityError(
+                f"prune refused: damaged objects ({', '.join(repo.damaged)}); run `snapmover repo check` first"
+            )
+        stats.snapshots = len(snapshots)
+        trees, data = walk_trees(repo, (s.root for s in snapshots))
+        used = trees | data
+
+        by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
+        for cid, loc in repo.index.items():
+            by_pack[loc.pack].append((cid, loc))
+        stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
+
+        keep_entries: list[tuple[bytes, Location]] = []
+        delete: list[str] = [name for name in stored if name not in by_pack]  # orphans of crashed uploads
+        repack: list[tuple[str, list[tuple[bytes, Location]]]] = []
+        for pack, entries in by_pack.items():
+            live = [(cid, loc) for cid, loc in entries if cid in used]
+            if not live:
+                delete.append(pack)
+            elif len(live) < len(entries):
+                repack.append((pack, live))
+            else:
+                keep_entries.extend(live)
+                stats.packs_kept += 1
+            stats.blobs_removed += len(entries) - len(live)
+
+        for pack, live in repack:
+            raw = repo.storage.get(pack)
+            view = memoryview(raw)
+            for cid, loc in live:
+                sealed = view[loc.offset : loc.offset + loc.length]
+                open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
+                repo.append_sealed(
+                    SealedBlob(cid, loc.kind, [bytes(sealed)], loc.length, loc.raw_length, loc.compressed)
+                )
+        keep_entries.extend(repo.flush_packs())
+        stats.packs_repacked = len(repack)
+
+        old_index = list(repo.index_files)
+        all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
+        for start in range(0, max(1, len(keep_entries)), INDEX_ENTRIES_PER_FILE):
+            repo.write_index(keep_entries[start : start + INDEX_ENTRIES_PER_FILE], supersedes=all_old)
+        for name in all_old:
+            repo.storage.delete(name)
+        stats.index_files_replaced = len(old_index)
+        for name in delete + [p for p, _ in repack]:
+            stats.bytes_freed += stored.get(name, 0)
+            repo.storage.delete(name)
+        stats.packs_deleted = len(delete)
+        repo.reload_index()
+    return stats
+
+
+def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
+    """Verify structure (and with ``read_data`` every byte); returns the problems found."""
+    report = CheckReport()
+    storage = repo.storage
+    try:
+        read_config(storage, repo.keys)
+    except MoverError as e:
+        report.errors.append(str(e))
+    for obj in storage.list(KEYS_PREFIX):
+        try:
+            verify_key_mac(obj.name, parse_key_file(obj.name, storage.get(obj.name)), repo.keys)
+        except MoverError as e:
+            report.errors.append(str(e))
+    for obj in storage.list(LOCKS_PREFIX):
+        try:
+            repo.lock_manager.read(obj.name)
+        except ObjectNotFoundError:
+            continue
+        except MoverError as e:
+            report.errors.append(str(e))
+
+    # Index files, then every index entry against the packs that exist.
+    entries_by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
+    for obj in storage.list(INDEX_PREFIX):
+        try:
+            decode_index(repo.keys.encryption, obj.name, storage.get(obj.name))
+        except MoverError as e:
+            report.errors.append(str(e))
+    repo.reload_index()
+    for cid, loc in repo.index.items():
+        entries_by_pack[loc.pack].append((cid, loc))
+    report.blobs = len(repo.index)
+    stored = {o.name: o.size for o in storage.list(DATA_PREFIX)}
+    report.packs = len(stored)
+    for pack, entries in entries_by_pack.items():
+        size = stored.get(pack)
+        if size is None:
+            report.errors.append(f"pack {pack} is listed in the index but missing ({len(entries)} blobs lost)")
+            continue
+        end = max(loc.offset + loc.length for _, loc in entries)
+        if end > size:
+            report.errors.append(f"pack {pack} is truncated ({size} bytes, the index needs {end})")
+    for pack in stored:
+        if pack not in entries_by_pack:
+            report.warnings.append(f"pack {pack} is not referenced by any index (left by an interrupted upload)")
+
+    # Snapshots and their trees.
+    snapshots = repo.list_snapshots()
+    report.snapshots = len(snapshots)
+    report.errors.extend(
+        f"{name} is damaged and was skipped" for name in repo.damaged if name.startswith(SNAPSHOTS_PREFIX)
+    )
+    for snap in snapshots:
+        problems: list[str] = []
+
+        def note(tid: str, msg: str, problems: list[str] = problems) -> None:
+            problems.append(f"tree {tid[:16]}: {msg}")
+
+        try:
+            _trees, data = walk_trees(repo, [snap.root], note)
+        except MoverError as e:
+            problems.append(str(e))
+            data = set()
+        missing = [cid for cid in data if cid not in repo.index]
+        if missing:
+            problems.append(f"{len(missing)} data blobs are in no index (e.g. {missing[0].hex()[:16]})")
+        report.errors.extend(f"snapshot {snap.id[:16]}: {p}" for p in problems)
+
+    if read_data:
+        _read_all_packs(repo, stored, entries_by_pack, report)
+    return report
+
+
+def _read_all_packs(
+    repo: Repository,
+    stored: dict[str, int],
+    entries_by_pack: dict[str, list[tuple[bytes, Location]]],
+    report: CheckReport,
+) -> None:
+    key = repo.keys.encryption
+
+    def verify(pack: str) -> tuple[int, list[str]]:
+        errors: list[str] = []
+        try:
+            raw = repo.storage.get(pack)
+            header = decode_pack_header(key, raw, pack)
+        except MoverError as e:
+            return 0, [str(e)]
+        view = memoryview(raw)
+        in_header = {e.chunk_id: e for e in header}
+        for entry in header:
+            try:
+                plain = open_blob(
+                    key, entry.kind, entry.chunk_id, view[entry.offset : entry.offset + entry.length], pack
+                )
+                if repo.chunk_id(plain) != entry.chunk_id.hex():
+                    errors.append(f"pack {pack}: blob {entry.chunk_id.hex()[:16]} does not match its id")
+                elif entry.kind == KIND_TREE:
+                    decode_tree(plain)
+            except MoverError as e:
+                errors.append(str(e))
+        for cid, loc in entries_by_pack.get(pack, []):
+            h = in_header.get(cid)
+            if h is None or h.offset != loc.offset or h.length != loc.length:
+                errors.append(f"pack {pack}: blob {cid.hex()[:16]} is not where the index says")
+        return len(raw), errors
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for size, errors in pool.map(verify, sorted(stored)):
+            report.bytes_read += size
+            report.errors.extend(errors)

@@ -1,0 +1,124 @@
+"""Blobs and pack files (FORMAT.md §5-6).
+
+A *blob* is one chunk, optionally snappy-compressed, sealed with AES-256-GCM; its associated
+data is ``"snapmover-blob:" ‖ kind ‖ chunk id`` so a blob cannot be presented as another one.
+The sealed plaintext starts with one flag byte (0 = stored, 1 = snappy). A *pack* is blobs back
+to back, then the sealed pack header (one fixed-size entry per blob, in order) and the header's
+sealed length as 4 bytes little-endian. The header duplicates what the index says, so packs can
+be verified (``check --read-data``) and an index rebuilt from packs alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+import snappy
+
+from jobs.errors import IntegrityError
+from jobs.repository.crypto import SEAL_OVERHEAD_BYTES, open_sealed, seal, seal_parts
+
+KIND_DATA: Final = 0
+KIND_TREE: Final = 1
+KIND_CODES: Final = {"data": KIND_DATA, "tree": KIND_TREE}
+KIND_NAMES: Final = {v: k for k, v in KIND_CODES.items()}
+
+FLAG_RAW: Final = b"\x00"
+FLAG_SNAPPY: Final = b"\x01"
+BLOB_OVERHEAD_BYTES: Final = SEAL_OVERHEAD_BYTES + 1  # nonce + tag + flag byte
+# Keep compression only when it saves at least 1/32 (~3 %) of the chunk.
+COMPRESSION_MIN_SAVING_SHIFT: Final = 5
+# Chunks smaller than this are not worth compressing.
+COMPRESSION_MIN_BYTES: Final = 256
+
+PACK_HEADER_AAD: Final = b"snapmover-pack-header"
+# One header entry: chunk id (32) | kind (1) | flags (1) | sealed length (4) | raw length (4).
+HEADER_ENTRY: Final = struct.Struct("<32sBBII")
+HEADER_LENGTH: Final = struct.Struct("<I")
+CHUNK_ID_BYTES: Final = 32
+
+
+def blob_aad(kind: int, chunk_id: bytes) -> bytes:
+    """Associated data binding a sealed blob to its kind and id."""
+    return b"snapmover-blob:" + bytes((kind,)) + chunk_id
+
+
+@dataclass(frozen=True)
+class SealedBlob:
+    """One encrypted blob ready to be appended to a pack."""
+
+    chunk_id: bytes
+    kind: int
+    pieces: list[bytes]
+    length: int  # sealed length in the pack
+    raw_length: int  # plaintext chunk length
+    compressed: bool
+
+
+def seal_blob(key: bytes, kind: int, chunk_id: bytes, data: bytes | memoryview) -> SealedBlob:
+    """Compress (when it pays) and encrypt one chunk."""
+    raw_length = len(data)
+    payload: bytes | memoryview = data
+    flag = FLAG_RAW
+    if raw_length >= COMPRESSION_MIN_BYTES:
+        packed = snappy.compress(data)
+        if len(packed) <= raw_length - (raw_length >> COMPRESSION_MIN_SAVING_SHIFT):
+            payload, flag = packed, FLAG_SNAPPY
+    pieces = seal_parts(key, (flag, payload), blob_aad(kind, chunk_id))
+    length = SEAL_OVERHEAD_BYTES + 1 + len(payload)
+    return SealedBlob(chunk_id, kind, pieces, length, raw_length, flag == FLAG_SNAPPY)
+
+
+def open_blob(key: bytes, kind: int, chunk_id: bytes, sealed: bytes | memoryview, where: str) -> bytes:
+    """Decrypt, authenticate and decompress one blob; IntegrityError naming ``where``."""
+    plain = open_sealed(key, sealed, blob_aad(kind, chunk_id), f"blob {chunk_id.hex()[:16]} in {where}")
+    flag, body = plain[:1], memoryview(plain)[1:]
+    if flag == FLAG_RAW:
+        return bytes(body)
+    if flag == FLAG_SNAPPY:
+        try:
+            return bytes(snappy.decompress(body))
+        except Exception as e:
+            raise IntegrityError(f"blob {chunk_id.hex()[:16]} in {where} does not decompress") from e
+    raise IntegrityError(f"blob {chunk_id.hex()[:16]} in {where} has an unknown compression flag")
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    """One blob as listed in a pack header."""
+
+    chunk_id: bytes
+    kind: int
+    offset: int
+    length: int
+    raw_length: int
+    compressed: bool
+
+
+def encode_pack_trailer(key: bytes, blobs: list[SealedBlob]) -> bytes:
+    """The sealed header plus its length, appended after the blobs."""
+    header = b"".join(HEADER_ENTRY.pack(b.chunk_id, b.kind, int(b.compressed), b.length, b.raw_length) for b in blobs)
+    sealed = seal(key, header, PACK_HEADER_AAD)
+    return sealed + HEADER_LENGTH.pack(len(sealed))
+
+
+def decode_pack_header(key: bytes, pack: bytes, name: str) -> list[PackEntry]:
+    """Parse and authenticate the header of a whole pack; IntegrityError naming the pack."""
+    if len(pack) < HEADER_LENGTH.size + SEAL_OVERHEAD_BYTES:
+        raise IntegrityError(f"pack {name} is truncated")
+    (sealed_len,) = HEADER_LENGTH.unpack_from(pack, len(pack) - HEADER_LENGTH.size)
+    start = len(pack) - HEADER_LENGTH.size - sealed_len
+    if start < 0:
+        raise IntegrityError(f"pack {name} has a corrupted header length")
+    header = open_sealed(key, memoryview(pack)[start : len(pack) - HEADER_LENGTH.size], PACK_HEADER_AAD, f"pack {name}")
+    if len(header) % HEADER_ENTRY.size:
+        raise IntegrityError(f"pack {name} has a malformed header")
+    entries = []
+    offset = 0
+    for cid, kind, flags, length, raw_length in HEADER_ENTRY.iter_unpack(header):
+        entries.append(PackEntry(cid, kind, offset, length, raw_length, bool(flags & 1)))
+        offset += length
+    if offset != start:
+        raise IntegrityError(f"pack {name}: header does not match the blob area ({offset} != {start} bytes)")
+    return entries

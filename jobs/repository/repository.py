@@ -1,0 +1,587 @@
+"""The repository: an encrypted, deduplicating store of chunks, trees and snapshots.
+
+This is the API the engine uses (``jobs.engine``): :meth:`Repository.init` / :meth:`Repository.open`,
+then ``chunk_id`` / ``has_blob`` / ``add_blob`` from many worker threads, ``flush`` to make the
+added blobs durable and indexed, ``save_snapshot`` last. Reading: ``load_blob`` / ``load_blobs``
+verify every blob. Maintenance (``forget``, ``prune``, ``check``) lives in
+:mod:`jobs.repository.maintenance`. The format is specified in ``jobs/FORMAT.md``.
+
+Threading: ``add_blob`` compresses and encrypts in the caller's thread (the libraries release the
+GIL) and holds the repository lock only to append to the open pack; full packs are uploaded by a
+small pool with a bounded number of packs in flight, so memory stays bounded and a slow storage
+applies back-pressure to the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import blake3
+
+from jobs.errors import (
+    IntegrityError,
+    ObjectNotFoundError,
+    RepositoryExistsError,
+    RepositoryNotFoundError,
+    SnapshotNotFoundError,
+    UsageError,
+)
+from jobs.repository.crypto import KdfParams, MasterKeys, open_sealed, seal
+from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index, encode_index
+from jobs.repository.keys import KEYS_PREFIX, add_key, open_keys
+from jobs.repository.locks import LockManager
+from jobs.repository.packs import (
+    KIND_CODES,
+    KIND_NAMES,
+    SealedBlob,
+    encode_pack_trailer,
+    open_blob,
+    seal_blob,
+)
+from jobs.repository.snapshots import SNAPSHOTS_PREFIX, SnapshotManifest
+from jobs.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+REPOSITORY_VERSION: Final = 1
+SUPPORTED_VERSIONS: Final = frozenset({1})
+CONFIG_NAME: Final = "config"
+CONFIG_AAD: Final = b"snapmover-config"
+DATA_PREFIX: Final = "data/"
+DEFAULT_PACK_TARGET_BYTES: Final = 16 * MiB
+DEFAULT_BLOCK_SIZE: Final = 1 * MiB
+# pyfastcdc limits: min <= 1 MiB, avg <= 4 MiB, max <= 16 MiB.
+DEFAULT_CDC_MIN_BYTES: Final = 512 * KiB
+DEFAULT_CDC_AVG_BYTES: Final = 1 * MiB
+DEFAULT_CDC_MAX_BYTES: Final = 8 * MiB
+# Packs uploading or waiting to upload: bounds memory to about this many packs (x2 while joining).
+PACKS_IN_FLIGHT: Final = 3
+# Ranged reads merge blobs separated by at most this gap, up to this many bytes per request.
+READ_MERGE_GAP_BYTES: Final = 256 * KiB
+READ_MAX_RANGE_BYTES: Final = 8 * MiB
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """Parameters fixed at ``repo init`` (stored sealed in the ``config`` object)."""
+
+    version: int
+    id: str
+    cdc_min_bytes: int
+    cdc_avg_bytes: int
+    cdc_max_bytes: int
+    block_size: int
+    pack_target_bytes: int
+
+    @property
+    def cdc_seed(self) -> int:
+        """The chunker's secret gear-table seed (from the key material; never printed)."""
+        return int(self.__dict__.get("_cdc_seed", 0))
+
+    def with_seed(self, seed: int) -> RepositoryConfig:
+        """A copy carrying the secret seed (kept out of ``asdict`` and ``repr``)."""
+        copy = RepositoryConfig(**asdict(self))
+        object.__setattr__(copy, "_cdc_seed", seed)
+        return copy
+
+
+@dataclass(frozen=True)
+class RepositoryStats:
+    """Sizes and counts, for ``repo info``."""
+
+    snapshots: int
+    packs: int
+    blobs: int
+    index_files: int
+    stored_bytes: int
+
+
+@dataclass
+class _OpenPack:
+    name: str
+    blobs: list[SealedBlob] = field(default_factory=list)
+    size: int = 0
+
+
+def new_pack_name() -> str:
+    """A random pack object name: ``data/<2 hex>/<32 hex>`` (reveals nothing about content)."""
+    token = secrets.token_hex(16)
+    return f"{DATA_PREFIX}{token[:2]}/{token}"
+
+
+class Repository:
+    """An opened repository. See the module docstring for the threading contract."""
+
+    def __init__(
+        self, storage: Storage, keys: MasterKeys, config: RepositoryConfig, *, upload_parallel: int = 2
+    ) -> None:
+        self.storage = storage
+        self._keys = keys
+        self.config = config.with_seed(keys.cdc_seed)
+        self.id = config.id
+        self._lock = threading.Lock()
+        self._index = Index()
+        self.index_files: list[str] = []
+        self.damaged: list[str] = []  # objects found corrupted while opening (reported by check)
+        self._pending: set[bytes] = set()
+        self._open: dict[int, _OpenPack | None] = {k: None for k in KIND_NAMES}
+        self._unindexed: list[tuple[bytes, Location]] = []
+        self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
+        self._in_flight = threading.BoundedSemaphore(max(PACKS_IN_FLIGHT, upload_parallel))
+        self._futures: set[Future[None]] = set()
+        self._upload_error: BaseException | None = None
+        self._locks = LockManager(storage, keys.encryption)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        password: str,
+        *,
+        pack_target_bytes: int = DEFAULT_PACK_TARGET_BYTES,
+        kdf_params: KdfParams | None = None,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+    ) -> Repository:
+        """Create a new repository in empty storage; RepositoryExistsError if one is there."""
+        if not password:
+            raise UsageError("the repository password is empty")
+        if not (1 * MiB <= pack_target_bytes <= 512 * MiB):
+            raise UsageError("the pack size must be between 1 and 512 MiB")
+        if storage.exists(CONFIG_NAME) or any(True for _ in storage.list(KEYS_PREFIX)):
+            raise RepositoryExistsError(f"a repository already exists at {storage.location}")
+        keys = MasterKeys.generate()
+        config = RepositoryConfig(
+            version=REPOSITORY_VERSION,
+            id=secrets.token_hex(16),
+            cdc_min_bytes=DEFAULT_CDC_MIN_BYTES,
+            cdc_avg_bytes=DEFAULT_CDC_AVG_BYTES,
+            cdc_max_bytes=DEFAULT_CDC_MAX_BYTES,
+            block_size=block_size,
+            pack_target_bytes=pack_target_bytes,
+        )
+        add_key(storage, keys, password, kdf_params or KdfParams())
+        storage.put(
+            CONFIG_NAME, seal(keys.encryption, json.dumps(asdict(config)).encode(), CONFIG_AAD), overwrite=False
+        )
+        return cls(storage, keys, config)
+
+    @classmethod
+    def open(cls, storage: Storage, password: str, *, upload_parallel: int = 2) -> Repository:
+        """Open an existing repository (keys, config, index)."""
+        if not password:
+            raise UsageError("the repository password is empty")
+        if not storage.exists(CONFIG_NAME):
+            raise RepositoryNotFoundError(
+                f"no repository at {storage.location} (run `snapmover repo init` to create one)"
+            )
+        keys, _key_name = open_keys(storage, password)
+        config = read_config(storage, keys)
+        repo = cls(storage, keys, config, upload_parallel=upload_parallel)
+        repo.reload_index()
+        return repo
+
+    def close(self) -> None:
+        """Release locks and stop the upload pool (does not flush)."""
+        self._locks.close()
+        self._uploader.shutdown(wait=True)
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- chunks ---------------------------------------------------------------------------------
+
+    def chunk_id(self, data: bytes | memoryview) -> str:
+        """Keyed BLAKE3 of the chunk, as 64 hex characters. Thread safe."""
+        return blake3.blake3(data, key=self._keys.chunk_id).hexdigest()
+
+    def has_blob(self, chunk_id: str) -> bool:
+        """True when the blob is indexed or was added in this session. Thread safe."""
+        cid = bytes.fromhex(chunk_id)
+        return cid in self._index or cid in self._pending
+
+    def blob_size(self, chunk_id: str) -> int | None:
+        """Plaintext length of an indexed blob, or None."""
+        loc = self._index.get(bytes.fromhex(chunk_id))
+        return None if loc is None else loc.raw_length
+
+    def add_blob(self, kind: str, chunk_id: str, data: bytes | memoryview) -> int:
+        """Store one chunk unless known; returns the bytes it adds to the repository (0 when deduplicated)."""
+        self._raise_upload_error()
+        cid = bytes.fromhex(chunk_id)
+        with self._lock:
+            if cid in self._index or cid in self._pending:
+                return 0
+            self._pending.add(cid)
+        code = KIND_CODES[kind]
+        blob = seal_blob(self._keys.encryption, code, cid, data)
+        self._append(blob)
+        return blob.length
+
+    def _append(self, blob: SealedBlob) -> None:
+        full: _OpenPack | None = None
+        with self._lock:
+            pack = self._open[blob.kind]
+            if pack is None:
+                pack = self._open[blob.kind] = _OpenPack(new_pack_name())
+            pack.blobs.append(blob)
+            pack.size += blob.length
+            if pack.size >= self.config.pack_target_bytes:
+                full, self._open[blob.kind] = pack, None
+        if full is not None:
+            self._submit(full)
+
+    def _submit(self, pack: _OpenPack) -> None:
+        self._in_flight.acquire()
+        try:
+            future = self._uploader.submit(self._upload, pack)
+        except BaseException:
+            self._in_flight.release()
+            raise
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._upload_done)
+
+    def _upload_done(self, future: Future[None]) -> None:
+        self._in_flight.release()
+        with self._lock:
+            self._futures.discard(future)
+        error = future.exception()
+        if error is not None and self._upload_error is None:
+            self._upload_error = error
+
+    def _upload(self, pack: _OpenPack) -> None:
+        trailer = encode_pack_trailer(self._keys.encryption, pack.blobs)
+        entries: list[tuple[bytes, Location]] = []
+        offset = 0
+        for blob in pack.blobs:
+            entries.append(
+                (blob.chunk_id, Location(pack.name, blob.kind, offset, blob.length, blob.raw_length, blob.compressed))
+            )
+            offset += blob.length
+        data = b"".join([piece for blob in pack.blobs for piece in blob.pieces] + [trailer])
+        pack.blobs.clear()
+        self.storage.put(pack.name, data)
+        del data
+        with self._lock:
+            for cid, loc in entries:
+                self._index.add(cid, loc)
+                self._pending.discard(cid)
+            self._unindexed.extend(entries)
+
+    def _raise_upload_error(self) -> None:
+        if self._upload_error is not None:
+            raise self._upload_error
+
+    def _wait_uploads(self) -> None:
+        while True:
+            with self._lock:
+                futures = set(self._futures)
+            if not futures:
+                break
+            wait(futures)
+        self._raise_upload_error()
+
+    def flush(self) -> None:
+        """Upload open packs, wait for every upload, then write one index file for them."""
+        with self._lock:
+            packs = [p for p in self._open.values() if p is not None and p.blobs]
+            self._open = {k: None for k in KIND_NAMES}
+        for pack in packs:
+            self._submit(pack)
+        self._wait_uploads()
+        with self._lock:
+            entries, self._unindexed = self._unindexed, []
+        if entries:
+            self.write_index(entries, supersedes=[])
+
+    def write_index(self, entries: list[tuple[bytes, Location]], supersedes: list[str]) -> str:
+        """Write one index file (after its packs exist); returns its name."""
+        name = INDEX_PREFIX + secrets.token_hex(16)
+        self.storage.put(name, encode_index(self._keys.encryption, name, entries, supersedes), overwrite=False)
+        with self._lock:
+            self.index_files.append(name)
+        return name
+
+    def reload_index(self) -> None:
+        """(Re)read every index file. A damaged one is skipped and remembered in ``damaged``."""
+        names = sorted(o.name for o in self.storage.list(INDEX_PREFIX))
+        files: dict[str, Any] = {}
+        damaged: list[str] = []
+
+        def load(name: str) -> None:
+            try:
+                files[name] = decode_index(self._keys.encryption, name, self.storage.get(name))
+            except (IntegrityError, ObjectNotFoundError) as e:
+                log.warning("skipping index file: %s", e)
+                damaged.append(name)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(load, names))
+        superseded = {s for f in files.values() for s in f.supersedes}
+        index = Index()
+        for name in sorted(files):
+            if name in superseded:
+                continue
+            for cid, loc in files[name].entries:
+                index.add(cid, loc)
+        with self._lock:
+            self._index = index
+            self.index_files = [n for n in sorted(files) if n not in superseded]
+            self.damaged = [d for d in self.damaged if not d.startswith(INDEX_PREFIX)] + damaged
+
+    @property
+    def index(self) -> Index:
+        """The in-memory index (read-only use)."""
+        return self._index
+
+    @property
+    def keys(self) -> MasterKeys:
+        """The master keys (for maintenance code in this package only)."""
+        return self._keys
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def _location(self, cid: bytes) -> Location:
+        loc = self._index.get(cid)
+        if loc is None:
+            raise IntegrityError(f"blob {cid.hex()[:16]} is referenced but in no index (missing or damaged index)")
+        return loc
+
+    def _verify(self, cid: bytes, data: bytes, where: str) -> bytes:
+        if blake3.blake3(data, key=self._keys.chunk_id).digest() != cid:
+            raise IntegrityError(f"blob {cid.hex()[:16]} in {where} does not match its id")
+        return data
+
+    def load_blob(self, chunk_id: str) -> bytes:
+        """Read, decrypt and verify one blob; IntegrityError (naming the pack) when it is damaged."""
+        cid = bytes.fromhex(chunk_id)
+        loc = self._location(cid)
+        try:
+            sealed = self.storage.get(loc.pack, loc.offset, loc.length)
+        except ObjectNotFoundError as e:
+            raise IntegrityError(f"pack {loc.pack} holding blob {chunk_id[:16]} is missing or truncated") from e
+        return self._verify(cid, open_blob(self._keys.encryption, loc.kind, cid, sealed, loc.pack), loc.pack)
+
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]:
+        """Read many blobs with merged, parallel ranged reads; yields each requested id once, any order."""
+        by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
+        seen: set[bytes] = set()
+        for chunk_id in chunk_ids:
+            cid = bytes.fromhex(chunk_id)
+            if cid in seen:
+                continue
+            seen.add(cid)
+            loc = self._location(cid)
+            by_pack[loc.pack].append((cid, loc))
+        ranges = [r for entries in by_pack.values() for r in _merge_ranges(entries)]
+        if not ranges:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="blob-read") as pool:
+            pending: set[Future[list[tuple[str, bytes]]]] = set()
+            todo = iter(ranges)
+            window = max(1, parallel) * 2
+            for r in todo:
+                pending.add(pool.submit(self._read_range, r))
+                if len(pending) >= window:
+                    break
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield from future.result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.add(pool.submit(self._read_range, nxt))
+
+    def _read_range(self, entries: list[tuple[bytes, Location]]) -> list[tuple[str, bytes]]:
+        pack = entries[0][1].pack
+        start = entries[0][1].offset
+        end = entries[-1][1].offset + entries[-1][1].length
+        try:
+            data = memoryview(self.storage.get(pack, start, end - start))
+        except ObjectNotFoundError as e:
+            raise IntegrityError(f"pack {pack} is missing or truncated") from e
+        out = []
+        for cid, loc in entries:
+            sealed = data[loc.offset - start : loc.offset - start + loc.length]
+            plain = open_blob(self._keys.encryption, loc.kind, cid, sealed, pack)
+            out.append((cid.hex(), self._verify(cid, plain, pack)))
+        return out
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    def save_snapshot(self, manifest: SnapshotManifest) -> str:
+        """Write the manifest (after ``flush``); returns the new snapshot id."""
+        manifest.id = secrets.token_hex(32)
+        if not manifest.time:
+            manifest.time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        if not manifest.hostname:
+            manifest.hostname = socket.gethostname()
+        self.storage.put(SNAPSHOTS_PREFIX + manifest.id, manifest.encode(self._keys.encryption), overwrite=False)
+        return manifest.id
+
+    def load_snapshot(self, snapshot_id: str) -> SnapshotManifest:
+        """Load one manifest by its full id."""
+        try:
+            sealed = self.storage.get(SNAPSHOTS_PREFIX + snapshot_id)
+        except ObjectNotFoundError as e:
+            raise SnapshotNotFoundError(f"no snapshot {snapshot_id} in {self.storage.location}") from e
+        return SnapshotManifest.decode(self._keys.encryption, snapshot_id, sealed)
+
+    def snapshot_ids(self) -> list[str]:
+        """Ids of every stored manifest."""
+        return [o.name[len(SNAPSHOTS_PREFIX) :] for o in self.storage.list(SNAPSHOTS_PREFIX)]
+
+    def list_snapshots(self) -> list[SnapshotManifest]:
+        """Every readable snapshot, oldest first; damaged manifests are skipped and remembered."""
+        ids = self.snapshot_ids()
+        result: list[SnapshotManifest] = []
+        damaged: list[str] = []
+
+        def load(sid: str) -> None:
+            try:
+                result.append(self.load_snapshot(sid))
+            except IntegrityError as e:
+                log.warning("skipping snapshot: %s", e)
+                damaged.append(SNAPSHOTS_PREFIX + sid)
+            except SnapshotNotFoundError:
+                pass  # forgotten while listing
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(load, ids))
+        with self._lock:
+            self.damaged = [d for d in self.damaged if not d.startswith(SNAPSHOTS_PREFIX)] + damaged
+        return sorted(result, key=lambda s: (s.time, s.id))
+
+    def find_snapshot(self, id_or_prefix: str) -> SnapshotManifest:
+        """The snapshot with this id or unique id prefix."""
+        wanted = id_or_prefix.strip().lower()
+        if not wanted or any(c not in "0123456789abcdef" for c in wanted):
+            raise SnapshotNotFoundError(f"no snapshot {id_or_prefix!r}: snapshot ids are hexadecimal")
+        matches = [sid for sid in self.snapshot_ids() if sid.startswith(wanted)]
+        if not matches:
+            raise SnapshotNotFoundError(f"no snapshot {id_or_prefix} in {self.storage.location}")
+        if len(matches) > 1:
+            raise UsageError(f"snapshot id prefix {id_or_prefix} is ambiguous ({len(matches)} matches)")
+        return self.load_snapshot(matches[0])
+
+    def forget(self, snapshot_ids: Iterable[str]) -> None:
+        """Delete snapshot manifests (their data is freed by ``prune``)."""
+        for sid in snapshot_ids:
+            self.storage.delete(SNAPSHOTS_PREFIX + sid)
+
+    # --- locks and maintenance ------------------------------------------------------------------
+
+    def lock(self, *, exclusive: bool = False, wait_seconds: float = 60.0) -> AbstractContextManager[None]:
+        """Hold a shared (backup) or exclusive (prune) repository lock."""
+        return self._locks.hold(exclusive=exclusive, wait_seconds=wait_seconds)
+
+    @property
+    def lock_manager(self) -> LockManager:
+        """The lock manager (for check and unlock)."""
+        return self._locks
+
+    def unlock(self, *, stale_only: bool = True) -> int:
+        """Remove stale locks (every foreign lock with ``stale_only=False``); returns how many."""
+        return self._locks.remove_stale(stale_only=stale_only)
+
+    def prune(self) -> Any:
+        """Free the space of forgotten snapshots; see :func:`jobs.repository.maintenance.prune`."""
+        from jobs.repository.maintenance import prune
+
+        return prune(self)
+
+    def check(self, *, read_data: bool = False) -> Any:
+        """Verify the repository; see :func:`jobs.repository.maintenance.check`."""
+        from jobs.repository.maintenance import check
+
+        return check(self, read_data=read_data)
+
+    def stats(self) -> RepositoryStats:
+        """Counts and sizes of what is stored."""
+        packs = [o for o in self.storage.list(DATA_PREFIX)]
+        return RepositoryStats(
+            snapshots=len(self.snapshot_ids()),
+            packs=len(packs),
+            blobs=len(self._index),
+            index_files=len(self.index_files),
+            stored_bytes=sum(o.size for o in self.storage.list()),
+        )
+
+    def add_password(self, password: str, kdf_params: KdfParams | None = None) -> str:
+        """Add another key file opening this repository with ``password``; returns its name."""
+        if not password:
+            raise UsageError("the new password is empty")
+        return add_key(self.storage, self._keys, password, kdf_params or KdfParams())
+
+    def append_sealed(self, blob: SealedBlob) -> None:
+        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``."""
+        with self._lock:
+            self._pending.add(blob.chunk_id)
+        self._append(blob)
+
+    def flush_packs(self) -> list[tuple[bytes, Location]]:
+        """Upload open packs and return their entries without writing an index (prune writes its own)."""
+        with self._lock:
+            packs = [p for p in self._open.values() if p is not None and p.blobs]
+            self._open = {k: None for k in KIND_NAMES}
+        for pack in packs:
+            self._submit(pack)
+        self._wait_uploads()
+        with self._lock:
+            entries, self._unindexed = self._unindexed, []
+        return entries
+
+
+def read_config(storage: Storage, keys: MasterKeys) -> RepositoryConfig:
+    """Load and authenticate the ``config`` object."""
+    try:
+        sealed = storage.get(CONFIG_NAME)
+    except ObjectNotFoundError as e:
+        raise RepositoryNotFoundError(f"no repository config at {storage.location}") from e
+    plain = open_sealed(keys.encryption, sealed, CONFIG_AAD, f"repository config object {CONFIG_NAME!r}")
+    try:
+        config = RepositoryConfig(**json.loads(plain))
+    except (ValueError, TypeError) as e:
+        raise IntegrityError(f"repository config object {CONFIG_NAME!r} is malformed") from e
+    if config.version not in SUPPORTED_VERSIONS:
+        raise IntegrityError(
+            f"repository format version {config.version} is not supported by this snapmover "
+            f"(supports {sorted(SUPPORTED_VERSIONS)}); upgrade snapmover"
+        )
+    return config
+
+
+def _merge_ranges(entries: list[tuple[bytes, Location]]) -> Iterator[list[tuple[bytes, Location]]]:
+    entries.sort(key=lambda e: e[1].offset)
+    group: list[tuple[bytes, Location]] = []
+    start = end = 0
+    for cid, loc in entries:
+        if group and (
+            loc.offset - end > READ_MERGE_GAP_BYTES or loc.offset + loc.length - start > READ_MAX_RANGE_BYTES
+        ):
+            yield group
+            group = []
+        if not group:
+            start = loc.offset
+        group.append((cid, loc))
+        end = max(end, loc.offset + loc.length) if len(group) > 1 else loc.offset + loc.length
+    if group:
+        yield group

@@ -1,0 +1,189 @@
+"""Repository engine: round trips, dedup, encryption at rest, tamper detection, prune, locks."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import (
+    IntegrityError,
+    LockHeldError,
+    RepositoryExistsError,
+    RepositoryNotFoundError,
+    WrongPasswordError,
+)
+from jobs.repository.crypto import KdfParams
+from jobs.repository.repository import MiB, Repository
+from jobs.repository.snapshots import SnapshotManifest
+from jobs.repository.tree import NODE_DIR, NODE_FILE, Node, encode_tree
+from jobs.storage.file import FileStorage
+
+FAST_KDF = KdfParams(n=1 << 10, r=8, p=1)
+PASSWORD = "correct horse battery staple"
+MARKER = b"SNAPMOVER-MARKER-7f3a"
+
+
+def new_repo(tmp_path: Path, **kw: object) -> tuple[FileStorage, Repository]:
+    storage = FileStorage(tmp_path / "repo")
+    return storage, Repository.init(storage, PASSWORD, kdf_params=FAST_KDF, **kw)  # type: ignore[arg-type]
+
+
+def store(repo: Repository, kind: str, data: bytes) -> str:
+    cid = repo.chunk_id(data)
+    repo.add_blob(kind, cid, data)
+    return cid
+
+
+def snapshot_of(repo: Repository, files: dict[str, bytes], tags: dict[str, str] | None = None) -> str:
+    nodes = []
+    for name, data in files.items():
+        cid = store(repo, "data", data)
+        nodes.append(Node(name=name, type=NODE_FILE, size=len(data), content=[(cid, len(data))]))
+    root_tree = encode_tree(nodes)
+    root = store(repo, "tree", root_tree)
+    top = encode_tree([Node(name=".", type=NODE_DIR, subtree=root)])
+    top_id = store(repo, "tree", top)
+    repo.flush()
+    return repo.save_snapshot(SnapshotManifest(source="/src", tags=tags or {}, root=top_id))
+
+
+def test_init_open_and_wrong_password(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    with pytest.raises(RepositoryExistsError):
+        Repository.init(storage, PASSWORD, kdf_params=FAST_KDF)
+    reopened = Repository.open(storage, PASSWORD)
+    assert reopened.id == repo.id and reopened.config.cdc_seed == repo.config.cdc_seed
+    with pytest.raises(WrongPasswordError, match="wrong password") as info:
+        Repository.open(storage, "not the password")
+    assert "not the password" not in str(info.value)
+    with pytest.raises(RepositoryNotFoundError):
+        Repository.open(FileStorage(tmp_path / "elsewhere"), PASSWORD)
+
+
+def test_second_password_opens_the_same_repository(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    repo.add_password("second", FAST_KDF)
+    assert Repository.open(storage, "second").id == repo.id
+
+
+def test_concurrent_add_flush_and_reload(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    chunks = [os.urandom(100_000) for _ in range(40)] + [b"text line %d\n" % i * 5000 for i in range(20)]
+    ids: list[str] = [""] * len(chunks)
+
+    def work(i: int) -> None:
+        ids[i] = store(repo, "data", chunks[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(chunks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    repo.flush()
+    assert repo.add_blob("data", ids[0], chunks[0]) == 0  # dedup
+    reopened = Repository.open(storage, PASSWORD)
+    got = dict(reopened.load_blobs(ids, parallel=3))
+    assert got == {cid: data for cid, data in zip(ids, chunks, strict=True)}
+    assert reopened.load_blob(ids[-1]) == chunks[-1]
+    assert len(list(storage.list("data/"))) >= 3  # several packs at 1 MiB target
+    assert reopened.check(read_data=True).errors == []
+
+
+def test_compressible_data_is_stored_smaller(tmp_path: Path) -> None:
+    _, repo = new_repo(tmp_path)
+    text = b"2026-11-24 INFO request served in 12ms path=/api/v1/things\n" * 20_000
+    assert repo.add_blob("data", repo.chunk_id(text), text) < len(text) // 3
+
+
+def test_ids_are_keyed_per_repository(tmp_path: Path) -> None:
+    _, a = new_repo(tmp_path / "a")
+    _, b = new_repo(tmp_path / "b")
+    assert a.chunk_id(b"same") != b.chunk_id(b"same")
+
+
+def test_marker_appears_in_no_stored_object(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    snapshot_of(repo, {MARKER.decode() + ".txt": MARKER * 1000})
+    for obj in storage.list():
+        assert MARKER not in storage.get(obj.name), obj.name
+        assert MARKER.decode() not in obj.name
+
+
+def test_flipping_a_byte_in_any_object_is_detected_and_named(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    data = os.urandom(50_000)
+    snapshot_of(repo, {"f": data})
+    names = [o.name for o in storage.list()]
+    assert {n.split("/")[0] for n in names} >= {"config", "keys", "data", "index", "snapshots"}
+    for name in names:
+        original = storage.get(name)
+        for position in (0, len(original) // 2, len(original) - 1):
+            damaged = bytearray(original)
+            damaged[position] ^= 0x01
+            storage.put(name, bytes(damaged))
+            try:
+                opened = Repository.open(storage, PASSWORD)
+            except (IntegrityError, WrongPasswordError) as e:
+                assert name in str(e) or name.startswith("keys/"), (name, str(e))
+            else:
+                errors = opened.check(read_data=True).errors
+                assert any(name in err for err in errors), (name, position, errors)
+            storage.put(name, original)
+    assert Repository.open(storage, PASSWORD).check(read_data=True).errors == []
+
+
+def test_load_blob_refuses_corrupt_data(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    data = os.urandom(10_000)
+    cid = store(repo, "data", data)
+    repo.flush()
+    (pack,) = [o.name for o in storage.list("data/")]
+    raw = bytearray(storage.get(pack))
+    raw[100] ^= 0xFF
+    storage.put(pack, bytes(raw))
+    with pytest.raises(IntegrityError, match=pack):
+        Repository.open(storage, PASSWORD).load_blob(cid)
+
+
+def test_forget_and_prune_free_space(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    snaps = [snapshot_of(repo, {f"file{i}": os.urandom(700_000) for i in range(3)}) for _ in range(4)]
+    keep = snaps[-1]
+    one_snapshot_bytes = 3 * 700_000
+    repo.forget(snaps[:-1])
+    stats = repo.prune()
+    assert stats.packs_deleted + stats.packs_repacked > 0
+    total = sum(o.size for o in storage.list())
+    assert total <= 1.1 * one_snapshot_bytes, total
+    reopened = Repository.open(storage, PASSWORD)
+    assert [s.id for s in reopened.list_snapshots()] == [keep]
+    assert reopened.check(read_data=True).errors == []
+
+
+def test_prune_keeps_shared_blobs(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    shared = os.urandom(200_000)
+    first = snapshot_of(repo, {"a": shared, "b": os.urandom(200_000)})
+    second = snapshot_of(repo, {"a": shared})
+    repo.forget([first])
+    repo.prune()
+    reopened = Repository.open(storage, PASSWORD)
+    assert reopened.find_snapshot(second[:8]).id == second
+    assert reopened.load_blob(reopened.chunk_id(shared)) == shared
+    assert reopened.check(read_data=True).errors == []
+
+
+def test_exclusive_lock_conflicts_with_shared(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    other = Repository.open(storage, PASSWORD)
+    with repo.lock(exclusive=False), pytest.raises(LockHeldError, match="shared lock held by pid"):
+        with other.lock(exclusive=True, wait_seconds=0.5):
+            pass
+    with other.lock(exclusive=True, wait_seconds=1):
+        with pytest.raises(LockHeldError):
+            with repo.lock(exclusive=False, wait_seconds=0.5):
+                pass
+    assert list(storage.list("locks/")) == []

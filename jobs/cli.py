@@ -9,15 +9,29 @@ mover never imports the launcher). :func:`main` is the only place that catches b
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from jobs import __version__
-from jobs.contract import ExitCode
-from jobs.errors import MoverError
+from jobs.contract import ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_REPOSITORY, ExitCode
+from jobs.errors import IntegrityError, MoverError, UsageError, VolumeIOError
 from jobs.kube.commands import job
+
+if TYPE_CHECKING:  # the engine (and boto3 below it) is imported only by the commands that need it
+    from jobs.engine.api import DataPathOptions, Progress
+    from jobs.repository.repository import Repository
 
 ENTRY_POINT_GROUP = "snapmover.commands"
 
@@ -29,6 +43,419 @@ def cli() -> None:
 
 
 cli.add_command(job)
+
+
+# --- shared options and output ----------------------------------------------------------------
+
+MiB = 1024 * 1024
+PROGRESS_PRINT_INTERVAL_SECONDS = 5.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _repository_options(func: F) -> F:
+    """--repo, --password-file and --json, shared by every repository command."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(func)
+    func = click.option(
+        "--password-file",
+        type=click.Path(dir_okay=False),
+        help=f"File holding the repository password (else ${ENV_PASSWORD_FILE}, else ${ENV_PASSWORD}).",
+    )(func)
+    func = click.option(
+        "--repo",
+        "repo_url",
+        envvar=ENV_REPOSITORY,
+        help=f"Repository URL: file:///abs/path or s3://bucket/prefix[?endpoint=...] (or ${ENV_REPOSITORY}).",
+    )(func)
+    return func
+
+
+def _parallel_option(func: F) -> F:
+    return click.option(
+        "--parallel",
+        type=click.IntRange(1, 256),
+        default=None,
+        help="Worker threads (default: CPU count).",
+    )(func)
+
+
+def _tag_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--tag", "tags", multiple=True, metavar="K=V", help=help_text)
+
+
+def _parse_tags(pairs: tuple[str, ...]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"malformed tag {pair!r}: use KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def _require_url(repo_url: str | None) -> str:
+    if not repo_url:
+        raise UsageError(f"no repository given: use --repo or set {ENV_REPOSITORY}")
+    return repo_url
+
+
+@contextmanager
+def _opened(repo_url: str | None, password_file: str | None, *, parallel: int = 8) -> Iterator[Repository]:
+    from jobs.engine.api import open_repository, read_password
+
+    url = _require_url(repo_url)
+    repo = open_repository(url, read_password(password_file), parallel=parallel)
+    try:
+        yield repo
+    finally:
+        repo.close()
+
+
+def _emit(as_json: bool, data: Mapping[str, Any], lines: Iterable[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return dict(vars(value))
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def _duration_text(total_bytes: int, seconds: float) -> str:
+    return f"duration: {seconds:.2f} s ({_human_bytes(total_bytes / max(seconds, 1e-9))}/s)"
+
+
+def _progress_printer(enabled: bool) -> Callable[[Progress], None] | None:
+    """A callback printing a progress line to stderr at most every few seconds (text mode only)."""
+    if not enabled:
+        return None
+    started = time.monotonic()
+    last = [started]
+
+    def show(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_PRINT_INTERVAL_SECONDS:
+            return
+        last[0] = now
+        rate = p.bytes_done / max(now - started, 1e-9)
+        pct = 100.0 * p.bytes_done / p.total_bytes if p.total_bytes else 0.0
+        click.echo(
+            f"progress: {_human_bytes(p.bytes_done)} of {_human_bytes(p.total_bytes)} ({pct:.0f}%), "
+            f"{p.files_done}/{p.files_total} files, {_human_bytes(rate)}/s",
+            err=True,
+        )
+
+    return show
+
+
+@contextmanager
+def _cancel_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM, so the pipeline stops cleanly (CanceledError, exit 5)."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield cancel
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _options(parallel: int | None, pack_size_mib: int | None = None, **extra: Any) -> DataPathOptions:
+    from jobs.engine.api import DataPathOptions
+
+    values: dict[str, Any] = dict(extra)
+    if parallel is not None:
+        values["parallel"] = parallel
+    if pack_size_mib is not None:
+        values["pack_target_bytes"] = pack_size_mib * MiB
+    return DataPathOptions(**values)
+
+
+# --- repo ---------------------------------------------------------------------------------------
+
+
+@cli.group()
+def repo() -> None:
+    """Create and inspect a repository."""
+
+
+@repo.command("init")
+@_repository_options
+@click.option(
+    "--pack-size",
+    "pack_size_mib",
+    type=click.IntRange(1, 512),
+    default=16,
+    show_default=True,
+    help="Target pack size in MiB.",
+)
+def repo_init(repo_url: str | None, password_file: str | None, as_json: bool, pack_size_mib: int) -> None:
+    """Initialise a new encrypted repository."""
+    from jobs.engine.api import init_repository, read_password
+
+    url = _require_url(repo_url)
+    repository = init_repository(url, read_password(password_file), pack_target_bytes=pack_size_mib * MiB)
+    try:
+        _emit(
+            as_json,
+            {"repository_id": repository.id, "location": repository.storage.location},
+            [f"created repository {repository.id} at {repository.storage.location}"],
+        )
+    finally:
+        repository.close()
+
+
+@repo.command("info")
+@_repository_options
+def repo_info(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
+    """Show the repository's id, configuration and size."""
+    with _opened(repo_url, password_file) as repository:
+        stats = _as_dict(repository.stats())
+        config = _as_dict(repository.config)
+        config.pop("cdc_seed", None)  # secret: keyed chunk boundaries
+        data = {
+            "repository_id": repository.id,
+            "location": repository.storage.location,
+            "config": config,
+            "stats": stats,
+        }
+        lines = [f"repository {repository.id} at {repository.storage.location}"]
+        lines += [f"  {k}: {v}" for k, v in sorted(config.items())]
+        lines += [f"  {k}: {v}" for k, v in sorted(stats.items())]
+        _emit(as_json, data, lines)
+
+
+@repo.command("check")
+@_repository_options
+@click.option("--read-data", is_flag=True, help="Also download and verify every blob.")
+def repo_check(repo_url: str | None, password_file: str | None, as_json: bool, read_data: bool) -> None:
+    """Verify the repository's structure (and with --read-data every byte); exit 3 on errors."""
+    with _opened(repo_url, password_file) as repository:
+        report = repository.check(read_data=read_data)
+    errors = list(report.errors)
+    _emit(
+        as_json,
+        {**_as_dict(report), "ok": not errors},
+        [f"error: {e}" for e in errors] + [f"check found {len(errors)} error(s)" if errors else "check passed"],
+    )
+    if errors:
+        raise IntegrityError(f"repository check found {len(errors)} error(s); first: {errors[0]}")
+
+
+@repo.command("unlock")
+@_repository_options
+@click.option("--all", "remove_all", is_flag=True, help="Remove every lock, not only stale ones.")
+def repo_unlock(repo_url: str | None, password_file: str | None, as_json: bool, remove_all: bool) -> None:
+    """Remove stale locks (or all locks with --all)."""
+    with _opened(repo_url, password_file) as repository:
+        removed = repository.unlock(stale_only=not remove_all)
+    _emit(as_json, {"removed_locks": removed}, [f"removed {removed} lock(s)"])
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@_repository_options
+@click.option("--source", required=True, type=click.Path(), help="Directory (or device/image with --mode block).")
+@click.option("--mode", type=click.Choice(["filesystem", "block"]), default="filesystem", show_default=True)
+@_tag_option("Snapshot tag (repeatable).")
+@click.option("--parent", default="auto", show_default=True, help="auto | none | snapshot id.")
+@_parallel_option
+@click.option(
+    "--pack-size",
+    "pack_size_mib",
+    type=click.IntRange(1, 512),
+    default=None,
+    help="Pack size in MiB (memory budget; the repository's own setting decides at init).",
+)
+def upload(
+    *,
+    repo_url: str | None,
+    password_file: str | None,
+    as_json: bool,
+    source: str,
+    mode: str,
+    tags: tuple[str, ...],
+    parent: str,
+    parallel: int | None,
+    pack_size_mib: int | None,
+) -> None:
+    """Back up a directory or block volume; prints the snapshot id last."""
+    from jobs.engine.api import backup
+
+    tag_map = _parse_tags(tags)
+    options = _options(parallel, pack_size_mib)
+    if not os.path.lexists(source):
+        raise VolumeIOError(f"{source}: source does not exist")
+    with (
+        _opened(repo_url, password_file, parallel=options.upload_parallel * 2) as repository,
+        _cancel_on_signals() as cancel,
+    ):
+        result = backup(
+            repository,
+            Path(source),
+            mode=mode,
+            tags=tag_map,
+            parent=parent,
+            options=options,
+            on_progress=_progress_printer(not as_json),
+            cancel=cancel,
+        )
+    _emit(
+        as_json,
+        _as_dict(result),
+        [
+            f"files: {result.files}, dirs: {result.dirs}, total: {_human_bytes(result.total_bytes)}",
+            f"new data: {_human_bytes(result.incremental_bytes)}, stored: {_human_bytes(result.stored_bytes)}",
+            f"parent: {result.parent_id or '-'}, {_duration_text(result.total_bytes, result.duration_seconds)}",
+            result.snapshot_id,
+        ],
+    )
+
+
+@cli.command()
+@_repository_options
+@click.option("--snapshot", "snapshot_id", required=True, help="Snapshot id or unique prefix.")
+@click.option("--target", required=True, type=click.Path(), help="Directory (or device/image with --mode block).")
+@click.option("--mode", type=click.Choice(["filesystem", "block"]), default="filesystem", show_default=True)
+@click.option(
+    "--sparse/--no-sparse",
+    default=True,
+    show_default=True,
+    help="Leave zero runs as holes (files, images); --no-sparse writes zeros.",
+)
+@_parallel_option
+def download(
+    *,
+    repo_url: str | None,
+    password_file: str | None,
+    as_json: bool,
+    snapshot_id: str,
+    target: str,
+    mode: str,
+    sparse: bool,
+    parallel: int | None,
+) -> None:
+    """Restore a snapshot into a directory or onto a block volume (every blob verified first)."""
+    from jobs.engine.api import restore
+
+    options = _options(parallel, write_sparse=sparse)
+    with _opened(repo_url, password_file, parallel=options.parallel * 2) as repository, _cancel_on_signals() as cancel:
+        result = restore(
+            repository,
+            snapshot_id,
+            Path(target),
+            mode=mode,
+            options=options,
+            on_progress=_progress_printer(not as_json),
+            cancel=cancel,
+        )
+    _emit(
+        as_json,
+        _as_dict(result),
+        [
+            f"restored snapshot {result.snapshot_id} into {target}",
+            f"files: {result.files}, total: {_human_bytes(result.total_bytes)}, "
+            + _duration_text(result.total_bytes, result.duration_seconds),
+        ],
+    )
+
+
+def _manifest_dict(m: Any) -> dict[str, Any]:
+    return _as_dict(m)
+
+
+@cli.command()
+@_repository_options
+@_tag_option("Only snapshots with this tag (repeatable; all must match).")
+def snapshots(repo_url: str | None, password_file: str | None, as_json: bool, tags: tuple[str, ...]) -> None:
+    """List snapshots, oldest first."""
+    wanted = _parse_tags(tags)
+    with _opened(repo_url, password_file) as repository:
+        found = [s for s in repository.list_snapshots() if all(s.tags.get(k) == v for k, v in wanted.items())]
+    lines = [f"{'ID':<16} {'TIME':<27} {'MODE':<10} {'SIZE':>12}  SOURCE  TAGS"]
+    for s in found:
+        size = _human_bytes(float(s.summary.get("total_bytes", 0)))
+        tag_text = ",".join(f"{k}={v}" for k, v in sorted(s.tags.items()))
+        lines.append(f"{s.id[:16]:<16} {s.time:<27} {s.mode:<10} {size:>12}  {s.source}  {tag_text}")
+    _emit(as_json, {"snapshots": [_manifest_dict(s) for s in found]}, lines)
+
+
+@cli.command()
+@_repository_options
+@click.argument("snapshot_ids", nargs=-1)
+@click.option("--keep-last", type=click.IntRange(0), default=None, help="Keep the N most recent snapshots.")
+@click.option("--keep-daily", type=click.IntRange(0), default=None, help="Keep the last snapshot of N days.")
+@click.option("--keep-weekly", type=click.IntRange(0), default=None, help="Keep the last snapshot of N weeks.")
+@click.option("--keep-monthly", type=click.IntRange(0), default=None, help="Keep the last snapshot of N months.")
+@_tag_option("Apply the policy only to snapshots with this tag (repeatable).")
+def forget(
+    *,
+    repo_url: str | None,
+    password_file: str | None,
+    as_json: bool,
+    snapshot_ids: tuple[str, ...],
+    keep_last: int | None,
+    keep_daily: int | None,
+    keep_weekly: int | None,
+    keep_monthly: int | None,
+    tags: tuple[str, ...],
+) -> None:
+    """Remove snapshots by id, or by a keep policy; run `prune` afterwards to free space."""
+    from jobs.repository.policy import select_forget
+
+    policy = {
+        "keep_last": keep_last,
+        "keep_daily": keep_daily,
+        "keep_weekly": keep_weekly,
+        "keep_monthly": keep_monthly,
+    }
+    has_policy = any(v is not None for v in policy.values())
+    if bool(snapshot_ids) == has_policy:
+        raise UsageError("give either snapshot ids or --keep-* options")
+    with _opened(repo_url, password_file) as repository:
+        if snapshot_ids:
+            remove = [repository.find_snapshot(i) for i in snapshot_ids]
+            keep: list[Any] = []
+        else:
+            keep, remove = select_forget(
+                repository.list_snapshots(), **{k: v or 0 for k, v in policy.items()}, tags=_parse_tags(tags)
+            )
+        repository.forget([s.id for s in remove])
+    _emit(
+        as_json,
+        {"removed": [s.id for s in remove], "kept": [s.id for s in keep]},
+        [f"removed {s.id}" for s in remove] + [f"{len(remove)} snapshot(s) removed, {len(keep)} kept by the policy"],
+    )
+
+
+@cli.command()
+@_repository_options
+def prune(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
+    """Delete data no snapshot references any more (takes an exclusive lock)."""
+    with _opened(repo_url, password_file) as repository:
+        stats = _as_dict(repository.prune())
+    _emit(as_json, stats, ["prune done"] + [f"  {k}: {v}" for k, v in sorted(stats.items())])
 
 
 def _load_plugins() -> None:

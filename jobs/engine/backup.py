@@ -79,7 +79,8 @@ class BackupRepository(Protocol):
 class RepoConfig(CdcConfig, Protocol):
     """Repository config fields used here."""
 
-    block_size: int
+    @property
+    def block_size(self) -> int: ...
 
 
 @dataclass

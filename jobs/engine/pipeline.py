@@ -28,10 +28,17 @@ WAIT_SLICE_SECONDS: Final = 0.2  # how often blocked threads look at the abort f
 class CdcConfig(Protocol):
     """The repository config fields the chunker needs."""
 
-    cdc_min_bytes: int
-    cdc_avg_bytes: int
-    cdc_max_bytes: int
-    cdc_seed: int
+    @property
+    def cdc_min_bytes(self) -> int: ...
+
+    @property
+    def cdc_avg_bytes(self) -> int: ...
+
+    @property
+    def cdc_max_bytes(self) -> int: ...
+
+    @property
+    def cdc_seed(self) -> int: ...
 
 
 class Chunker:

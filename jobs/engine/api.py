@@ -1,0 +1,299 @@
+"""The data path's public API: open repositories, back up and restore volumes.
+
+Called by the CLI (``snapmover upload|download|repo ...``) and the Job runner (``jobs.kube``).
+It joins the layers below: :mod:`jobs.storage` (where objects live), :mod:`jobs.repository`
+(blobs, packs, snapshots) and :mod:`jobs.volume` (files and devices), through the pipelines in
+:mod:`jobs.engine.backup` and :mod:`jobs.engine.restore`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from jobs.contract import ENV_PASSWORD, ENV_PASSWORD_FILE, SOURCE_TAGS
+from jobs.engine.backup import FilesystemBackup, TreeStats, backup_block
+from jobs.engine.pipeline import Abort
+from jobs.engine.progress import Progress, ProgressCallback, ProgressTracker
+from jobs.engine.restore import RestoreStats, restore_block, restore_filesystem
+from jobs.errors import ConfigError, UsageError, VolumeIOError
+from jobs.repository.repository import Repository
+from jobs.repository.snapshots import SnapshotManifest
+from jobs.storage.url import open_storage
+
+__all__ = [
+    "BackupResult",
+    "DataPathOptions",
+    "Progress",
+    "RestoreResult",
+    "backup",
+    "init_repository",
+    "open_repository",
+    "read_password",
+    "restore",
+]
+
+MiB: Final = 1024 * 1024
+MODE_FILESYSTEM: Final = "filesystem"
+MODE_BLOCK: Final = "block"
+MODES: Final = (MODE_FILESYSTEM, MODE_BLOCK)
+PARENT_AUTO: Final = "auto"
+PARENT_NONE: Final = "none"
+MIN_DATA_BUDGET_BYTES: Final = 32 * MiB
+
+
+@dataclass(frozen=True)
+class DataPathOptions:
+    """Knobs of the data path (the Job runner maps Velero's dataMoverConfig onto them)."""
+
+    parallel: int = field(default_factory=lambda: os.cpu_count() or 2)  # files/blocks processed concurrently
+    upload_parallel: int = 4  # packs uploaded concurrently
+    pack_target_bytes: int = 16 * MiB
+    write_sparse: bool = True  # restore: holes for zero runs
+    memory_limit_bytes: int = 192 * MiB  # in-flight data budget of the pipeline (chunks + packs)
+
+    def data_budget_bytes(self) -> int:
+        """Bytes of chunk data allowed between reading and storing (the rest is for packs)."""
+        packs = (self.upload_parallel + 1) * self.pack_target_bytes
+        return max(MIN_DATA_BUDGET_BYTES, self.memory_limit_bytes - packs)
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """What an upload did; ``incremental_bytes`` is the new data it stored (before compression)."""
+
+    snapshot_id: str
+    parent_id: str | None
+    total_bytes: int
+    incremental_bytes: int
+    stored_bytes: int
+    files: int
+    dirs: int
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a download wrote."""
+
+    snapshot_id: str
+    total_bytes: int
+    files: int
+    duration_seconds: float
+
+
+def read_password(password_file: str | None = None) -> str:
+    """The repository password: ``password_file``, else $SNAPMOVER_PASSWORD_FILE, else $SNAPMOVER_PASSWORD.
+
+    Raises ConfigError when none is set, the file cannot be read, or the password is empty. A
+    single trailing newline of a password file is ignored.
+    """
+    path = password_file or os.environ.get(ENV_PASSWORD_FILE)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                password = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the password file {path}: {getattr(e, 'strerror', None) or e}") from e
+        password = password.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise ConfigError(f"the password file {path} is empty")
+        return password
+    password = os.environ.get(ENV_PASSWORD, "")
+    if not password:
+        raise ConfigError(f"no repository password: use --password-file or set {ENV_PASSWORD_FILE} or {ENV_PASSWORD}")
+    return password
+
+
+def open_repository(url: str, password: str, *, parallel: int = 8, upload_parallel: int = 4) -> Repository:
+    """Open the repository at ``url`` (UsageError, RepositoryNotFoundError, WrongPasswordError, ...).
+
+    ``parallel`` sizes the storage connection pool, ``upload_parallel`` the concurrent pack uploads.
+    """
+    storage = open_storage(url, parallel=parallel)
+    try:
+        return Repository.open(storage, password, upload_parallel=upload_parallel)
+    except BaseException:
+        storage.close()
+        raise
+
+
+def init_repository(url: str, password: str, *, pack_target_bytes: int = 16 * MiB) -> Repository:
+    """Create a repository at ``url``; RepositoryExistsError if one is there already."""
+    storage = open_storage(url)
+    try:
+        return Repository.init(storage, password, pack_target_bytes=pack_target_bytes)
+    except BaseException:
+        storage.close()
+        raise
+
+
+def select_parent(
+    repo: Repository, parent: str, *, source: str, mode: str, tags: Mapping[str, str]
+) -> SnapshotManifest | None:
+    """The parent snapshot for an incremental backup (see :func:`backup`), or None."""
+    if parent == PARENT_NONE:
+        return None
+    if parent != PARENT_AUTO:
+        return repo.find_snapshot(parent)
+    candidates = [s for s in repo.list_snapshots() if s.mode == mode]
+    source_tags = {k: tags[k] for k in SOURCE_TAGS if k in tags}
+    if source_tags:
+        matches = [s for s in candidates if all(s.tags.get(k) == v for k, v in source_tags.items())]
+    else:
+        matches = [s for s in candidates if s.source == source]
+    return matches[-1] if matches else None
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r}: use {' or '.join(MODES)}")
+
+
+def backup(
+    repo: Repository,
+    source: Path,
+    *,
+    mode: str = MODE_FILESYSTEM,
+    tags: Mapping[str, str] | None = None,
+    parent: str = PARENT_AUTO,
+    options: DataPathOptions | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> BackupResult:
+    """Back up ``source`` (a directory, or a device/image with ``mode="block"``) into a new snapshot.
+
+    ``parent``: "auto" = the latest snapshot of the same mode with the same
+    ``jobs.contract.SOURCE_TAGS`` values (or, without those tags, the same source path); "none";
+    or a snapshot id/prefix. Unchanged files of the parent are not read. Takes a shared lock.
+    Raises CanceledError (within seconds of ``cancel.set()``; no snapshot is written, what was
+    uploaded is indexed so a retry reuses it), VolumeIOError for a bad source, and whatever the
+    repository raises. ``on_progress`` is called from worker threads at most ~1/s and at the end.
+    """
+    _check_mode(mode)
+    options = options or DataPathOptions()
+    tags = dict(tags or {})
+    source_path = os.path.abspath(source)
+    if not os.path.exists(source_path):  # before taking the lock: a bad source changes nothing
+        raise VolumeIOError(f"{source_path}: source does not exist")
+    started = time.monotonic()
+    progress = ProgressTracker(on_progress)
+    abort = Abort(cancel)
+    with repo.lock():
+        parent_manifest = select_parent(repo, parent, source=source_path, mode=mode, tags=tags)
+        try:
+            stats = _run_backup(
+                repo=repo,
+                source=source_path,
+                mode=mode,
+                parent=parent_manifest,
+                options=options,
+                progress=progress,
+                abort=abort,
+            )
+        except BaseException:
+            if abort.error is None and cancel is not None and cancel.is_set():
+                repo.flush()  # index what was uploaded so a retry reuses it; no snapshot
+            raise
+        repo.flush()
+        final = progress.finish()
+        duration = time.monotonic() - started
+        manifest = SnapshotManifest(
+            time=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            hostname=socket.gethostname(),
+            source=source_path,
+            mode=mode,
+            tags=tags,
+            root=stats.root,
+            parent=parent_manifest.id if parent_manifest else None,
+            summary={
+                "total_bytes": final.total_bytes,
+                "files": stats.files,
+                "dirs": stats.dirs,
+                "new_bytes": final.new_bytes,
+                "stored_bytes": stats.stored_bytes,
+                "duration_seconds": round(duration, 3),
+            },
+        )
+        snapshot_id = repo.save_snapshot(manifest)
+    return BackupResult(
+        snapshot_id=snapshot_id,
+        parent_id=manifest.parent,
+        total_bytes=final.total_bytes,
+        incremental_bytes=final.new_bytes,
+        stored_bytes=stats.stored_bytes,
+        files=stats.files,
+        dirs=stats.dirs,
+        duration_seconds=duration,
+    )
+
+
+def _run_backup(
+    *,
+    repo: Repository,
+    source: str,
+    mode: str,
+    parent: SnapshotManifest | None,
+    options: DataPathOptions,
+    progress: ProgressTracker,
+    abort: Abort,
+) -> TreeStats:
+    if mode == MODE_BLOCK:
+        return backup_block(repo, source, parallel=options.parallel, progress=progress, abort=abort)
+    return FilesystemBackup(
+        repo,
+        source,
+        parallel=options.parallel,
+        memory_budget_bytes=options.data_budget_bytes(),
+        progress=progress,
+        abort=abort,
+        parent_root=parent.root if parent else None,
+    ).run()
+
+
+def restore(
+    repo: Repository,
+    snapshot_id: str,
+    target: Path,
+    *,
+    mode: str = MODE_FILESYSTEM,
+    options: DataPathOptions | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> RestoreResult:
+    """Restore a snapshot (id or unique prefix) into ``target`` (a directory, or a device/image for block).
+
+    Every blob is verified before any of its bytes are written (IntegrityError, exit 3). Raises
+    SnapshotNotFoundError, UsageError (the snapshot is of the other mode), VolumeIOError,
+    CanceledError.
+    """
+    _check_mode(mode)
+    options = options or DataPathOptions()
+    started = time.monotonic()
+    manifest = repo.find_snapshot(snapshot_id)
+    progress = ProgressTracker(on_progress)
+    abort = Abort(cancel)
+    run = restore_block if mode == MODE_BLOCK else restore_filesystem
+    stats: RestoreStats = run(
+        repo,
+        manifest.root,
+        os.path.abspath(target),
+        parallel=options.parallel,
+        write_sparse=options.write_sparse,
+        progress=progress,
+        abort=abort,
+    )
+    progress.finish()
+    return RestoreResult(
+        snapshot_id=manifest.id,
+        total_bytes=stats.total_bytes,
+        files=stats.files,
+        duration_seconds=time.monotonic() - started,
+    )

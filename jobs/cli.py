@@ -100,11 +100,13 @@ def _require_url(repo_url: str | None) -> str:
 
 
 @contextmanager
-def _opened(repo_url: str | None, password_file: str | None, *, parallel: int = 8) -> Iterator[Repository]:
+def _opened(
+    repo_url: str | None, password_file: str | None, *, parallel: int = 8, upload_parallel: int = 4
+) -> Iterator[Repository]:
     from jobs.engine.api import open_repository, read_password
 
     url = _require_url(repo_url)
-    repo = open_repository(url, read_password(password_file), parallel=parallel)
+    repo = open_repository(url, read_password(password_file), parallel=parallel, upload_parallel=upload_parallel)
     try:
         yield repo
     finally:
@@ -179,14 +181,12 @@ def _cancel_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _options(parallel: int | None, pack_size_mib: int | None = None, **extra: Any) -> DataPathOptions:
+def _options(parallel: int | None, **extra: Any) -> DataPathOptions:
     from jobs.engine.api import DataPathOptions
 
     values: dict[str, Any] = dict(extra)
     if parallel is not None:
         values["parallel"] = parallel
-    if pack_size_mib is not None:
-        values["pack_target_bytes"] = pack_size_mib * MiB
     return DataPathOptions(**values)
 
 
@@ -281,13 +281,6 @@ def repo_unlock(repo_url: str | None, password_file: str | None, as_json: bool, 
 @_tag_option("Snapshot tag (repeatable).")
 @click.option("--parent", default="auto", show_default=True, help="auto | none | snapshot id.")
 @_parallel_option
-@click.option(
-    "--pack-size",
-    "pack_size_mib",
-    type=click.IntRange(1, 512),
-    default=None,
-    help="Pack size in MiB (memory budget; the repository's own setting decides at init).",
-)
 def upload(
     *,
     repo_url: str | None,
@@ -298,17 +291,18 @@ def upload(
     tags: tuple[str, ...],
     parent: str,
     parallel: int | None,
-    pack_size_mib: int | None,
 ) -> None:
     """Back up a directory or block volume; prints the snapshot id last."""
     from jobs.engine.api import backup
 
     tag_map = _parse_tags(tags)
-    options = _options(parallel, pack_size_mib)
+    options = _options(parallel)
     if not os.path.lexists(source):
         raise VolumeIOError(f"{source}: source does not exist")
     with (
-        _opened(repo_url, password_file, parallel=options.upload_parallel * 2) as repository,
+        _opened(
+            repo_url, password_file, parallel=options.upload_parallel * 2, upload_parallel=options.upload_parallel
+        ) as repository,
         _cancel_on_signals() as cancel,
     ):
         result = backup(

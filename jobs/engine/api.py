@@ -8,6 +8,7 @@ It joins the layers below: :mod:`jobs.storage` (where objects live), :mod:`jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -60,8 +61,12 @@ class DataPathOptions:
     memory_limit_bytes: int = 192 * MiB  # in-flight data budget of the pipeline (chunks + packs)
 
     def data_budget_bytes(self) -> int:
-        """Bytes of chunk data allowed between reading and storing (the rest is for packs)."""
-        packs = (self.upload_parallel + 1) * self.pack_target_bytes
+        """Bytes of chunk data allowed between reading and storing (the rest is for packs).
+
+        The repository holds one open pack and, per upload in flight, a pack's sealed blobs plus
+        their joined copy while it is written: about (2 x uploads + 1) packs.
+        """
+        packs = (2 * self.upload_parallel + 1) * self.pack_target_bytes
         return max(MIN_DATA_BUDGET_BYTES, self.memory_limit_bytes - packs)
 
 
@@ -189,12 +194,13 @@ def backup(
     with repo.lock():
         parent_manifest = select_parent(repo, parent, source=source_path, mode=mode, tags=tags)
         try:
+            budget_options = dataclasses.replace(options, pack_target_bytes=repo.config.pack_target_bytes)
             stats = _run_backup(
                 repo=repo,
                 source=source_path,
                 mode=mode,
                 parent=parent_manifest,
-                options=options,
+                options=budget_options,
                 progress=progress,
                 abort=abort,
             )

@@ -4,8 +4,9 @@
   repository's secret so chunk boundaries differ between repositories); its :meth:`Chunker.cut`
   works on windows of a stream and hands back the tail to carry into the next window, so a huge
   file is cut exactly as if it were one buffer while only a window is in memory.
-* :class:`MemoryBudget` bounds the bytes in flight between the read stage and the hash/store
-  stage (readers block when it is used up), which is what keeps peak RSS independent of volume size.
+* :class:`BufferPool` / :class:`SharedBuffer`: a fixed set of read windows shared by the store
+  tasks that point into them; readers block when all are in use, which is what keeps peak RSS
+  independent of volume size.
 * :class:`Stage` is a pool of threads consuming a queue; the first exception in any thread
   aborts the whole pipeline (the :class:`Abort` object), and so does a cancel request.
 """
@@ -63,8 +64,8 @@ class Chunker:
         """Cut ``data`` into ``(offset, length)`` chunks; returns them and the bytes consumed.
 
         When ``final`` is False the last piece is not a real boundary (the stream goes on): it is
-        left unconsumed, and the caller prepends it to the next window. Callers must pass
-        windows longer than ``max_bytes`` (except the final one) so every window makes progress.
+        left unconsumed, and the caller prepends it to the next window. A window of up to
+        ``max_bytes`` may yield nothing; callers grow it (carry + next read) until it does.
         """
         if len(data) <= self.min_bytes:
             return ([(0, len(data))] if final and len(data) else []), (len(data) if final else 0)
@@ -106,31 +107,6 @@ class Abort:
 
 class Stopped(Exception):
     """A blocked call gave up because the pipeline is aborting (the Abort object says why)."""
-
-
-class MemoryBudget:
-    """A byte semaphore: at most ``limit`` bytes of chunk data in flight (one oversize item allowed)."""
-
-    def __init__(self, limit: int, abort: Abort) -> None:
-        self._limit = limit
-        self._used = 0
-        self._cond = threading.Condition()
-        self._abort = abort
-
-    def acquire(self, n: int) -> None:
-        """Block until ``n`` bytes fit; raises the pipeline's abort reason when it stops meanwhile."""
-        with self._cond:
-            while self._used > 0 and self._used + n > self._limit:
-                if self._abort.is_set:
-                    raise Stopped
-                self._cond.wait(WAIT_SLICE_SECONDS)
-            self._used += n
-
-    def release(self, n: int) -> None:
-        """Give ``n`` bytes back."""
-        with self._cond:
-            self._used -= n
-            self._cond.notify_all()
 
 
 class BufferPool:

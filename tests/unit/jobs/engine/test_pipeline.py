@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from jobs.engine.pipeline import Abort, Chunker, MemoryBudget, Stage, Stopped
+from jobs.engine.pipeline import Abort, BufferPool, Chunker, SharedBuffer, Stage, Stopped
 from jobs.errors import CanceledError, VolumeIOError
 from tests.unit.jobs.engine.fakerepo import FakeConfig, MiB
 
@@ -51,33 +51,31 @@ def test_huge_seed_is_accepted() -> None:
     assert chunker.cut(memoryview(os.urandom(MiB)), final=True)[1] == MiB
 
 
-def test_memory_budget_blocks_until_released_and_stops_on_abort() -> None:
-    abort = Abort(None)
-    budget = MemoryBudget(10, abort)
-    budget.acquire(8)
-    acquired = threading.Event()
-
-    def second() -> None:
-        budget.acquire(5)
-        acquired.set()
-
-    t = threading.Thread(target=second)
-    t.start()
-    assert not acquired.wait(0.3)
-    budget.release(8)
-    assert acquired.wait(5)
-    t.join()
-    budget.release(5)
-    budget.acquire(100)  # one oversize item is allowed when nothing else is in flight
+def test_buffer_pool_blocks_until_a_buffer_is_let_go_and_stops_on_abort() -> None:
     cancel = threading.Event()
-    abort2 = Abort(cancel)
-    b2 = MemoryBudget(10, abort2)
-    b2.acquire(10)
+    abort = Abort(cancel)
+    pool = BufferPool(1024, 2, abort)
+    first, second = SharedBuffer(pool), SharedBuffer(pool)
+    first.hold()  # a store task points into it
+    first.let_go()  # the reader is done with it; the task still holds it
+    got = threading.Event()
+
+    def third() -> None:
+        SharedBuffer(pool)
+        got.set()
+
+    t = threading.Thread(target=third)
+    t.start()
+    assert not got.wait(0.3)
+    first.let_go()  # the task is done: the buffer goes back to the pool
+    assert got.wait(5)
+    t.join()
+    assert len(second.view) == 1024
     cancel.set()
     with pytest.raises(Stopped):
-        b2.acquire(1)
+        SharedBuffer(pool)
     with pytest.raises(CanceledError):
-        abort2.check()
+        abort.check()
 
 
 def test_stage_records_the_first_error_and_aborts() -> None:

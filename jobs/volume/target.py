@@ -37,22 +37,31 @@ def _clear(path: str, keep_dir: bool) -> None:
         os.unlink(path)
 
 
-def create_dir(path: str) -> None:
-    """Make ``path`` a directory owned by us with full access (real mode is applied last)."""
+def create_dir(path: str, *, fresh: bool = False) -> bool:
+    """Make ``path`` a directory with full access for us (its real mode is applied last).
+
+    Returns True when the directory is new (so nothing inside it needs clearing). ``fresh``
+    (here and below) says the parent is new, so nothing can be in the way.
+    """
     try:
-        _clear(path, keep_dir=True)
-        if not os.path.isdir(path):
+        if fresh:
             os.mkdir(path, 0o700)
-        else:
+            return True
+        _clear(path, keep_dir=True)
+        if os.path.isdir(path):
             os.chmod(path, 0o700)
+            return False
+        os.mkdir(path, 0o700)
+        return True
     except OSError as e:
         raise _volume_error(path, "create directory", e) from e
 
 
-def create_file(path: str, size: int) -> None:
-    """Create (or truncate) a regular file of ``size`` bytes that reads as zeros (a hole)."""
+def create_file(path: str, size: int, *, fresh: bool = False) -> None:
+    """Create (or replace) a regular file; ``size`` > 0 extends it with a hole to that size."""
     try:
-        _clear(path, keep_dir=False)
+        if not fresh:
+            _clear(path, keep_dir=False)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | _WRITE_FLAGS, 0o600)
         try:
             if size:
@@ -63,10 +72,11 @@ def create_file(path: str, size: int) -> None:
         raise _volume_error(path, "create file", e) from e
 
 
-def create_special(path: str, kind: str, *, target: str = "", rdev: int = 0) -> None:
+def create_special(path: str, kind: str, *, target: str = "", rdev: int = 0, fresh: bool = False) -> None:
     """Create a symlink (to ``target``), FIFO, socket or device node (``rdev``; needs root)."""
     try:
-        _clear(path, keep_dir=False)
+        if not fresh:
+            _clear(path, keep_dir=False)
         if kind == NODE_SYMLINK:
             os.symlink(target, path)
         else:

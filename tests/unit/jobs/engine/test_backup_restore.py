@@ -275,3 +275,59 @@ def test_mode_mismatch_is_a_usage_error(sample: Path, tmp_path: Path) -> None:
             progress=ProgressTracker(None),
             abort=Abort(None),
         )
+
+
+def test_restore_over_an_existing_tree_replaces_entries_and_never_writes_through_links(
+    sample: Path, tmp_path: Path
+) -> None:
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, sample)
+    target = tmp_path / "restored"
+    target.mkdir()
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"must stay untouched")
+    (target / "small.txt").symlink_to(outside)  # a file in the snapshot is a symlink here
+    (target / "emptydir").write_bytes(b"a file where the snapshot has a directory")
+    (target / "link-to-small").mkdir()  # a directory where the snapshot has a symlink
+    (target / "link-to-small" / "junk").write_bytes(b"x")
+    run_restore(repo, stats.root, target)
+    run_restore(repo, stats.root, target)  # and once more over its own result
+    assert outside.read_bytes() == b"must stay untouched"
+    assert compare_trees(sample, target) == []
+
+
+def test_progress_is_reported_at_the_end_with_final_counts(sample: Path) -> None:
+    seen: list[Progress] = []
+    progress = ProgressTracker(seen.append, interval_seconds=3600)  # throttled: only the final report
+    FilesystemBackup(
+        FakeRepository(),
+        str(sample),
+        parallel=2,
+        memory_budget_bytes=64 * MiB,
+        progress=progress,
+        abort=Abort(None),
+        parent_root=None,
+    ).run()
+    final = progress.finish()
+    assert seen[-1] == final
+    assert final.files_done == final.files_total > 15
+    assert final.bytes_done == final.total_bytes
+    assert seen == [final]
+
+
+def test_progress_callbacks_during_a_run_when_the_interval_allows(sample: Path) -> None:
+    seen: list[Progress] = []
+    progress = ProgressTracker(seen.append, interval_seconds=0.0)
+    FilesystemBackup(
+        FakeRepository(),
+        str(sample),
+        parallel=2,
+        memory_budget_bytes=64 * MiB,
+        progress=progress,
+        abort=Abort(None),
+        parent_root=None,
+    ).run()
+    final = progress.finish()
+    assert len(seen) > 5
+    assert seen[-1] == final
+    assert all(p.bytes_done <= final.bytes_done for p in seen)

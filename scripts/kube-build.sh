@@ -54,9 +54,10 @@ if [ ! -d "kubernetes-$KUBE_VERSION" ]; then
 fi
 tree=$work/kubernetes-$KUBE_VERSION
 step "replacing vendored reflect2 with Debian's 1.0.2 sources"
+vendored=$tree/vendor/github.com/modern-go/reflect2
+rm -f "$vendored"/*.go "$vendored"/*.s
 cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s \
-    "$tree/vendor/github.com/modern-go/reflect2/" 2>/dev/null ||
-    cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$tree/vendor/github.com/modern-go/reflect2/"
+    "$vendored/"
 
 mkdir -p "$work/gopath/src/k8s.io" "$work/home" "$work/gocache"
 ln -sfn "$tree" "$work/gopath/src/k8s.io/kubernetes"

@@ -1,0 +1,122 @@
+"""A whole local cluster: the control plane plus the node harness, as one start/stop unit.
+
+Used by ``python -m tests.cluster`` (``make cluster-up/down``), by the pytest fixtures in
+``tests/fixtures/cluster.py`` and by ``make demo``. Everything it starts is recorded by PID in
+the state directory; ``stop`` stops exactly those processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.cluster.controlplane import REPO_ROOT, ControlPlane, cache_root
+
+MANIFESTS = Path(__file__).parent / "manifests"
+HARNESS_READY_TIMEOUT_SECONDS = 60
+
+
+def default_state_dir() -> Path:
+    """Where ``make cluster-up`` keeps its cluster."""
+    return cache_root() / "cluster"
+
+
+class LocalCluster:
+    """Start/stop the local cluster recorded in ``state``."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.control = ControlPlane(state)
+        self.kubeconfig = self.control.kubeconfig
+        self.data_root = state / "volumes"
+
+    @property
+    def server(self) -> str:
+        return str(json.loads(self.control.info_file.read_text())["server"])
+
+    def running(self) -> bool:
+        return self.control.running()
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster."""
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
+            check=check,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        """Start everything and wait until the node is Ready and the default objects exist."""
+        t0 = time.monotonic()
+        info = self.control.start()
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        info["data_root"] = str(self.data_root)
+        self.control.info_file.write_text(json.dumps(info))
+        self._apply(MANIFESTS / "snapshot-crds.json")
+        self._wait_crds()
+        self._apply(MANIFESTS / "defaults.json")
+        log = open(self.state / "harness.log", "ab")  # noqa: SIM115 - owned by the child
+        env = dict(os.environ, SNAPMOVER_CLUSTER_PKI=str(self.control.pki), PYTHONPATH=str(REPO_ROOT))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster.harness", str(self.control.info_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=REPO_ROOT,
+        )
+        with open(self.control.pid_file, "a") as f:
+            f.write(f"{proc.pid} harness\n")
+        self._wait_node(proc)
+        self._wait_default_service_account()
+        print(f"local cluster ready in {time.monotonic() - t0:.1f}s", flush=True)
+
+    def stop(self) -> None:
+        self.control.stop()
+
+    def _apply(self, path: Path) -> None:
+        for attempt in range(30):
+            result = self.kubectl("apply", "-f", str(path), check=False)
+            if result.returncode == 0:
+                return
+            time.sleep(0.5 + attempt * 0.1)
+        raise RuntimeError(f"kubectl apply {path.name} failed: {result.stderr}")
+
+    def _wait_crds(self) -> None:
+        self.kubectl(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/volumesnapshots.snapshot.storage.k8s.io",
+            "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
+            "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
+        )
+
+    def _wait_node(self, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + HARNESS_READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"harness exited: {(self.state / 'harness.log').read_text()[-2000:]}")
+            result = self.kubectl(
+                "get", "node", "node-1", "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}", check=False
+            )
+            if result.returncode == 0 and result.stdout.strip() not in ("", "0"):
+                return
+            time.sleep(0.3)
+        raise RuntimeError("the harness node did not register")
+
+    def _wait_default_service_account(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            result = self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False)
+            if result.returncode == 0:
+                return
+            time.sleep(0.3)
+        raise RuntimeError("the controller manager did not create the default ServiceAccount")

@@ -1,0 +1,158 @@
+"""e2e: the local cluster behaves like a real one, driven with the real kubectl."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.fixtures.cluster import ClusterHandle
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def apply(cluster: ClusterHandle, ns: str, obj: dict[str, object]) -> None:
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
+
+
+def get(cluster: ClusterHandle, ns: str, kind: str, name: str) -> dict[str, object]:
+    return json.loads(cluster.kubectl("get", "-n", ns, kind, name, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def pvc(name: str, *, mode: str = "Filesystem", snapshot: str | None = None) -> dict[str, object]:
+    spec: dict[str, object] = {
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": mode,
+        "resources": {"requests": {"storage": "64Mi"}},
+    }
+    if snapshot:
+        spec["dataSource"] = {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot}
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}, "spec": spec}
+
+
+def job(
+    name: str,
+    script: str,
+    claim: str | None = None,
+    *,
+    device: bool = False,
+    sa: str | None = None,
+    read_only: bool = False,
+) -> dict[str, object]:
+    container: dict[str, object] = {"name": "main", "image": "snapmover:test", "command": ["sh", "-c", script]}
+    pod: dict[str, object] = {"restartPolicy": "Never", "containers": [container]}
+    if claim:
+        pod["volumes"] = [{"name": "vol", "persistentVolumeClaim": {"claimName": claim}}]
+        if device:
+            container["volumeDevices"] = [{"name": "vol", "devicePath": "/dev/snapmover-test-dev"}]
+        else:
+            container["volumeMounts"] = [{"name": "vol", "mountPath": "/data", "readOnly": read_only}]
+    if sa:
+        pod["serviceAccountName"] = sa
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": pod}},
+    }
+
+
+def job_condition(cluster: ClusterHandle, ns: str, name: str) -> str | None:
+    status = get(cluster, ns, "job", name).get("status", {})
+    for cond in status.get("conditions", []):  # type: ignore[union-attr]
+        if cond["status"] == "True" and cond["type"] in ("Complete", "Failed"):
+            return str(cond["type"])
+    return None
+
+
+def run_job(cluster: ClusterHandle, ns: str, spec: dict[str, object], expect: str = "Complete") -> str:
+    apply(cluster, ns, spec)
+    name = spec["metadata"]["name"]  # type: ignore[index]
+    wait_for(f"job {name}", lambda: job_condition(cluster, ns, name) is not None)
+    assert job_condition(cluster, ns, name) == expect
+    return str(cluster.kubectl("logs", "-n", ns, f"job/{name}").stdout)
+
+
+def test_snapshot_restore_keeps_data_and_job_logs_work(kube_cluster: ClusterHandle, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    apply(kube_cluster, ns, pvc("source"))
+    run_job(
+        kube_cluster,
+        ns,
+        job("fill", "echo 'volume data 42' > /data/file && mkdir /data/sub && echo x > /data/sub/y", "source"),
+    )
+    apply(
+        kube_cluster,
+        ns,
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": "snap"},
+            "spec": {"volumeSnapshotClassName": "standard", "source": {"persistentVolumeClaimName": "source"}},
+        },
+    )
+    wait_for(
+        "snapshot ready",
+        lambda: get(kube_cluster, ns, "volumesnapshot", "snap").get("status", {}).get("readyToUse") is True,
+    )  # type: ignore[union-attr]
+    apply(kube_cluster, ns, pvc("restored", snapshot="snap"))
+    logs = run_job(kube_cluster, ns, job("read", "cat /data/file /data/sub/y", "restored", read_only=True))
+    assert logs.splitlines() == ["volume data 42", "x"]
+    tail = kube_cluster.kubectl("logs", "-n", ns, "job/read", "--tail=1").stdout
+    assert tail.strip() == "x"
+
+
+def test_failing_job_ends_failed_with_termination_message(kube_cluster: ClusterHandle, k8s_namespace: str) -> None:
+    spec = job("fails", "echo about to fail; echo 'disk exploded' > /dev/termination-log; exit 3")
+    logs = run_job(kube_cluster, k8s_namespace, spec, expect="Failed")
+    assert "about to fail" in logs
+    pods = json.loads(
+        kube_cluster.kubectl("get", "pods", "-n", k8s_namespace, "-l", "job-name=fails", "-o", "json").stdout
+    )["items"]
+    term = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["exitCode"] == 3 and term["message"].strip() == "disk exploded"
+
+
+def test_service_account_rbac_is_enforced(kube_cluster: ClusterHandle, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    kube_cluster.kubectl("create", "serviceaccount", "reader", "-n", ns)
+    who = f"--as=system:serviceaccount:{ns}:reader"
+    denied = kube_cluster.kubectl("auth", "can-i", "list", "configmaps", "-n", ns, who, check=False)
+    assert denied.stdout.strip() == "no"
+    script = (
+        'python -c "from kubernetes import client, config; config.load_incluster_config(); '
+        f"print(len(client.CoreV1Api().list_namespaced_config_map('{ns}').items), 'configmaps')\""
+    )
+    logs = run_job(kube_cluster, ns, job("forbidden", script, sa="reader"), expect="Failed")
+    assert "403" in logs or "Forbidden" in logs
+    kube_cluster.kubectl("create", "role", "cm-reader", "--verb=list", "--resource=configmaps", "-n", ns)
+    kube_cluster.kubectl(
+        "create", "rolebinding", "cm-reader", "--role=cm-reader", f"--serviceaccount={ns}:reader", "-n", ns
+    )
+    allowed = kube_cluster.kubectl("auth", "can-i", "list", "configmaps", "-n", ns, who, check=False)
+    assert allowed.stdout.strip() == "yes"
+    logs = run_job(kube_cluster, ns, job("allowed", script, sa="reader"))
+    assert "configmaps" in logs
+
+
+def test_block_pvc_is_a_device_path(kube_cluster: ClusterHandle, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    apply(kube_cluster, ns, pvc("disk", mode="Block"))
+    script = (
+        "python -c \"import os; fd = os.open('/dev/snapmover-test-dev', os.O_RDWR); "
+        "os.pwrite(fd, b'block!', 1 << 20); print(os.pread(fd, 6, 1 << 20).decode(), "
+        'os.lseek(fd, 0, os.SEEK_END))"'
+    )
+    logs = run_job(kube_cluster, ns, job("blockio", script, "disk", device=True))
+    assert logs.split() == ["block!", str(64 << 20)]

@@ -180,6 +180,7 @@ class FilesystemBackup:
         self._links: dict[tuple[int, int], _File] = {}
         self._small: list[_File] = []
         self._small_bytes = 0
+        self._walked = [0, 0, 0, 0]  # total_bytes, files_total, bytes_done, files_done not yet reported
         self._stats = TreeStats()
         self._parallel = max(1, parallel)
         self._readers: Stage[_File] | None = None
@@ -244,15 +245,18 @@ class FilesystemBackup:
                 elif node.type == NODE_FILE:
                     self._stats.files += 1
                     self._add_file(d, node, child_path)
+            self._report_walked()
             self._release(d)
 
     def _add_file(self, d: _Dir, node: Node, path: str) -> None:
         key = (node.dev, node.inode) if node.nlink > 1 else None
+        walked = self._walked
+        walked[1] += 1  # files_total
         if key is not None and key in self._links:
-            self._progress.add(files_total=1, files_done=1)
+            walked[3] += 1  # files_done: another name of a file already counted
             self._wait_for(self._links[key], node, d)
             return
-        self._progress.add(total_bytes=node.size, files_total=1)
+        walked[0] += node.size  # total_bytes
         f = _File(path, node.size)
         if key is not None:
             self._links[key] = f
@@ -261,11 +265,13 @@ class FilesystemBackup:
             f.content = reused or []
             f.outstanding = 0
             node.content = f.content
-            self._progress.add(bytes_done=node.size, files_done=1)
+            walked[2] += node.size  # bytes_done
+            walked[3] += 1
             return
         self._wait_for(f, node, d)
         assert self._readers is not None
         if node.size > SMALL_FILE_BYTES:
+            self._report_walked()
             self._readers.put(f)
             return
         self._small.append(f)
@@ -273,7 +279,17 @@ class FilesystemBackup:
         if len(self._small) >= SMALL_BATCH_FILES or self._small_bytes >= SMALL_BATCH_BYTES:
             self._flush_small()
 
+    def _report_walked(self) -> None:
+        """Hand the walker's tallies to the progress tracker (once per directory, not per file)."""
+        total_bytes, files_total, bytes_done, files_done = self._walked
+        if files_total:
+            self._progress.add(
+                total_bytes=total_bytes, files_total=files_total, bytes_done=bytes_done, files_done=files_done
+            )
+            self._walked = [0, 0, 0, 0]
+
     def _flush_small(self) -> None:
+        self._report_walked()
         if self._small:
             batch, self._small, self._small_bytes = self._small, [], 0
             self._read_small(batch)
@@ -302,9 +318,10 @@ class FilesystemBackup:
 
     # completion bookkeeping (any thread) --------------------------------------------------------
 
-    def _release(self, d: _Dir) -> None:
+    def _release(self, d: _Dir, count: int = 1) -> None:
+        """``count`` entries of ``d`` are complete; store its tree (and maybe its parents') when none is left."""
         with self._lock:
-            d.pending -= 1
+            d.pending -= count
             if d.pending:
                 return
         while True:
@@ -320,20 +337,28 @@ class FilesystemBackup:
                     return
             d = parent
 
-    def _file_step(self, f: _File) -> None:
+    def _files_step(self, files: Iterable[_File]) -> None:
+        """One hold on each file is released; complete the files that have none left."""
+        completed: list[tuple[list[ContentRef], list[tuple[Node, _Dir]]]] = []
         with self._lock:
-            f.outstanding -= 1
-            if f.outstanding:
-                return
-            content = coalesce(ref for ref in f.slots if ref is not None)
-            f.content = content
-            waiters, f.waiters = f.waiters, []
-        for node, _d in waiters:
-            node.content = content
-            node.size = sum(length for _, length in content)  # the file may have changed size
-        self._progress.add(files_done=1)
-        for _node, d in waiters:
-            self._release(d)
+            for f in files:
+                f.outstanding -= 1
+                if f.outstanding:
+                    continue
+                f.content = coalesce(ref for ref in f.slots if ref is not None)
+                completed.append((f.content, f.waiters))
+                f.waiters = []
+        if not completed:
+            return
+        done_in: dict[int, tuple[_Dir, int]] = {}
+        for content, waiters in completed:
+            size = sum(length for _, length in content)  # the file may have changed size
+            for node, d in waiters:
+                node.content, node.size = content, size
+                done_in[id(d)] = (d, done_in.get(id(d), (d, 0))[1] + 1)
+        self._progress.add(files_done=len(completed))
+        for d, count in done_in.values():
+            self._release(d, count)
 
     # readers ------------------------------------------------------------------------------------
 
@@ -363,7 +388,7 @@ class FilesystemBackup:
                     self._progress.add(bytes_done=length)
         finally:
             os.close(fd)
-        self._file_step(f)
+        self._files_step([f])
 
     def _read_extent(self, f: _File, fd: int, offset: int, length: int) -> None:
         carry = b""
@@ -416,17 +441,19 @@ class FilesystemBackup:
     # storers ------------------------------------------------------------------------------------
 
     def _store(self, task: _StoreTask) -> None:
+        done = new = 0
         try:
             for f, index, view in task.pieces:
                 if self._abort.is_set:
                     raise Stopped
-                f.slots[index], new = self._store_chunk(view)
-                self._progress.add(bytes_done=len(view), new_bytes=new)
+                f.slots[index], added = self._store_chunk(view)
+                done += len(view)
+                new += added
         finally:
             if task.window is not None:
                 task.window.let_go()
-        for f in {id(p[0]): p[0] for p in task.pieces}.values():
-            self._file_step(f)
+        self._progress.add(bytes_done=done, new_bytes=new)
+        self._files_step({id(p[0]): p[0] for p in task.pieces}.values())
 
     def _store_chunk(self, view: memoryview) -> tuple[ContentRef, int]:
         n = len(view)

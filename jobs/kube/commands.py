@@ -2,9 +2,66 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
+
 import click
+
+from jobs.contract import ENV_LOG_FORMAT
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line (``--log-format json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
+
+
+def setup_logging(log_format: str) -> None:
+    """Log lines to stderr (what `kubectl logs` shows), text or JSON."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for noisy in ("kubernetes", "urllib3", "botocore", "boto3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @click.group()
-def job() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=lambda: os.environ.get(ENV_LOG_FORMAT, "text"),
+    show_default="text",
+    help="Log line format.",
+)
+def job(log_format: str) -> None:
     """Run inside a mover Job: read the Job environment, move data, write the CR status."""
+    setup_logging(log_format)
+
+
+@job.command()
+def upload() -> None:
+    """Back up the volume of this Job's DataUpload."""
+    from jobs.kube.runner import run_job
+
+    sys.exit(run_job("upload"))
+
+
+@job.command()
+def download() -> None:
+    """Restore this Job's DataDownload into its volume."""
+    from jobs.kube.runner import run_job
+
+    sys.exit(run_job("download"))

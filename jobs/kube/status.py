@@ -1,0 +1,113 @@
+"""The mover's view of its own CR: read it, change its phase safely, patch progress.
+
+Every phase change is a resourceVersion-checked replace of the whole object (the CRDs have no
+status subresource): on 409 the CR is re-read and the decision taken again, so a cancel and a
+completion can never both win, and a terminal CR is never changed. Progress goes out as a merge
+patch that touches only ``status.progress``. The ServiceAccount the Job runs as may only
+get/watch/patch/update this one CR.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from jobs.contract import (
+    API_GROUP,
+    API_VERSION,
+    DATADOWNLOAD_PLURAL,
+    DATAUPLOAD_KIND,
+    DATAUPLOAD_PLURAL,
+    TERMINAL_PHASES,
+)
+from jobs.errors import MoverError, StorageUnavailableError
+
+log = logging.getLogger(__name__)
+CONFLICT_RETRIES = 10
+
+
+def rfc3339_now() -> str:
+    """Kubernetes Time format (seconds precision, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CRClientError(MoverError):
+    """The Kubernetes API refused or could not be reached for the mover's own CR."""
+
+
+class CRStatus:
+    """Reads and updates one DataUpload/DataDownload from inside its Job."""
+
+    def __init__(self, kind: str, namespace: str, name: str, uid: str = "") -> None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self._api = client.CustomObjectsApi()
+        self.kind = kind
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.plural = DATAUPLOAD_PLURAL if kind == DATAUPLOAD_KIND else DATADOWNLOAD_PLURAL
+
+    def get(self) -> dict[str, Any]:
+        """The current CR; raises when it is gone or belongs to another object with our name."""
+        try:
+            obj: dict[str, Any] = self._api.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, self.namespace, self.plural, self.name
+            )
+        except ApiException as e:
+            raise CRClientError(f"cannot read {self.kind} {self.namespace}/{self.name}: {e.status} {e.reason}") from e
+        except HTTPError as e:
+            raise StorageUnavailableError(f"cannot reach the Kubernetes API: {e}") from e
+        if self.uid and obj["metadata"].get("uid") != self.uid:
+            raise CRClientError(f"{self.kind} {self.name} was replaced by another object (uid changed)")
+        return obj
+
+    def transition(self, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Apply ``decide(cr) -> status changes`` with a resourceVersion-checked update.
+
+        ``decide`` returns the fields to set in ``status`` or None to leave the CR alone; it is
+        called again on every conflict. Terminal CRs are never changed. Returns the updated CR.
+        """
+        for _ in range(CONFLICT_RETRIES):
+            obj = self.get()
+            status = obj.get("status") or {}
+            if status.get("phase") in TERMINAL_PHASES:
+                return None
+            changes = decide(obj)
+            if changes is None:
+                return None
+            obj["status"] = {**status, **changes}
+            try:
+                updated: dict[str, Any] = self._api.replace_namespaced_custom_object(
+                    API_GROUP, API_VERSION, self.namespace, self.plural, self.name, obj
+                )
+                return updated
+            except ApiException as e:
+                if e.status == 409:
+                    continue
+                raise CRClientError(f"cannot update {self.kind} {self.name}: {e.status} {e.reason}") from e
+            except HTTPError as e:
+                raise StorageUnavailableError(f"cannot reach the Kubernetes API: {e}") from e
+        raise CRClientError(f"{self.kind} {self.name} kept changing; gave up after {CONFLICT_RETRIES} conflicts")
+
+    def patch_progress(self, total_bytes: int, bytes_done: int) -> None:
+        """Merge-patch ``status.progress`` (never fails the run: progress is best effort)."""
+        body = {"status": {"progress": {"totalBytes": total_bytes, "bytesDone": bytes_done}}}
+        for attempt in range(3):
+            try:
+                self._api.patch_namespaced_custom_object(
+                    API_GROUP, API_VERSION, self.namespace, self.plural, self.name, body
+                )
+                return
+            except (ApiException, HTTPError) as e:
+                log.warning("progress update failed (%s); will retry", getattr(e, "reason", e))
+                time.sleep(0.5 * (attempt + 1))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,25 @@ def test_repo_info_and_unlock(env: dict[str, str]) -> None:
     assert "stats" in info
     unlock = as_json(snapmover("repo", "unlock", "--json", env=env))
     assert unlock["removed_locks"] == 0
+
+
+def test_sigterm_cancels_upload_cleanly(env: dict[str, str], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(16):
+        (src / f"f{i}").write_bytes(os.urandom(16 * MiB))
+    proc = subprocess.Popen(
+        [SNAPMOVER, "upload", "--source", str(src)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    locks = tmp_path / "repo" / "locks"
+    deadline = time.monotonic() + 60
+    while not (locks.exists() and any(locks.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)  # wait for the upload to hold its lock, i.e. to be under way
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 5, stderr
+    assert "Traceback" not in stderr
+    assert "canceled" in stderr
+    assert as_json(snapmover("snapshots", "--json", env=env))["snapshots"] == []
+    assert as_json(snapmover("repo", "check", "--json", env=env))["ok"] is True
+    assert not any(locks.iterdir())

@@ -6,15 +6,18 @@ writes the manifest; this module produces the root tree blob.
 Filesystem pipeline (one bounded multithreaded pipeline)::
 
     walker (caller's thread) --large files--> readers (N threads) --chunks--> storers (N threads) --> add_blob
-      lstat, xattrs, parent lookup,           read windows, CDC cut          zero check, keyed hash,
-      small files: read + store inline                                       dedup, compress, encrypt, pack
+      lstat, xattrs, parent lookup            read windows, CDC cut          zero check, keyed hash,
+                              --small batches--> small lane (1 thread):      dedup, compress, encrypt, pack
+                                                 read + cut + store
 
 * The walker lists directories depth first. Unchanged files (same
   size, mtime, ctime and inode as in the parent snapshot) take the parent's chunk list and are
   not read at all.
-* Files up to ``SMALL_FILE_BYTES`` are read, hashed and stored in batches by the walker thread
-  itself: per small file the work is tiny and mostly holds the GIL, and measurements here showed
-  one thread beats any hand-over (2 threads on tiny files are slower than 1: GIL ping-pong).
+* Files up to ``SMALL_FILE_BYTES`` travel in batches to ONE lane thread that reads, hashes and
+  stores them itself: per small file the work is tiny and mostly holds the GIL, and measurements
+  here showed 2 threads on tiny files are slower than 1 (GIL ping-pong). Both queues are deep
+  (they carry paths, not data), so the walker runs ahead and large files found after a big
+  directory of small ones are processed at the same time as it.
 * Larger files are read in windows of ``WINDOW_BYTES``; holes (SEEK_HOLE) are never read; the
   cut chunks of one window are spread over the storers, so one huge file uses every core.
 * Bytes between reading and storing live in a fixed :class:`BufferPool` of windows (sized from
@@ -57,6 +60,7 @@ SMALL_BATCH_FILES: Final = 128
 SMALL_BATCH_BYTES: Final = 8 * MiB
 WINDOW_BYTES: Final = 8 * MiB
 QUEUED_LARGE_FILES: Final = 1024
+QUEUED_SMALL_BATCHES: Final = 256
 STORE_TASK_BYTES: Final = 4 * MiB
 BLOCK_TASK_BYTES: Final = 8 * MiB
 ROOT_NAME: Final = "."  # the one entry of a filesystem snapshot's root tree: the source directory
@@ -184,6 +188,7 @@ class FilesystemBackup:
         self._stats = TreeStats()
         self._parallel = max(1, parallel)
         self._readers: Stage[_File] | None = None
+        self._small_lane: Stage[list[_File]] | None = None
         self._storers: Stage[_StoreTask] | None = None
 
     def run(self) -> TreeStats:
@@ -206,6 +211,7 @@ class FilesystemBackup:
         # Queued files carry no data (the window pool bounds that), so the queue is deep: the
         # walker keeps feeding large files to the readers while it works through small ones.
         self._readers = Stage("read", self._parallel, self._read_large, self._abort, depth=QUEUED_LARGE_FILES)
+        self._small_lane = Stage("small", 1, self._read_small, self._abort, depth=QUEUED_SMALL_BATCHES)
         try:
             self._walk(root)
             self._flush_small()
@@ -214,6 +220,7 @@ class FilesystemBackup:
         except BaseException as e:  # noqa: BLE001 - stops every stage; re-raised by abort.check()
             self._abort.fail(e)
         finally:
+            self._small_lane.close()
             self._readers.close()
             self._storers.close()
         self._abort.check()
@@ -292,7 +299,8 @@ class FilesystemBackup:
         self._report_walked()
         if self._small:
             batch, self._small, self._small_bytes = self._small, [], 0
-            self._read_small(batch)
+            assert self._small_lane is not None
+            self._small_lane.put(batch)
 
     def _unchanged_content(self, d: _Dir, node: Node) -> list[ContentRef] | None:
         old = d.parent_entries.get(node.name)
@@ -363,7 +371,7 @@ class FilesystemBackup:
     # readers ------------------------------------------------------------------------------------
 
     def _read_small(self, batch: list[_File]) -> None:
-        """Read, cut and store a batch of small files in this (the walker's) thread."""
+        """Read, cut and store a batch of small files in this thread (the small lane)."""
         pieces: list[tuple[_File, int, memoryview]] = []
         for f in batch:
             buf = memoryview(bytearray(f.size))

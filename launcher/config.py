@@ -1,0 +1,200 @@
+"""Launcher configuration: one ConfigMap, validated at start (DESIGN §8).
+
+Every key is a string in the ConfigMap's ``data``; JSON-valued keys hold JSON text. Unknown keys
+and bad values stop the launcher at start with a message naming the key, so a typo never turns
+into silent default behaviour. See README "Launcher configuration" for the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.contract import DEFAULT_DATAMOVER_NAME
+
+
+class ConfigurationError(Exception):
+    """The launcher ConfigMap is invalid; the message names the key."""
+
+
+DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(value: str, what: str) -> float:
+    """Seconds from a Go-style duration (``30m``, ``10m0s``, ``1h30m``, ``45s``) or plain seconds."""
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    m = DURATION.match(text)
+    if not text or m is None or not any(m.groups()):
+        raise ConfigurationError(f"{what}: {value!r} is not a duration like 30m, 10m0s or 45s")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in m.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """Where one repository location lives (a BackupStorageLocation or a ConfigMap entry)."""
+
+    name: str
+    provider: str  # "aws" (any S3-compatible store) or "filesystem"
+    bucket: str = ""
+    prefix: str = ""
+    region: str = ""
+    s3_url: str = ""
+    path_style: bool = False
+    insecure: bool = False
+    credential_secret: str = ""
+    credential_key: str = "cloud"
+    profile: str = ""
+    pvc: str = ""  # filesystem: an RWX PVC in the launcher namespace mounted by every mover Job
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """Validated launcher settings."""
+
+    namespace: str
+    datamover_name: str = DEFAULT_DATAMOVER_NAME
+    image: str = "snapmover:latest"
+    image_pull_policy: str = "IfNotPresent"
+    max_concurrent_jobs: int = 4
+    max_jobs_per_node: int = 2
+    prepare_queue_length: int = 10
+    prepare_timeout_seconds: float = 1800.0
+    pod_start_timeout_seconds: float = 300.0
+    job_deadline_seconds: int = 86400
+    job_retention_seconds: int = 300
+    parallelism: int = 0  # 0 = the mover's default (CPU count)
+    priority_class_name: str = ""
+    job_resources: dict[str, Any] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    job_labels: dict[str, str] = field(default_factory=dict)
+    job_annotations: dict[str, str] = field(default_factory=dict)
+    backup_pvc_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    restore_ignore_delay_binding: bool = False
+    log_format: str = "text"
+    storage_locations: dict[str, StorageLocation] = field(default_factory=dict)
+    resync_seconds: float = 10.0
+
+
+_INT_KEYS = {
+    "maxConcurrentJobs": "max_concurrent_jobs",
+    "maxJobsPerNode": "max_jobs_per_node",
+    "prepareQueueLength": "prepare_queue_length",
+    "jobDeadlineSeconds": "job_deadline_seconds",
+    "jobRetentionSeconds": "job_retention_seconds",
+    "parallelism": "parallelism",
+}
+_DURATION_KEYS = {
+    "prepareTimeout": "prepare_timeout_seconds",
+    "podStartTimeout": "pod_start_timeout_seconds",
+    "resyncPeriod": "resync_seconds",
+}
+_STRING_KEYS = {
+    "datamoverName": "datamover_name",
+    "image": "image",
+    "imagePullPolicy": "image_pull_policy",
+    "priorityClassName": "priority_class_name",
+    "logFormat": "log_format",
+}
+_JSON_KEYS = {
+    "jobResources": ("job_resources", dict),
+    "nodeSelector": ("node_selector", dict),
+    "tolerations": ("tolerations", list),
+    "jobLabels": ("job_labels", dict),
+    "jobAnnotations": ("job_annotations", dict),
+    "backupPVCOverrides": ("backup_pvc_overrides", dict),
+}
+KNOWN_KEYS = (
+    set(_INT_KEYS)
+    | set(_DURATION_KEYS)
+    | set(_STRING_KEYS)
+    | set(_JSON_KEYS)
+    | {"restoreIgnoreDelayBinding", "storageLocations"}
+)
+
+
+def _bool(value: str, key: str) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise ConfigurationError(f"{key}: must be true or false, not {value!r}")
+    return text == "true"
+
+
+def parse_location(name: str, raw: Any) -> StorageLocation:
+    """One ``storageLocations`` entry."""
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"storageLocations.{name}: must be an object")
+    provider = str(raw.get("provider", "aws"))
+    if provider not in ("aws", "filesystem"):
+        raise ConfigurationError(f"storageLocations.{name}.provider: use aws or filesystem, not {provider!r}")
+    loc = StorageLocation(
+        name=name,
+        provider=provider,
+        bucket=str(raw.get("bucket", "")),
+        prefix=str(raw.get("prefix", "")),
+        region=str(raw.get("region", "")),
+        s3_url=str(raw.get("s3Url", "")),
+        path_style=_bool(str(raw.get("s3ForcePathStyle", "false")), f"storageLocations.{name}.s3ForcePathStyle"),
+        insecure=_bool(
+            str(raw.get("insecureSkipTLSVerify", "false")), f"storageLocations.{name}.insecureSkipTLSVerify"
+        ),
+        credential_secret=str((raw.get("credential") or {}).get("name", "")),
+        credential_key=str((raw.get("credential") or {}).get("key", "cloud")),
+        profile=str(raw.get("profile", "")),
+        pvc=str(raw.get("pvc", "")),
+    )
+    if provider == "aws" and not loc.bucket:
+        raise ConfigurationError(f"storageLocations.{name}.bucket is required for provider aws")
+    if provider == "filesystem" and not loc.pvc:
+        raise ConfigurationError(f"storageLocations.{name}.pvc is required for provider filesystem")
+    return loc
+
+
+def load_config(data: dict[str, str], namespace: str) -> LauncherConfig:
+    """Validate a ConfigMap's data into a LauncherConfig; ConfigurationError names the bad key."""
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigurationError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_KEYS))})")
+    values: dict[str, Any] = {"namespace": namespace}
+    for key, attr in _INT_KEYS.items():
+        if key in data:
+            try:
+                number = int(data[key])
+            except ValueError as e:
+                raise ConfigurationError(f"{key}: {data[key]!r} is not a whole number") from e
+            if number < 0 or (number == 0 and key not in ("parallelism", "jobRetentionSeconds")):
+                raise ConfigurationError(f"{key}: must be positive, not {number}")
+            values[attr] = number
+    for key, attr in _DURATION_KEYS.items():
+        if key in data:
+            values[attr] = parse_duration(data[key], key)
+    for key, attr in _STRING_KEYS.items():
+        if key in data:
+            values[attr] = data[key].strip()
+    if values.get("log_format", "text") not in ("text", "json"):
+        raise ConfigurationError("logFormat: use text or json")
+    for key, (attr, kind) in _JSON_KEYS.items():
+        if key in data:
+            try:
+                parsed = json.loads(data[key])
+            except ValueError as e:
+                raise ConfigurationError(f"{key}: not valid JSON ({e})") from e
+            if not isinstance(parsed, kind):
+                raise ConfigurationError(f"{key}: must be a JSON {kind.__name__}")
+            values[attr] = parsed
+    if "restoreIgnoreDelayBinding" in data:
+        values["restore_ignore_delay_binding"] = _bool(data["restoreIgnoreDelayBinding"], "restoreIgnoreDelayBinding")
+    if "storageLocations" in data:
+        try:
+            raw = json.loads(data["storageLocations"])
+        except ValueError as e:
+            raise ConfigurationError(f"storageLocations: not valid JSON ({e})") from e
+        if not isinstance(raw, dict):
+            raise ConfigurationError("storageLocations: must be a JSON object of name -> location")
+        values["storage_locations"] = {name: parse_location(name, loc) for name, loc in raw.items()}
+    return LauncherConfig(**values)

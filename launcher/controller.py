@@ -1,0 +1,964 @@
+"""The launcher's control loop: DataUpload/DataDownload → exposed volume → mover Job → cleanup.
+
+Level-based: watches only enqueue keys; ``reconcile`` re-reads the CR and everything it owns
+and takes the next step, so the same event twice is harmless and a restarted launcher adopts
+running Jobs (it never recreates or cancels them). Only CRs whose ``spec.datamover`` is the
+configured name are touched. Every phase change is resourceVersion-checked (409 → re-read).
+Steps per phase are in DESIGN §3; this module is the only one that talks to the API server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from jobs.contract import (
+    API_GROUP,
+    API_VERSION,
+    DATADOWNLOAD_KIND,
+    DATADOWNLOAD_PLURAL,
+    DATAUPLOAD_KIND,
+    DATAUPLOAD_PLURAL,
+    FINALIZER,
+    LABEL_APP,
+    LABEL_APP_VALUE,
+    TERMINAL_PHASES,
+    VOLUME_MODE_FILESYSTEM,
+    Phase,
+    decode_termination_message,
+)
+from launcher import metrics
+from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, parse_duration
+from launcher.jobspec import (
+    PASSWORD_KEY,
+    PASSWORD_SECRET,
+    build_job,
+    build_rbac,
+    common_labels,
+    object_name,
+    owner_reference,
+)
+
+log = logging.getLogger("snapmover.launcher")
+
+SNAP_GROUP, SNAP_VERSION = "snapshot.storage.k8s.io", "v1"
+PLURALS = {DATAUPLOAD_KIND: DATAUPLOAD_PLURAL, DATADOWNLOAD_KIND: DATADOWNLOAD_PLURAL}
+DYNAMIC_PV_RESTORE_LABEL = "velero.io/dynamic-pv-restore"
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+ORIGINAL_RECLAIM = "snapmover.io/original-reclaim-policy"
+DEFAULT_OPERATION_TIMEOUT_SECONDS = 600.0
+START_FAILURE_REASONS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+
+
+class Wait(Exception):
+    """Not ready yet: requeue after a short delay (the message says what we wait for)."""
+
+
+class Fail(Exception):
+    """A permanent problem: the CR becomes Failed with this message."""
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def age_seconds(timestamp: str | None) -> float:
+    if not timestamp:
+        return 0.0
+    then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
+
+
+def quantity(q: str | None) -> str:
+    return q or "1Gi"
+
+
+class Controller:
+    """Watches, queues and reconciles; ``run`` blocks until ``stop`` is set."""
+
+    def __init__(self, api: client.ApiClient, config: LauncherConfig, identity: str) -> None:
+        self.config = config
+        self.ns = config.namespace
+        self.identity = identity
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
+        self.storage_api = client.StorageV1Api(api)
+        self.queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.queued: set[tuple[str, str]] = set()
+        self.queued_lock = threading.Lock()
+        self.stop = threading.Event()
+        self.is_leader = threading.Event()
+        self.timers: dict[tuple[str, str], float] = {}
+
+    # --- queue ----------------------------------------------------------------------------------
+
+    def enqueue(self, kind: str, name: str, delay: float = 0.0) -> None:
+        key = (kind, name)
+        if delay > 0:
+            with self.queued_lock:
+                due = time.monotonic() + delay
+                if key not in self.timers or self.timers[key] > due:
+                    self.timers[key] = due
+            return
+        with self.queued_lock:
+            if key in self.queued:
+                return
+            self.queued.add(key)
+        self.queue.put(key)
+        metrics.QUEUE_DEPTH.set(self.queue.qsize())
+
+    def _timer_loop(self) -> None:
+        while not self.stop.wait(0.5):
+            now = time.monotonic()
+            with self.queued_lock:
+                due = [k for k, t in self.timers.items() if t <= now]
+                for k in due:
+                    del self.timers[k]
+            for kind, name in due:
+                self.enqueue(kind, name)
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            try:
+                key = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            with self.queued_lock:
+                self.queued.discard(key)
+            metrics.QUEUE_DEPTH.set(self.queue.qsize())
+            if not self.is_leader.is_set():
+                continue
+            try:
+                self.reconcile(*key)
+            except Exception as e:  # noqa: BLE001 - the launcher must keep serving other CRs
+                metrics.API_ERRORS.inc()
+                log.warning("reconcile %s/%s failed, retrying: %s", key[0], key[1], e)
+                self.enqueue(*key, delay=2.0)
+
+    # --- watches ------------------------------------------------------------------------------
+
+    def _watch_crs(self, kind: str) -> None:
+        plural = PLURALS[kind]
+        while not self.stop.is_set():
+            try:
+                listing = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, plural)
+                for obj in listing["items"]:
+                    self.enqueue(kind, obj["metadata"]["name"])
+                rv = listing["metadata"]["resourceVersion"]
+                for ev in watch.Watch().stream(
+                    self.custom.list_namespaced_custom_object,
+                    API_GROUP,
+                    API_VERSION,
+                    self.ns,
+                    plural,
+                    resource_version=rv,
+                    timeout_seconds=60,
+                ):
+                    self.enqueue(kind, ev["object"]["metadata"]["name"])
+            except Exception as e:  # noqa: BLE001 - rewatch after any error (410 Gone, network)
+                metrics.API_ERRORS.inc()
+                log.debug("watch %s restarted: %s", plural, e)
+                self.stop.wait(1)
+
+    def _watch_owned(self, lister: Any) -> None:
+        selector = f"{LABEL_APP}={LABEL_APP_VALUE}"
+        while not self.stop.is_set():
+            try:
+                for ev in watch.Watch().stream(lister, self.ns, label_selector=selector, timeout_seconds=60):
+                    labels = ev["object"].metadata.labels or {}
+                    kind, name = labels.get("snapmover.io/owner-kind"), labels.get("snapmover.io/owner-name")
+                    if kind in PLURALS and name:
+                        self.enqueue(kind, name)
+            except Exception as e:  # noqa: BLE001 - rewatch
+                metrics.API_ERRORS.inc()
+                log.debug("watch restarted: %s", e)
+                self.stop.wait(1)
+
+    def _resync(self) -> None:
+        while not self.stop.wait(self.config.resync_seconds):
+            for kind, plural in PLURALS.items():
+                try:
+                    items = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, plural)["items"]
+                except ApiException:
+                    metrics.API_ERRORS.inc()
+                    continue
+                phases: dict[str, int] = {}
+                for obj in items:
+                    phase = (obj.get("status") or {}).get("phase") or Phase.NEW
+                    if (obj.get("spec") or {}).get("datamover") == self.config.datamover_name:
+                        phases[phase] = phases.get(phase, 0) + 1
+                    if phase not in TERMINAL_PHASES or FINALIZER in (obj["metadata"].get("finalizers") or []):
+                        self.enqueue(kind, obj["metadata"]["name"])
+                metrics.set_phase_counts(kind, phases)
+
+    def run(self) -> None:
+        self.ensure_password_secret()
+        threads = [
+            threading.Thread(target=self._worker, name="worker", daemon=True),
+            threading.Thread(target=self._timer_loop, name="timers", daemon=True),
+            threading.Thread(target=self._resync, name="resync", daemon=True),
+            threading.Thread(target=self._watch_crs, args=(DATAUPLOAD_KIND,), name="watch-du", daemon=True),
+            threading.Thread(target=self._watch_crs, args=(DATADOWNLOAD_KIND,), name="watch-dd", daemon=True),
+            threading.Thread(
+                target=self._watch_owned, args=(self.batch.list_namespaced_job,), name="watch-jobs", daemon=True
+            ),
+            threading.Thread(
+                target=self._watch_owned, args=(self.core.list_namespaced_pod,), name="watch-pods", daemon=True
+            ),
+        ]
+        for t in threads:
+            t.start()
+        self.stop.wait()
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def ensure_password_secret(self) -> None:
+        """Create the repository password Secret with a random password when it does not exist."""
+        try:
+            self.core.read_namespaced_secret(PASSWORD_SECRET, self.ns)
+            return
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": PASSWORD_SECRET, "namespace": self.ns},
+            "type": "Opaque",
+            "stringData": {PASSWORD_KEY: secrets.token_urlsafe(32)},
+        }
+        try:
+            self.core.create_namespaced_secret(self.ns, body)
+            log.warning(
+                "created Secret %s/%s with a random repository password: back it up — without it the "
+                "backups cannot be restored",
+                self.ns,
+                PASSWORD_SECRET,
+            )
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    # --- CR helpers ---------------------------------------------------------------------------
+
+    def get_cr(self, kind: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, self.ns, PLURALS[kind], name
+            )
+            return obj
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def replace_cr(self, cr: dict[str, Any]) -> dict[str, Any] | None:
+        """rv-guarded replace; None on conflict (the caller re-reads via requeue)."""
+        try:
+            obj: dict[str, Any] = self.custom.replace_namespaced_custom_object(
+                API_GROUP, API_VERSION, self.ns, PLURALS[cr["kind"]], cr["metadata"]["name"], cr
+            )
+            return obj
+        except ApiException as e:
+            if e.status in (409, 404):
+                self.enqueue(cr["kind"], cr["metadata"]["name"], delay=0.2)
+                return None
+            raise
+
+    def set_phase(
+        self, cr: dict[str, Any], phase: str, reason: str, message: str = "", **fields: Any
+    ) -> dict[str, Any] | None:
+        status = dict(cr.get("status") or {})
+        old = status.get("phase") or Phase.NEW
+        if old in TERMINAL_PHASES:
+            return None
+        status.update(fields)
+        status["phase"] = phase
+        if message or phase in (Phase.FAILED, Phase.CANCELED):
+            status["message"] = message
+        if phase in TERMINAL_PHASES:
+            status.setdefault("completionTimestamp", now_rfc3339())
+            status["completionTimestamp"] = status.get("completionTimestamp") or now_rfc3339()
+        cr = {**cr, "status": status}
+        updated = self.replace_cr(cr)
+        if updated is not None:
+            metrics.TRANSITIONS.labels(cr["kind"], phase).inc()
+            if old != phase:
+                metrics.observe_phase(cr["kind"], old, age_seconds(status.get("acceptedTimestamp")))
+            self.event(cr, "Warning" if phase == Phase.FAILED else "Normal", reason, message or f"{old} -> {phase}")
+            log.info("%s %s: %s -> %s %s", cr["kind"], cr["metadata"]["name"], old, phase, message)
+        return updated
+
+    def event(self, cr: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{cr['metadata']['name'][:200]}.", "namespace": self.ns},
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": cr["kind"],
+                "name": cr["metadata"]["name"],
+                "namespace": self.ns,
+                "uid": cr["metadata"]["uid"],
+            },
+            "reason": reason,
+            "message": message[:1000],
+            "type": kind,
+            "source": {"component": "snapmover-launcher"},
+            "firstTimestamp": now_rfc3339(),
+            "lastTimestamp": now_rfc3339(),
+            "count": 1,
+        }
+        try:
+            self.core.create_namespaced_event(self.ns, body)
+        except ApiException:
+            metrics.API_ERRORS.inc()
+
+    # --- reconcile ----------------------------------------------------------------------------
+
+    def reconcile(self, kind: str, name: str) -> None:
+        cr = self.get_cr(kind, name)
+        if cr is None:
+            return
+        spec = cr.get("spec") or {}
+        if spec.get("datamover") != self.config.datamover_name:
+            return  # another mover's CR: never touched
+        status = cr.get("status") or {}
+        phase = status.get("phase") or Phase.NEW
+        finalizers = cr["metadata"].get("finalizers") or []
+        if cr["metadata"].get("deletionTimestamp"):
+            self.cleanup(cr, keep_job=False)
+            if FINALIZER in finalizers:
+                self.remove_finalizer(cr)
+            return
+        if phase in TERMINAL_PHASES:
+            self.finish(cr)
+            return
+        try:
+            if spec.get("cancel") is True and self.cancel_directly(cr, phase):
+                return
+            if phase == Phase.NEW:
+                self.accept(cr)
+            elif phase == Phase.ACCEPTED:
+                self.prepare(cr)
+            else:
+                self.supervise(cr)
+        except Wait as w:
+            self.check_prepare_timeout(cr, str(w))
+            self.enqueue(kind, name, delay=1.0)
+        except Fail as f:
+            self.set_phase(cr, Phase.FAILED, "Failed", str(f))
+
+    def check_prepare_timeout(self, cr: dict[str, Any], waiting_for: str) -> None:
+        status = cr.get("status") or {}
+        accepted = status.get("acceptedTimestamp")
+        if accepted and age_seconds(accepted) > self.config.prepare_timeout_seconds:
+            self.set_phase(
+                cr,
+                Phase.FAILED,
+                "PrepareTimeout",
+                f"timed out after {self.config.prepare_timeout_seconds:.0f}s preparing: {waiting_for}",
+            )
+
+    def operation_timeout(self, cr: dict[str, Any]) -> float:
+        value = (cr.get("spec") or {}).get("operationTimeout")
+        if not value:
+            return DEFAULT_OPERATION_TIMEOUT_SECONDS
+        try:
+            return parse_duration(str(value), "spec.operationTimeout")
+        except ConfigurationError as e:
+            raise Fail(f"{e}") from e
+
+    def waited_too_long(self, cr: dict[str, Any]) -> bool:
+        return age_seconds((cr.get("status") or {}).get("acceptedTimestamp")) > self.operation_timeout(cr)
+
+    # New -> Accepted --------------------------------------------------------------------------
+
+    def active_jobs(self) -> list[Any]:
+        jobs = self.batch.list_namespaced_job(self.ns, label_selector=f"{LABEL_APP}={LABEL_APP_VALUE}").items
+        return [
+            j
+            for j in jobs
+            if not any(c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or []))
+        ]
+
+    def accept(self, cr: dict[str, Any]) -> None:
+        validate_spec(cr)
+        preparing = 0
+        for plural in PLURALS.values():
+            for obj in self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, plural)["items"]:
+                if (obj.get("status") or {}).get("phase") == Phase.ACCEPTED:
+                    preparing += 1
+        if preparing >= self.config.prepare_queue_length:
+            self.enqueue(cr["kind"], cr["metadata"]["name"], delay=2.0)
+            return
+        meta = cr["metadata"]
+        meta["finalizers"] = sorted(set(meta.get("finalizers") or []) | {FINALIZER})
+        self.set_phase(
+            cr, Phase.ACCEPTED, "Accepted", "", acceptedByNode=self.identity, acceptedTimestamp=now_rfc3339()
+        )
+
+    # Accepted: expose + Job -------------------------------------------------------------------
+
+    def prepare(self, cr: dict[str, Any]) -> None:
+        location = self.storage_location(cr)
+        if cr["kind"] == DATAUPLOAD_KIND:
+            claim, mode, source_ns, source_pvc = self.expose_backup(cr)
+        else:
+            claim, mode = self.expose_restore(cr)
+            source_ns, source_pvc = str(cr["spec"].get("sourceNamespace", "")), ""
+        self.ensure_rbac(cr)
+        job = self.read_job(cr)
+        if job is None:
+            active = self.active_jobs()
+            if len(active) >= min(self.config.max_concurrent_jobs, self.config.max_jobs_per_node):
+                raise Wait(
+                    f"a free mover slot ({len(active)} Jobs running, limit "
+                    f"{min(self.config.max_concurrent_jobs, self.config.max_jobs_per_node)})"
+                )
+            body = build_job(
+                cr,
+                self.config,
+                claim=claim,
+                volume_mode=mode,
+                location=location,
+                source_namespace=source_ns,
+                source_pvc=source_pvc,
+            )
+            with contextlib.suppress(ApiException):
+                self.batch.create_namespaced_job(self.ns, body)
+                self.event(cr, "Normal", "JobCreated", f"mover Job {body['metadata']['name']} created")
+        self.supervise(cr)
+
+    def storage_location(self, cr: dict[str, Any]) -> StorageLocation:
+        name = str(cr["spec"].get("backupStorageLocation") or "")
+        if name in self.config.storage_locations:
+            loc = self.config.storage_locations[name]
+        else:
+            try:
+                bsl = self.custom.get_namespaced_custom_object(
+                    "velero.io", "v1", self.ns, "backupstoragelocations", name
+                )
+            except ApiException as e:
+                if e.status == 404:
+                    raise Fail(
+                        f"storage location {name!r} not found: no BackupStorageLocation {self.ns}/{name} "
+                        "and no storageLocations entry in the launcher ConfigMap"
+                    ) from e
+                raise
+            loc = location_from_bsl(bsl)
+        if loc.provider == "aws" and loc.credential_secret:
+            try:
+                secret = self.core.read_namespaced_secret(loc.credential_secret, self.ns)
+            except ApiException as e:
+                if e.status == 404:
+                    raise Fail(
+                        f"credentials Secret {self.ns}/{loc.credential_secret} of storage location {name} "
+                        "does not exist"
+                    ) from e
+                raise
+            if loc.credential_key not in (secret.data or {}):
+                raise Fail(f"credentials Secret {self.ns}/{loc.credential_secret} has no key {loc.credential_key!r}")
+        if loc.provider == "filesystem":
+            self.require_pvc(self.ns, loc.pvc, f"repository PVC of storage location {name}")
+        return loc
+
+    def require_pvc(self, namespace: str, name: str, what: str) -> Any:
+        try:
+            return self.core.read_namespaced_persistent_volume_claim(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                raise Fail(f"{what} {namespace}/{name} does not exist") from e
+            raise
+
+    def expose_backup(self, cr: dict[str, Any]) -> tuple[str, str, str, str]:
+        spec = cr["spec"]
+        src_ns, src_pvc = spec["sourceNamespace"], spec["sourcePVC"]
+        vs_name = (spec.get("csiSnapshot") or {}).get("volumeSnapshot", "")
+        name = object_name(cr)
+        try:
+            source = self.core.read_namespaced_persistent_volume_claim(src_pvc, src_ns)
+            mode = source.spec.volume_mode or VOLUME_MODE_FILESYSTEM
+            size = (source.spec.resources.requests or {}).get("storage")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            mode, size = VOLUME_MODE_FILESYSTEM, None
+            if self.waited_too_long(cr):
+                raise Fail(f"source PVC {src_ns}/{src_pvc} does not exist") from e
+        clone = self.get_vs(self.ns, name)
+        if clone is None:
+            original = self.get_vs(src_ns, vs_name)
+            if original is None:
+                if self.waited_too_long(cr):
+                    raise Fail(
+                        f"VolumeSnapshot {src_ns}/{vs_name} does not exist (waited {self.operation_timeout(cr):.0f}s)"
+                    )
+                raise Wait(f"VolumeSnapshot {src_ns}/{vs_name} to exist")
+            st = original.get("status") or {}
+            if not st.get("readyToUse") or not st.get("boundVolumeSnapshotContentName"):
+                if self.waited_too_long(cr):
+                    raise Fail(
+                        f"VolumeSnapshot {src_ns}/{vs_name} did not become ReadyToUse within "
+                        f"{self.operation_timeout(cr):.0f}s (status: {st or 'none'})"
+                    )
+                raise Wait(f"VolumeSnapshot {src_ns}/{vs_name} to become ReadyToUse")
+            self.take_snapshot_ownership(cr, original, name)
+            raise Wait("the cloned VolumeSnapshot to become ready")
+        cst = clone.get("status") or {}
+        if not cst.get("readyToUse"):
+            raise Wait(f"cloned VolumeSnapshot {self.ns}/{name} to become ReadyToUse")
+        overrides = self.config.backup_pvc_overrides.get(str((spec.get("csiSnapshot") or {}).get("storageClass")), {})
+        storage_class = overrides.get("storageClass") or (spec.get("csiSnapshot") or {}).get("storageClass")
+        access = ["ReadOnlyMany"] if overrides.get("readOnly") else ["ReadWriteOnce"]
+        pvc: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": name,
+                "namespace": self.ns,
+                "labels": common_labels(cr),
+                "ownerReferences": [owner_reference(cr)],
+            },
+            "spec": {
+                "accessModes": access,
+                "volumeMode": mode,
+                "resources": {"requests": {"storage": quantity(cst.get("restoreSize") or size)}},
+                "dataSource": {"apiGroup": SNAP_GROUP, "kind": "VolumeSnapshot", "name": name},
+            },
+        }
+        if storage_class:
+            pvc["spec"]["storageClassName"] = storage_class
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_persistent_volume_claim(self.ns, pvc)
+        return name, mode, src_ns, src_pvc
+
+    def get_vs(self, ns: str, name: str) -> dict[str, Any] | None:
+        if not name:
+            return None
+        try:
+            vs: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                SNAP_GROUP, SNAP_VERSION, ns, "volumesnapshots", name
+            )
+            return vs
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def take_snapshot_ownership(self, cr: dict[str, Any], original: dict[str, Any], name: str) -> None:
+        """Clone VS+VSC into the launcher namespace, then release the originals (data retained)."""
+        vsc_name = original["status"]["boundVolumeSnapshotContentName"]
+        vsc = self.custom.get_cluster_custom_object(SNAP_GROUP, SNAP_VERSION, "volumesnapshotcontents", vsc_name)
+        handle = (vsc.get("status") or {}).get("snapshotHandle")
+        if not handle:
+            raise Wait(f"VolumeSnapshotContent {vsc_name} to report its snapshotHandle")
+        clone_vsc = f"{name}-{cr['metadata']['uid'][:8]}"
+        body_vsc = {
+            "apiVersion": f"{SNAP_GROUP}/{SNAP_VERSION}",
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": clone_vsc, "labels": common_labels(cr)},
+            "spec": {
+                "deletionPolicy": "Delete",
+                "driver": vsc["spec"].get("driver", ""),
+                "volumeSnapshotClassName": vsc["spec"].get("volumeSnapshotClassName"),
+                "source": {"snapshotHandle": handle},
+                "volumeSnapshotRef": {
+                    "apiVersion": f"{SNAP_GROUP}/{SNAP_VERSION}",
+                    "kind": "VolumeSnapshot",
+                    "name": name,
+                    "namespace": self.ns,
+                },
+            },
+        }
+        with contextlib.suppress(ApiException):
+            self.custom.create_cluster_custom_object(SNAP_GROUP, SNAP_VERSION, "volumesnapshotcontents", body_vsc)
+        body_vs = {
+            "apiVersion": f"{SNAP_GROUP}/{SNAP_VERSION}",
+            "kind": "VolumeSnapshot",
+            "metadata": {
+                "name": name,
+                "namespace": self.ns,
+                "labels": common_labels(cr),
+                "ownerReferences": [owner_reference(cr)],
+            },
+            "spec": {
+                "source": {"volumeSnapshotContentName": clone_vsc},
+                "volumeSnapshotClassName": vsc["spec"].get("volumeSnapshotClassName"),
+            },
+        }
+        with contextlib.suppress(ApiException):
+            self.custom.create_namespaced_custom_object(SNAP_GROUP, SNAP_VERSION, self.ns, "volumesnapshots", body_vs)
+        self.custom.patch_cluster_custom_object(
+            SNAP_GROUP, SNAP_VERSION, "volumesnapshotcontents", vsc_name, {"spec": {"deletionPolicy": "Retain"}}
+        )
+        meta = original["metadata"]
+        with contextlib.suppress(ApiException):
+            self.custom.delete_namespaced_custom_object(
+                SNAP_GROUP, SNAP_VERSION, meta["namespace"], "volumesnapshots", meta["name"]
+            )
+        with contextlib.suppress(ApiException):
+            self.custom.delete_cluster_custom_object(SNAP_GROUP, SNAP_VERSION, "volumesnapshotcontents", vsc_name)
+        self.event(
+            cr,
+            "Normal",
+            "SnapshotTaken",
+            f"took over VolumeSnapshot {meta['namespace']}/{meta['name']} as {self.ns}/{name}",
+        )
+
+    def expose_restore(self, cr: dict[str, Any]) -> tuple[str, str]:
+        target = cr["spec"].get("targetVolume") or {}
+        tns, tname = target.get("namespace", ""), target.get("pvc", "")
+        try:
+            pvc = self.core.read_namespaced_persistent_volume_claim(tname, tns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            if self.waited_too_long(cr):
+                raise Fail(f"target PVC {tns}/{tname} does not exist (waited {self.operation_timeout(cr):.0f}s)") from e
+            raise Wait(f"target PVC {tns}/{tname} to exist") from e
+        if pvc.status.phase == "Bound":
+            raise Fail(f"target PVC {tns}/{tname} is already bound to a volume; restore needs a new, pending PVC")
+        sc_name = pvc.spec.storage_class_name
+        if sc_name and not self.config.restore_ignore_delay_binding:
+            with contextlib.suppress(ApiException):
+                sc = self.storage_api.read_storage_class(sc_name)
+                if sc.volume_binding_mode == "WaitForFirstConsumer" and not (pvc.metadata.annotations or {}).get(
+                    SELECTED_NODE
+                ):
+                    raise Wait(f"target PVC {tns}/{tname} to get a selected node (WaitForFirstConsumer)")
+        name = object_name(cr)
+        mode = pvc.spec.volume_mode or VOLUME_MODE_FILESYSTEM
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": name,
+                "namespace": self.ns,
+                "labels": common_labels(cr),
+                "ownerReferences": [owner_reference(cr)],
+            },
+            "spec": {
+                "accessModes": pvc.spec.access_modes or ["ReadWriteOnce"],
+                "volumeMode": mode,
+                "resources": {"requests": {"storage": quantity((pvc.spec.resources.requests or {}).get("storage"))}},
+            },
+        }
+        if sc_name:
+            body["spec"]["storageClassName"] = sc_name
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_persistent_volume_claim(self.ns, body)
+        return name, mode
+
+    def ensure_rbac(self, cr: dict[str, Any]) -> None:
+        sa, role, binding = build_rbac(cr, self.ns)
+        for create, body in (
+            (self.core.create_namespaced_service_account, sa),
+            (self.rbac.create_namespaced_role, role),
+            (self.rbac.create_namespaced_role_binding, binding),
+        ):
+            try:
+                create(self.ns, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+
+    def read_job(self, cr: dict[str, Any]) -> Any | None:
+        try:
+            job = self.batch.read_namespaced_job(object_name(cr), self.ns)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        uid = (job.metadata.labels or {}).get("snapmover.io/owner-uid")
+        return job if uid == cr["metadata"]["uid"] else None
+
+    def job_pods(self, cr: dict[str, Any]) -> list[Any]:
+        return list(
+            self.core.list_namespaced_pod(
+                self.ns, label_selector=f"snapmover.io/owner-uid={cr['metadata']['uid']}"
+            ).items
+        )
+
+    # Prepared / InProgress / Canceling: safety net -------------------------------------------
+
+    def supervise(self, cr: dict[str, Any]) -> None:
+        phase = (cr.get("status") or {}).get("phase") or Phase.NEW
+        job = self.read_job(cr)
+        if job is None:
+            if phase in (Phase.IN_PROGRESS, Phase.CANCELING, Phase.PREPARED):
+                raise Fail("the mover Job disappeared before the CR reached a final phase")
+            raise Wait("the mover Job to be created")
+        pods = self.job_pods(cr)
+        pod = pods[0] if pods else None
+        conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
+        if "Complete" in conditions:
+            self.job_succeeded(cr, pod)
+            return
+        if "Failed" in conditions:
+            self.job_failed(cr, pod, conditions["Failed"])
+            return
+        if pod is None:
+            raise Wait("the mover pod to be created")
+        problem = pod_start_problem(pod)
+        if (
+            problem
+            and age_seconds(pod.metadata.creation_timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            > self.config.pod_start_timeout_seconds
+        ):
+            self.set_phase(
+                cr, Phase.FAILED, "PodCannotStart", f"the mover pod {pod.metadata.name} cannot start: {problem}"
+            )
+            self.cleanup(cr, keep_job=True)
+            return
+        if phase == Phase.ACCEPTED and pod.status.phase == "Running":
+            self.set_phase(cr, Phase.PREPARED, "Prepared", "", node=pod.spec.node_name or "")
+        if problem:
+            raise Wait(f"the mover pod to start ({problem})")
+        self.enqueue(cr["kind"], cr["metadata"]["name"], delay=5.0)
+
+    def job_succeeded(self, cr: dict[str, Any], pod: Any) -> None:
+        term = termination(pod)
+        if cr["kind"] == DATAUPLOAD_KIND:
+            msg = decode_termination_message(term) if term else None
+            if msg and msg.get("phase") == Phase.COMPLETED and msg.get("snapshotID"):
+                self.set_phase(
+                    cr,
+                    Phase.COMPLETED,
+                    "Completed",
+                    "",
+                    snapshotID=msg["snapshotID"],
+                    incrementalBytes=msg.get("incrementalBytes", 0),
+                )
+            else:
+                self.set_phase(cr, Phase.FAILED, "MoverExited", "the mover exited without completing the backup")
+            return
+        self.rebind_and_complete(cr, decode_termination_message(term) if term else None)
+
+    def job_failed(self, cr: dict[str, Any], pod: Any, condition: Any) -> None:
+        term = termination(pod)
+        msg = decode_termination_message(term) if term else None
+        if msg and msg.get("phase") == Phase.CANCELED:
+            self.set_phase(cr, Phase.CANCELED, "Canceled", msg.get("message", "canceled"))
+            return
+        detail = (msg or {}).get("message") or (term or "").strip()[-1500:] or condition.message or condition.reason
+        self.set_phase(cr, Phase.FAILED, "MoverFailed", f"mover Job failed: {detail}")
+
+    def rebind_and_complete(self, cr: dict[str, Any], result: Any) -> None:
+        target = cr["spec"]["targetVolume"]
+        tns, tname = target["namespace"], target["pvc"]
+        target_pvc = self.require_pvc(tns, tname, "target PVC")
+        if target_pvc.status.phase == "Bound":
+            pv_name = target_pvc.spec.volume_name
+            pv = self.core.read_persistent_volume(pv_name)
+            original = (pv.metadata.annotations or {}).get(ORIGINAL_RECLAIM)
+            if original and pv.spec.persistent_volume_reclaim_policy != original:
+                self.core.patch_persistent_volume(pv_name, {"spec": {"persistentVolumeReclaimPolicy": original}})
+            total = int((result or {}).get("totalBytes", 0) or 0)
+            self.set_phase(cr, Phase.COMPLETED, "Completed", "", progress={"totalBytes": total, "bytesDone": total})
+            return
+        restore_pvc_name = object_name(cr)
+        pv_name = None
+        with contextlib.suppress(ApiException):
+            pv_name = self.core.read_namespaced_persistent_volume_claim(restore_pvc_name, self.ns).spec.volume_name
+        if pv_name is None:
+            pvs = self.core.list_persistent_volume(label_selector=f"snapmover.io/restored-for={cr['metadata']['uid']}")
+            if not pvs.items:
+                raise Fail("the restored volume is gone before it could be handed to the target PVC")
+            pv_name = pvs.items[0].metadata.name
+        pv = self.core.read_persistent_volume(pv_name)
+        annotations = pv.metadata.annotations or {}
+        if ORIGINAL_RECLAIM not in annotations:
+            self.core.patch_persistent_volume(
+                pv_name,
+                {
+                    "metadata": {
+                        "annotations": {ORIGINAL_RECLAIM: pv.spec.persistent_volume_reclaim_policy},
+                        "labels": {"snapmover.io/restored-for": cr["metadata"]["uid"]},
+                    },
+                    "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+                },
+            )
+        with contextlib.suppress(ApiException):
+            self.core.delete_namespaced_persistent_volume_claim(restore_pvc_name, self.ns)
+        selector = (target_pvc.spec.selector.match_labels or {}) if target_pvc.spec.selector else {}
+        claim_ref = pv.spec.claim_ref
+        if claim_ref is None or claim_ref.name != tname or claim_ref.namespace != tns:
+            self.core.patch_persistent_volume(
+                pv_name,
+                {
+                    "metadata": {"labels": dict(selector)},
+                    "spec": {
+                        "claimRef": {
+                            "apiVersion": "v1",
+                            "kind": "PersistentVolumeClaim",
+                            "namespace": tns,
+                            "name": tname,
+                            "uid": target_pvc.metadata.uid,
+                        }
+                    },
+                },
+            )
+            self.event(cr, "Normal", "VolumeRebound", f"restored volume {pv_name} handed to PVC {tns}/{tname}")
+        raise Wait(f"target PVC {tns}/{tname} to bind to the restored volume {pv_name}")
+
+    # cancel, finish, cleanup ------------------------------------------------------------------
+
+    def cancel_directly(self, cr: dict[str, Any], phase: str) -> bool:
+        """Cancel before the mover runs; True when handled here (the mover handles the rest)."""
+        if phase in (Phase.NEW, Phase.ACCEPTED) or (phase == Phase.PREPARED and not self.mover_running(cr)):
+            job = self.read_job(cr)
+            if job is not None:
+                self.delete_job(cr)
+            self.set_phase(cr, Phase.CANCELED, "Canceled", "canceled before the mover started")
+            return True
+        if phase == Phase.IN_PROGRESS:
+            job = self.read_job(cr)
+            if job is None or any(c.type == "Failed" and c.status == "True" for c in (job.status.conditions or [])):
+                self.set_phase(cr, Phase.CANCELED, "Canceled", "canceled")
+                return True
+        return False
+
+    def mover_running(self, cr: dict[str, Any]) -> bool:
+        return any(p.status.phase == "Running" for p in self.job_pods(cr))
+
+    def finish(self, cr: dict[str, Any]) -> None:
+        """Terminal CR: clean up, then drop our finalizer; delete the Job after its retention."""
+        if FINALIZER in (cr["metadata"].get("finalizers") or []):
+            self.cleanup(cr, keep_job=True)
+            self.remove_finalizer(cr)
+        completed = (cr.get("status") or {}).get("completionTimestamp")
+        job = self.read_job(cr)
+        if job is not None:
+            remaining = self.config.job_retention_seconds - age_seconds(completed)
+            if remaining <= 0:
+                self.delete_job(cr)
+            else:
+                self.enqueue(cr["kind"], cr["metadata"]["name"], delay=min(remaining + 0.5, 60))
+
+    def remove_finalizer(self, cr: dict[str, Any]) -> None:
+        cr["metadata"]["finalizers"] = [f for f in cr["metadata"].get("finalizers") or [] if f != FINALIZER]
+        self.replace_cr(cr)
+
+    def delete_job(self, cr: dict[str, Any]) -> None:
+        with contextlib.suppress(ApiException):
+            self.batch.delete_namespaced_job(object_name(cr), self.ns, propagation_policy="Background")
+
+    def cleanup(self, cr: dict[str, Any], *, keep_job: bool) -> None:
+        """Delete what we created for the CR (Job only when ``keep_job`` is False)."""
+        name = object_name(cr)
+        if not keep_job:
+            self.delete_job(cr)
+        else:
+            job = self.read_job(cr)
+            if job is not None and job.status.active:
+                self.delete_job(cr)  # a mover still running for a finished CR must not go on
+        deleters: list[Callable[[], Any]] = [
+            lambda: self.core.delete_namespaced_persistent_volume_claim(name, self.ns),
+            lambda: self.custom.delete_namespaced_custom_object(
+                SNAP_GROUP, SNAP_VERSION, self.ns, "volumesnapshots", name
+            ),
+            lambda: self.rbac.delete_namespaced_role_binding(name, self.ns),
+            lambda: self.rbac.delete_namespaced_role(name, self.ns),
+            lambda: self.core.delete_namespaced_service_account(name, self.ns),
+        ]
+        if cr["kind"] == DATADOWNLOAD_KIND and (cr.get("status") or {}).get("phase") == Phase.COMPLETED:
+            deleters = deleters[2:]  # the restore PVC was handed over already
+        for delete in deleters:
+            with contextlib.suppress(ApiException):
+                delete()
+
+
+def validate_spec(cr: dict[str, Any]) -> None:
+    """Reject CRs that can never work, with a message naming the field."""
+    spec = cr.get("spec") or {}
+    if not spec.get("backupStorageLocation"):
+        raise Fail("spec.backupStorageLocation is empty")
+    if cr["kind"] == DATAUPLOAD_KIND:
+        for field in ("sourceNamespace", "sourcePVC"):
+            if not spec.get(field):
+                raise Fail(f"spec.{field} is empty")
+        if spec.get("snapshotType", "CSI") != "CSI":
+            raise Fail(f"spec.snapshotType {spec.get('snapshotType')!r} is not supported (only CSI)")
+        if not (spec.get("csiSnapshot") or {}).get("volumeSnapshot"):
+            raise Fail("spec.csiSnapshot.volumeSnapshot is empty")
+    else:
+        target = spec.get("targetVolume") or {}
+        if not target.get("pvc") or not target.get("namespace"):
+            raise Fail("spec.targetVolume.pvc and spec.targetVolume.namespace are required")
+        if not spec.get("snapshotID"):
+            raise Fail("spec.snapshotID is empty")
+    dmc = spec.get("dataMoverConfig") or {}
+    if not isinstance(dmc, dict):
+        raise Fail("spec.dataMoverConfig must be a map of strings")
+    if spec.get("operationTimeout"):
+        try:
+            parse_duration(str(spec["operationTimeout"]), "spec.operationTimeout")
+        except ConfigurationError as e:
+            raise Fail(str(e)) from e
+
+
+def location_from_bsl(bsl: dict[str, Any]) -> StorageLocation:
+    """A StorageLocation from a Velero BackupStorageLocation."""
+    spec = bsl.get("spec") or {}
+    config = spec.get("config") or {}
+    provider = str(spec.get("provider", "aws"))
+    if provider.rsplit("/", maxsplit=1)[-1] not in ("aws",):
+        raise Fail(
+            f"BackupStorageLocation {bsl['metadata']['name']}: provider {provider!r} is not supported "
+            "(snapmover speaks S3: use provider aws)"
+        )
+    credential = spec.get("credential") or {}
+    return StorageLocation(
+        name=bsl["metadata"]["name"],
+        provider="aws",
+        bucket=(spec.get("objectStorage") or {}).get("bucket", ""),
+        prefix=(spec.get("objectStorage") or {}).get("prefix", ""),
+        region=config.get("region", ""),
+        s3_url=config.get("s3Url", ""),
+        path_style=str(config.get("s3ForcePathStyle", "")).lower() == "true",
+        insecure=str(config.get("insecureSkipTLSVerify", "")).lower() == "true",
+        credential_secret=credential.get("name", "cloud-credentials"),
+        credential_key=credential.get("key", "cloud"),
+        profile=config.get("profile", ""),
+    )
+
+
+def pod_start_problem(pod: Any) -> str:
+    """Why a mover pod is not starting ('' when it is fine or simply not there yet)."""
+    for cond in pod.status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            return f"unschedulable: {cond.message}"
+    for cs in pod.status.container_statuses or []:
+        waiting = cs.state.waiting if cs.state else None
+        if waiting is not None and waiting.reason in START_FAILURE_REASONS:
+            return f"{waiting.reason}: {waiting.message or ''}".strip()
+    return ""
+
+
+def termination(pod: Any) -> str | None:
+    """The mover container's termination message, if it ended."""
+    if pod is None:
+        return None
+    for cs in pod.status.container_statuses or []:
+        if cs.state and cs.state.terminated is not None:
+            return str(cs.state.terminated.message or "")
+    return None

@@ -34,7 +34,15 @@ from jobs.errors import IntegrityError, UsageError, VolumeIOError
 from jobs.repository.tree import NODE_BLOCK_VOLUME, NODE_DIR, NODE_FILE, Node, decode_tree
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import apply_metadata
-from jobs.volume.target import create_dir, create_file, create_hardlink, create_special, open_for_write, write_at
+from jobs.volume.target import (
+    create_dir,
+    create_file,
+    create_file_for_write,
+    create_hardlink,
+    create_special,
+    open_for_write,
+    write_at,
+)
 from jobs.volume.target import write_zeros as write_zero_range
 
 log = logging.getLogger(__name__)
@@ -68,6 +76,8 @@ class _Plan:
     lengths: dict[str, int] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     zero_runs: list[tuple[str, int, int]] = field(default_factory=list)
+    # Files created at their first write (one open instead of two): path -> (truncate to, fresh)
+    deferred: dict[str, tuple[int, bool]] = field(default_factory=dict)
 
     def add_content(self, path: str, node: Node) -> None:
         offset = 0
@@ -143,8 +153,15 @@ class _DataWriter:
             return fd
         if len(self._fds) >= OPEN_FILES:
             self._close_fd(self._fds.popitem(last=False)[1])
-        fd = self._fds[path] = self._open_fd(path)
+        self._fds[path] = fd = self._open_or_create(path)
         return fd
+
+    def _open_or_create(self, path: str) -> int:
+        deferred = self._plan.deferred.pop(path, None)
+        if deferred is None:
+            return self._open_fd(path)
+        size, fresh = deferred
+        return create_file_for_write(path, size, fresh=fresh)
 
 
 def _zero_fill_file(path: str, offset: int, length: int) -> None:
@@ -211,7 +228,11 @@ def restore_filesystem(
                     if node.nlink > 1:
                         first_names[key] = path
                     ends_in_hole = not node.content or node.content[-1][0] is None
-                    create_file(path, node.size if ends_in_hole else 0, fresh=fresh)  # data writes extend it
+                    size = node.size if ends_in_hole else 0  # otherwise the last data write sets the size
+                    if any(cid is not None for cid, _ in node.content):
+                        plan.deferred[path] = (size, fresh)
+                    else:
+                        create_file(path, size, fresh=fresh)
                     plan.add_content(path, node)
                     progress.add(total_bytes=node.size, files_total=1)
                 elif not _create_special(path, node, fresh=fresh):

@@ -59,17 +59,24 @@ def create_dir(path: str, *, fresh: bool = False) -> bool:
 
 def create_file(path: str, size: int, *, fresh: bool = False) -> None:
     """Create (or replace) a regular file; ``size`` > 0 extends it with a hole to that size."""
+    os.close(create_file_for_write(path, size, fresh=fresh))
+
+
+def create_file_for_write(path: str, size: int, *, fresh: bool = False) -> int:
+    """Like :func:`create_file`, but return the open descriptor for positional writes."""
     try:
         if not fresh:
             _clear(path, keep_dir=False)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | _WRITE_FLAGS, 0o600)
-        try:
-            if size:
-                os.ftruncate(fd, size)
-        finally:
-            os.close(fd)
     except OSError as e:
         raise _volume_error(path, "create file", e) from e
+    try:
+        if size:
+            os.ftruncate(fd, size)
+    except OSError as e:
+        os.close(fd)
+        raise _volume_error(path, "create file", e) from e
+    return fd
 
 
 def create_special(path: str, kind: str, *, target: str = "", rdev: int = 0, fresh: bool = False) -> None:

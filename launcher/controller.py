@@ -727,6 +727,7 @@ class Controller:
             self.set_phase(
                 cr, Phase.FAILED, "PodCannotStart", f"the mover pod {pod.metadata.name} cannot start: {problem}"
             )
+            self.delete_job(cr)
             self.cleanup(cr, keep_job=True)
             return
         if phase == Phase.ACCEPTED and pod.status.phase == "Running":
@@ -867,10 +868,6 @@ class Controller:
         name = object_name(cr)
         if not keep_job:
             self.delete_job(cr)
-        else:
-            job = self.read_job(cr)
-            if job is not None and job.status.active:
-                self.delete_job(cr)  # a mover still running for a finished CR must not go on
         deleters: list[Callable[[], Any]] = [
             lambda: self.core.delete_namespaced_persistent_volume_claim(name, self.ns),
             lambda: self.custom.delete_namespaced_custom_object(

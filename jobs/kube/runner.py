@@ -312,16 +312,18 @@ def _upload(
     watcher.stop()
     progress.stopped = True
     seconds = time.monotonic() - started
-    summary = {
+    # Empty strings would reach the API server as null and fail validation: leave them out.
+    summary: dict[str, str] = {
         "repository": repo.id,
         "snapshotID": result.snapshot_id,
-        "parent": result.parent_id or "",
         "files": str(result.files),
         "totalBytes": str(result.total_bytes),
         "newBytes": str(result.incremental_bytes),
         "storedBytes": str(result.stored_bytes),
         "durationSeconds": f"{seconds:.1f}",
     }
+    if result.parent_id:
+        summary["parent"] = result.parent_id
 
     def complete(obj: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -332,7 +334,6 @@ def _upload(
             "path": str(env.volume_path),
             "dataMoverResult": summary,
             "progress": {"totalBytes": result.total_bytes, "bytesDone": result.total_bytes},
-            "message": "",
         }
 
     cr.transition(complete)

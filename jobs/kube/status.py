@@ -9,6 +9,7 @@ get/watch/patch/update this one CR.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +32,14 @@ from jobs.errors import MoverError, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 10
+
+
+def api_message(e: ApiException) -> str:
+    """The API server's own explanation of an error (it names fields, never secrets)."""
+    try:
+        return str(json.loads(e.body).get("message", e.reason))[:500]
+    except (TypeError, ValueError):
+        return str(e.reason)
 
 
 def rfc3339_now() -> str:
@@ -94,7 +103,7 @@ class CRStatus:
             except ApiException as e:
                 if e.status == 409:
                     continue
-                raise CRClientError(f"cannot update {self.kind} {self.name}: {e.status} {e.reason}") from e
+                raise CRClientError(f"cannot update {self.kind} {self.name}: {e.status} {api_message(e)}") from e
             except HTTPError as e:
                 raise StorageUnavailableError(f"cannot reach the Kubernetes API: {e}") from e
         raise CRClientError(f"{self.kind} {self.name} kept changing; gave up after {CONFLICT_RETRIES} conflicts")

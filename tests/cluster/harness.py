@@ -790,13 +790,25 @@ class PodRunner:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+STAGE_DIR = "/run/snapmover-harness-stage"
+
+
 def mount_script(mounts: list[tuple[str, str, bool, str]]) -> str:
-    """Shell lines run inside the pod's mount namespace to bind its volumes in place."""
-    lines = ["set -e", "mount --make-rprivate /"]
-    for src, target, read_only, kind in mounts:
+    """Shell lines run inside the pod's mount namespace to bind its volumes in place.
+
+    Every source is first bound into a private tmpfs stage, so a volume mounted over a path that
+    holds another volume's source (an emptyDir on /tmp, say) cannot hide it.
+    """
+    Path(STAGE_DIR).mkdir(parents=True, exist_ok=True)
+    lines = ["set -e", "mount --make-rprivate /", f"mount -t tmpfs -o size=1m,mode=700 stage {STAGE_DIR}"]
+    for i, (src, _target, _ro, kind) in enumerate(mounts):
+        stage = f"{STAGE_DIR}/{i}"
+        lines.append(f"mkdir {stage}" if kind == "dir" else f"touch {stage}")
+        lines.append(f"mount --bind {shlex.quote(src)} {stage}")
+    for i, (_src, target, read_only, kind) in enumerate(mounts):
         ensure_host_target(target, kind)
-        q_src, q_target = shlex.quote(src), shlex.quote(target)
-        lines.append(f"mount --bind {q_src} {q_target}")
+        q_target = shlex.quote(target)
+        lines.append(f"mount --bind {STAGE_DIR}/{i} {q_target}")
         if read_only:
             lines.append(f"mount -o remount,bind,ro {q_target}")
     lines.append("set +e")

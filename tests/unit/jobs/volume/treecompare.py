@@ -136,8 +136,9 @@ def _hardlink_groups(entries: dict[bytes, os.stat_result]) -> set[frozenset[byte
 def compare_trees(src: Path, dst: Path, *, check_owner: bool = IS_ROOT) -> list[str]:
     """Differences between two trees (empty list = faithful): every entry's bytes and metadata.
 
-    atime is not compared (reading the source may update it); holes are compared as "the
-    restored file has no more allocated blocks than the source".
+    atime is compared for regular files only (both sides are stat'ed before any content is read;
+    listing a directory or reading a symlink updates theirs); holes are compared as "the restored
+    file has no more allocated blocks than the source".
     """
     a, b = _entries(src), _entries(dst)
     diffs = []
@@ -154,6 +155,9 @@ def compare_trees(src: Path, dst: Path, *, check_owner: bool = IS_ROOT) -> list[
         if stat.S_ISDIR(sa.st_mode):
             fields.remove("st_size")
             fields.remove("st_nlink")
+        if stat.S_ISREG(sa.st_mode):
+            # The mover reads with O_NOATIME; listing a directory or reading a link updates atime.
+            fields.append("st_atime_ns")
         for f in fields:
             if getattr(sa, f) != getattr(sb, f):
                 diffs.append(f"{rel!r}: {f} {getattr(sa, f)} != {getattr(sb, f)}")

@@ -1,0 +1,204 @@
+"""e2e: the launcher drives DataUploads/DataDownloads to the end on a real API server, with kubectl."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
+from tests.fixtures.cluster import ClusterHandle
+
+pytestmark = pytest.mark.e2e
+
+FILL = (
+    "mkdir -p /data/dir/sub /data/empty && echo hello > /data/dir/hello.txt && "
+    "head -c 3000000 /dev/urandom > /data/dir/sub/random.bin && chmod 4750 /data/dir/hello.txt && "
+    "ln -s dir/hello.txt /data/link && seq 1 20000 > /data/numbers.txt && "
+    "chown 1234:5678 /data/numbers.txt && dd if=/dev/urandom of=/data/sparse bs=4096 count=1 seek=1000 2>/dev/null"
+)
+
+
+def tree_signature(root: Path) -> dict[str, tuple[object, ...]]:
+    out: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            data = (
+                path.read_bytes()
+                if path.is_file() and not path.is_symlink()
+                else os.readlink(path)
+                if path.is_symlink()
+                else b""
+            )
+            out[str(path.relative_to(root))] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, data)
+    return out
+
+
+@pytest.fixture
+def env(velero_crds: ClusterHandle, tmp_path: Path) -> LauncherEnv:
+    with launcher_env(velero_crds, tmp_path) as e:
+        e.start_launcher()
+        yield e  # type: ignore[misc]
+
+
+def test_backup_restore_round_trip_with_kubectl(env: LauncherEnv) -> None:
+    env.apply(pvc("data"), env.app)
+    env.run_pod_job("fill", FILL, "data")
+    env.snapshot("snap-1", "data")
+    du = env.data_upload("snap-1", "data")
+    done = env.wait_phase("dataupload", du, {"Completed", "Failed"})
+    assert done["status"]["phase"] == "Completed", done["status"].get("message")
+    status = done["status"]
+    assert len(status["snapshotID"]) == 64 and status["progress"]["bytesDone"] == status["progress"]["totalBytes"] > 0
+    assert status["incrementalBytes"] > 3_000_000 and status["dataMoverResult"]["repository"]
+    assert status["startTimestamp"] and status["completionTimestamp"] and status["node"] == "node-1"
+    table = env.kubectl("get", "datauploads", "-n", env.ns).stdout
+    assert du in table and "Completed" in table and str(status["progress"]["totalBytes"]) in table
+    logs = env.kubectl("logs", "-n", env.ns, f"job/snapmover-du-{du}").stdout
+    assert "backup complete" in logs and "progress" in logs
+    describe = env.kubectl("describe", "dataupload", "-n", env.ns, du).stdout
+    assert "Accepted" in describe and "JobCreated" in describe and "SnapshotTaken" in describe
+    # cleanup: snapshot taken over, intermediate objects gone, finalizer removed
+    wait_for(
+        "cleanup",
+        lambda: (
+            not env.exists("pvc", f"snapmover-du-{du}")
+            and not env.exists("sa", f"snapmover-du-{du}")
+            and not env.get("dataupload", du)["metadata"].get("finalizers")
+        ),
+    )
+    assert not env.exists("volumesnapshot", "snap-1", env.app)
+    assert not env.exists("volumesnapshot", f"snapmover-du-{du}")
+
+    # second backup of the same PVC is incremental (parent found by source namespace/PVC tags)
+    env.run_pod_job("touch", "echo more >> /data/numbers.txt", "data")
+    env.snapshot("snap-2", "data")
+    du2 = env.data_upload("snap-2", "data")
+    second = env.wait_phase("dataupload", du2, {"Completed", "Failed"})["status"]
+    assert second["phase"] == "Completed", second.get("message")
+    assert second["dataMoverResult"]["parent"] == status["snapshotID"]
+    assert second["incrementalBytes"] < 500_000
+
+    # restore into a PVC shaped as Velero creates it (selector keeps the provisioner away)
+    selector = {"velero.io/dynamic-pv-restore": f"{env.app}.data.abcde"}
+    env.apply(pvc("restored", selector=selector), env.app)
+    dd = env.data_download(status["snapshotID"], "restored")
+    finished = env.wait_phase("datadownload", dd, {"Completed", "Failed"})["status"]
+    assert finished["phase"] == "Completed", finished.get("message")
+    target = env.get("pvc", "restored", env.app)
+    assert target["status"]["phase"] == "Bound"
+    pv = env.get("pv", target["spec"]["volumeName"])
+    assert pv["metadata"]["labels"]["velero.io/dynamic-pv-restore"] == selector["velero.io/dynamic-pv-restore"]
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+    restored = tree_signature(Path(pv["spec"]["hostPath"]["path"]))
+    # the first snapshot predates the append: compare with a fresh copy of that state
+    source = tree_signature(env.pv_path("data"))
+    assert set(restored) == set(source)
+    for name, sig in restored.items():
+        if name != "numbers.txt":
+            assert sig == source[name], name
+    assert restored["numbers.txt"][1:3] == (1234, 5678)
+    assert (Path(pv["spec"]["hostPath"]["path"]) / "sparse").stat().st_blocks * 512 < 64 * 1024
+
+
+def test_block_volume_round_trip(env: LauncherEnv) -> None:
+    env.apply(pvc("disk", mode="Block", size="32Mi"), env.app)
+    env.run_pod_job(
+        "fill",
+        "head -c 1048576 /dev/urandom > /tmp/r && dd if=/tmp/r of=/dev/e2e-disk bs=1M seek=5 "
+        "conv=notrunc 2>/dev/null && sync",
+        "disk",
+        block=True,
+    )
+    env.snapshot("disk-snap", "disk")
+    du = env.data_upload("disk-snap", "disk")
+    status = env.wait_phase("dataupload", du, {"Completed", "Failed"})["status"]
+    assert status["phase"] == "Completed", status.get("message")
+    assert status["progress"]["totalBytes"] == 32 * 1024 * 1024
+    env.apply(
+        pvc("disk-restored", mode="Block", size="32Mi", selector={"velero.io/dynamic-pv-restore": "x.disk.y"}), env.app
+    )
+    dd = env.data_download(status["snapshotID"], "disk-restored")
+    assert env.wait_phase("datadownload", dd, {"Completed", "Failed"})["status"]["phase"] == "Completed"
+    assert env.pv_path("disk-restored").read_bytes() == env.pv_path("disk").read_bytes()
+
+
+def test_failures_name_the_problem_and_other_movers_are_untouched(env: LauncherEnv) -> None:
+    env.apply(pvc("data"), env.app)
+    env.snapshot("never", "data", annotations={"snapmover-test.io/never-ready": "true"})
+    slow = env.data_upload("never", "data", operationTimeout="3s")
+    missing_bsl = env.data_upload("never", "data", backupStorageLocation="nowhere")
+    missing_vs = env.data_upload("no-such-snapshot", "data", operationTimeout="3s")
+    foreign = env.data_upload("never", "data", datamover="velero")
+    bad_timeout = env.data_upload("never", "data", operationTimeout="soon")
+    msg = {
+        name: env.wait_phase("dataupload", name, {"Failed", "Completed", "Canceled"})["status"]["message"]
+        for name in (slow, missing_bsl, missing_vs, bad_timeout)
+    }
+    assert "did not become ReadyToUse" in msg[slow] and "never" in msg[slow]
+    assert "storage location 'nowhere' not found" in msg[missing_bsl]
+    assert "no-such-snapshot" in msg[missing_vs] and "does not exist" in msg[missing_vs]
+    assert "operationTimeout" in msg[bad_timeout]
+    assert "status" not in env.get("dataupload", foreign)
+    assert env.procs[0].poll() is None  # the launcher never crashed
+
+
+def test_cancel_before_the_mover_runs_leaves_nothing_behind(env: LauncherEnv) -> None:
+    env.apply(pvc("data"), env.app)
+    env.snapshot("never", "data", annotations={"snapmover-test.io/never-ready": "true"})
+    du = env.data_upload("never", "data", operationTimeout="10m")
+    env.wait_phase("dataupload", du, {"Accepted"})
+    env.kubectl("patch", "dataupload", du, "-n", env.ns, "--type=merge", "-p", json.dumps({"spec": {"cancel": True}}))
+    status = env.wait_phase("dataupload", du, {"Canceled", "Failed", "Completed"})["status"]
+    assert status["phase"] == "Canceled"
+    wait_for("finalizer removed", lambda: not env.get("dataupload", du)["metadata"].get("finalizers"))
+    leftovers = env.kubectl(
+        "get", "jobs,pvc,sa,volumesnapshots", "-n", env.ns, "-l", "app.kubernetes.io/name=snapmover", "-o", "name"
+    ).stdout
+    assert leftovers.strip() == ""
+
+
+@pytest.mark.parametrize("config", [{"image": "invalid.example/snapmover:none", "podStartTimeout": "20s"}])
+def test_pod_that_cannot_start_fails_and_the_mover_role_is_least_privilege(
+    velero_crds: ClusterHandle, tmp_path: Path, config: dict[str, str]
+) -> None:
+    with launcher_env(velero_crds, tmp_path, config) as env:
+        env.start_launcher()
+        env.apply(pvc("data"), env.app)
+        env.run_pod_job("fill", "echo x > /data/x", "data")
+        env.snapshot("snap", "data")
+        du = env.data_upload("snap", "data")
+        sa = f"system:serviceaccount:{env.ns}:snapmover-du-{du}"
+        wait_for("mover ServiceAccount", lambda: env.exists("sa", f"snapmover-du-{du}"))
+
+        def can(verb: str, what: str) -> str:
+            return str(env.kubectl("auth", "can-i", verb, what, "-n", env.ns, f"--as={sa}", check=False).stdout.strip())
+
+        assert can("update", f"datauploads.velero.io/{du}") == "yes"
+        assert can("get", f"datauploads.velero.io/{du}") == "yes"
+        assert can("update", "datauploads.velero.io/someone-else") == "no"
+        assert can("list", "datauploads.velero.io") == "no"
+        assert can("get", "secrets") == "no"
+        status = env.wait_phase("dataupload", du, {"Failed", "Completed"})["status"]
+        assert status["phase"] == "Failed" and "cannot start" in status["message"]
+        assert "ErrImagePull" in status["message"]
+        assert env.procs[0].poll() is None
+
+
+def test_launcher_restart_adopts_running_work(env: LauncherEnv) -> None:
+    env.apply(pvc("data"), env.app)
+    env.run_pod_job("fill", "head -c 20000000 /dev/urandom > /data/big", "data")
+    env.snapshot("snap", "data")
+    du = env.data_upload("snap", "data")
+    env.wait_phase("dataupload", du, {"Prepared", "InProgress", "Completed"})
+    env.procs[0].kill()
+    env.procs[0].wait(10)
+    env.start_launcher("launcher-b")
+    status = env.wait_phase("dataupload", du, {"Completed", "Failed"})["status"]
+    assert status["phase"] == "Completed", status.get("message")
+    pods = env.kubectl("get", "pods", "-n", env.ns, "-l", f"snapmover.io/owner-name={du}", "-o", "name").stdout.split()
+    assert len(pods) == 1  # never run twice

@@ -25,7 +25,7 @@ from jobs.engine.pipeline import Abort
 from jobs.engine.progress import Progress, ProgressCallback, ProgressTracker
 from jobs.engine.restore import RestoreStats, restore_block, restore_filesystem
 from jobs.errors import ConfigError, UsageError, VolumeIOError
-from jobs.repository.repository import Repository
+from jobs.repository.repository import PACKS_IN_FLIGHT, Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.storage.url import open_storage
 
@@ -63,10 +63,11 @@ class DataPathOptions:
     def data_budget_bytes(self) -> int:
         """Bytes of chunk data allowed between reading and storing (the rest is for packs).
 
-        The repository holds one open pack and, per upload in flight, a pack's sealed blobs plus
-        their joined copy while it is written: about (2 x uploads + 1) packs.
+        The repository holds one open pack and, per pack in flight, its sealed blobs plus their
+        joined copy while it is written: about (2 x packs in flight + 1) packs.
         """
-        packs = (2 * self.upload_parallel + 1) * self.pack_target_bytes
+        in_flight = max(PACKS_IN_FLIGHT, self.upload_parallel)
+        packs = (2 * in_flight + 1) * self.pack_target_bytes
         return max(MIN_DATA_BUDGET_BYTES, self.memory_limit_bytes - packs)
 
 

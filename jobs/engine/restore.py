@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 MiB: Final = 1024 * 1024
 OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunks arrive close together)
 WRITERS: Final = 2
-WRITE_QUEUE_BLOBS: Final = 8  # per writer; a blob is at most one chunk (8 MiB)
+WRITE_QUEUE_BLOBS: Final = 4  # per writer; a blob is at most one chunk (8 MiB)
 _DEVICE_TYPES: Final = frozenset({"chardev", "blockdev"})
 
 

@@ -80,6 +80,8 @@ class BackupRepository(Protocol):
 
     def load_blob(self, chunk_id: str) -> bytes: ...
 
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]: ...
+
 
 class RepoConfig(CdcConfig, Protocol):
     """Repository config fields used here."""
@@ -119,6 +121,20 @@ def store_tree(repo: BackupRepository, nodes: list[Node]) -> tuple[str, int]:
     data = encode_tree(nodes)
     cid = repo.chunk_id(data)
     return cid, repo.add_blob("tree", cid, data)
+
+
+class BlobLoader(Protocol):
+    """Bulk blob reading (the part of the Repository that tree loading needs)."""
+
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]: ...
+
+
+def load_trees(repo: BlobLoader, tree_ids: Iterable[str], parallel: int) -> dict[str, list[Node]]:
+    """Several stored trees in one bulk read, by tree id."""
+    unique = list(dict.fromkeys(tree_ids))
+    if not unique:
+        return {}
+    return {cid: decode_tree(data) for cid, data in repo.load_blobs(unique, parallel=max(2, parallel))}
 
 
 def load_entries(repo: BackupRepository, tree_id: str | None) -> dict[str, Node]:
@@ -238,22 +254,35 @@ class FilesystemBackup:
             if self._abort.is_set:
                 raise Stopped
             d, path = stack.pop()
+            subdirs: list[tuple[Node, str]] = []
             for name, st in list_dir(path):
                 child_path = os.path.join(path, name)
                 node = node_from_stat(name, child_path, st)
                 d.entries.append(node)
                 if node.type == NODE_DIR:
-                    old = d.parent_entries.get(name)
-                    old_entries = load_entries(self._repo, old.subtree) if old and old.type == NODE_DIR else {}
-                    with self._lock:
-                        d.pending += 1
-                    self._stats.dirs += 1
-                    stack.append((_Dir(node, d, old_entries), child_path))
+                    subdirs.append((node, child_path))
                 elif node.type == NODE_FILE:
                     self._stats.files += 1
                     self._add_file(d, node, child_path)
+            self._push_subdirs(d, subdirs, stack)
             self._report_walked()
             self._release(d)
+
+    def _push_subdirs(self, d: _Dir, subdirs: list[tuple[Node, str]], stack: list[tuple[_Dir, str]]) -> None:
+        """Queue the subdirectories, with their parent-snapshot listings fetched in one bulk read."""
+        old_ids = {}
+        for node, _path in subdirs:
+            old = d.parent_entries.get(node.name)
+            if old is not None and old.type == NODE_DIR and old.subtree is not None:
+                old_ids[node.name] = old.subtree
+        old_trees = load_trees(self._repo, old_ids.values(), self._parallel)
+        with self._lock:
+            d.pending += len(subdirs)
+        self._stats.dirs += len(subdirs)
+        for node, path in reversed(subdirs):  # popped in name order
+            old_id = old_ids.get(node.name)
+            entries = {n.name: n for n in old_trees[old_id]} if old_id is not None else {}
+            stack.append((_Dir(node, d, entries), path))
 
     def _add_file(self, d: _Dir, node: Node, path: str) -> None:
         key = (node.dev, node.inode) if node.nlink > 1 else None

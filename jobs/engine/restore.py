@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from jobs.engine.backup import load_trees
 from jobs.engine.pipeline import Abort, Stage, Stopped
 from jobs.engine.progress import ProgressTracker
 from jobs.errors import IntegrityError, UsageError, VolumeIOError
@@ -246,7 +247,7 @@ def restore_filesystem(
     while level:
         if abort.is_set:
             abort.check()
-        trees = _load_trees(repo, [n.subtree for _, n, _ in level if n.subtree is not None], parallel)
+        trees = load_trees(repo, [n.subtree for _, n, _ in level if n.subtree is not None], parallel)
         next_level: list[tuple[str, Node, bool]] = []
         for dir_path, dir_node, fresh in level:
             for node in trees.get(dir_node.subtree or "", []):
@@ -300,13 +301,6 @@ def _create_special(path: str, node: Node, *, fresh: bool) -> bool:
             return False
         raise
     return True
-
-
-def _load_trees(repo: RestoreRepository, tree_ids: list[str], parallel: int) -> dict[str, list[Node]]:
-    unique = list(dict.fromkeys(tree_ids))
-    if not unique:
-        return {}
-    return {cid: decode_tree(data) for cid, data in repo.load_blobs(unique, parallel=max(2, parallel))}
 
 
 def restore_block(

@@ -18,7 +18,7 @@ from jobs.errors import (
 from jobs.repository.crypto import KdfParams
 from jobs.repository.repository import MiB, Repository
 from jobs.repository.snapshots import SnapshotManifest
-from jobs.repository.tree import NODE_DIR, NODE_FILE, Node, encode_tree
+from jobs.repository.tree import NODE_DIR, NODE_FILE, Node, decode_tree, encode_tree
 from jobs.storage.file import FileStorage
 
 FAST_KDF = KdfParams(n=1 << 10, r=8, p=1)
@@ -150,7 +150,8 @@ def test_load_blob_refuses_corrupt_data(tmp_path: Path) -> None:
 
 def test_forget_and_prune_free_space(tmp_path: Path) -> None:
     storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
-    snaps = [snapshot_of(repo, {f"file{i}": os.urandom(700_000) for i in range(3)}) for _ in range(4)]
+    contents = [{f"file{i}": os.urandom(700_000) for i in range(3)} for _ in range(4)]
+    snaps = [snapshot_of(repo, files) for files in contents]
     keep = snaps[-1]
     one_snapshot_bytes = 3 * 700_000
     repo.forget(snaps[:-1])
@@ -161,6 +162,11 @@ def test_forget_and_prune_free_space(tmp_path: Path) -> None:
     reopened = Repository.open(storage, PASSWORD)
     assert [s.id for s in reopened.list_snapshots()] == [keep]
     assert reopened.check(read_data=True).errors == []
+    (top,) = decode_tree(reopened.load_blob(reopened.find_snapshot(keep).root))
+    assert top.subtree is not None
+    restored = {n.name: b"".join(reopened.load_blob(cid) for cid, _ in n.content if cid)
+                for n in decode_tree(reopened.load_blob(top.subtree))}
+    assert restored == contents[-1]
 
 
 def test_prune_keeps_shared_blobs(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ class BlockSource:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        path = os.path.realpath(path)  # /dev/disk/by-id/... names are symlinks to the device
         try:
             st = os.stat(path)
         except OSError as e:
@@ -49,6 +50,7 @@ class BlockTarget:
     def __init__(self, path: str, size: int, *, write_sparse: bool) -> None:
         self.path = path
         self.write_sparse = write_sparse
+        path = os.path.realpath(path)  # /dev/disk/by-id/... names are symlinks to the device
         try:
             st: os.stat_result | None = os.stat(path)
         except FileNotFoundError:

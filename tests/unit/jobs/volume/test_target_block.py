@@ -107,3 +107,20 @@ def test_block_target_without_sparse_writes_zeros(tmp_path: Path) -> None:
     target.close()
     assert allocated_bytes(img) >= 2 * MiB
     assert img.read_bytes() == bytes(2 * MiB)
+
+
+def test_block_source_and_target_follow_a_symlinked_device_name(tmp_path: Path) -> None:
+    img = tmp_path / "img"
+    write_sparse(img, 2 * MiB, [(0, b"data")])
+    (tmp_path / "by-id").symlink_to(img)
+    src = BlockSource(str(tmp_path / "by-id"))
+    try:
+        assert src.size == 2 * MiB
+    finally:
+        src.close()
+    out = tmp_path / "out"
+    out.write_bytes(b"")
+    (tmp_path / "out-link").symlink_to(out)
+    BlockTarget(str(tmp_path / "out-link"), MiB, write_sparse=True).close()
+    assert out.stat().st_size == MiB
+    assert (tmp_path / "out-link").is_symlink()

@@ -213,6 +213,7 @@ class FilesystemBackup:
         Raises VolumeIOError for an unreadable source, CanceledError on cancel, or the first
         error any stage hit.
         """
+        self._source = os.path.realpath(self._source)  # a symlink naming the source is followed once
         try:
             st = os.lstat(self._source)
         except OSError as e:

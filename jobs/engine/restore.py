@@ -231,6 +231,7 @@ def restore_filesystem(
 ) -> RestoreStats:
     """Restore a filesystem snapshot's tree into the directory ``target`` (created if missing)."""
     root = load_root(repo, root_id, NODE_DIR)
+    target = os.path.realpath(target)  # a symlink naming the target is followed once
     if os.path.lexists(target) and not os.path.isdir(target):
         raise VolumeIOError(f"{target}: restore target exists and is not a directory")
     target_is_new = not os.path.lexists(target)

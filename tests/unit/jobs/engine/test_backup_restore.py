@@ -332,3 +332,15 @@ def test_progress_callbacks_during_a_run_when_the_interval_allows(sample: Path) 
     assert len(seen) > 5
     assert seen[-1] == final
     assert all(p.bytes_done <= final.bytes_done for p in seen)
+
+
+def test_source_and_target_named_through_symlinks(sample: Path, tmp_path: Path) -> None:
+    (tmp_path / "src-link").symlink_to(sample)
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, tmp_path / "src-link")
+    real_target = tmp_path / "real-target"
+    real_target.mkdir()
+    (tmp_path / "target-link").symlink_to(real_target)
+    run_restore(repo, stats.root, tmp_path / "target-link")
+    assert (tmp_path / "target-link").is_symlink()
+    assert compare_trees(sample, real_target) == []

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 MiB: Final = 1024 * 1024
 OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunks arrive close together)
 WRITERS: Final = 2
+ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_QUEUE_BLOBS: Final = 4  # per writer; a blob is at most one chunk (8 MiB)
 _DEVICE_TYPES: Final = frozenset({"chardev", "blockdev"})
 
@@ -96,27 +97,47 @@ class _Plan:
             offset += length
 
 
-class _FileWriter:
-    """Writes blobs into the files of one shard of paths, keeping a few descriptors open.
+@dataclass(frozen=True)
+class _Write:
+    """One unit of work for a writer: a blob for some places, or a zero run to fill."""
 
-    Every path belongs to exactly one writer (by hash), so a deferred file is created exactly
-    once and without locks.
+    places: list[tuple[str, int]]
+    data: bytes = b""
+    zero_length: int = 0  # > 0: fill [offset, offset + zero_length) of the single place with zeros
+
+
+class _FileWriter:
+    """Writes blobs and zero runs into the files of one shard, keeping a few descriptors open.
+
+    Every path belongs to exactly one writer (or, for a block volume, every offset range), so a
+    deferred file is created exactly once and without locks.
     """
 
     def __init__(
-        self, plan: _Plan, progress: ProgressTracker, open_fd: Callable[[str], int], close_fd: Callable[[int], None]
+        self,
+        plan: _Plan,
+        progress: ProgressTracker,
+        open_fd: Callable[[str], int],
+        close_fd: Callable[[int], None],
+        zero_fill: Callable[[int, str, int, int], None] | None,
     ) -> None:
         self._plan = plan
         self._progress = progress
         self._open_fd = open_fd
         self._close_fd = close_fd
+        self._zero_fill = zero_fill
         self._fds: OrderedDict[str, int] = OrderedDict()
 
-    def write(self, item: tuple[bytes, list[tuple[str, int]]]) -> None:
-        data, places = item
-        for path, offset in places:
-            write_at(self._fd(path), data, offset, path=path)
-        self._progress.add(bytes_done=len(data) * len(places))
+    def write(self, item: _Write) -> None:
+        if item.zero_length:
+            ((path, offset),) = item.places
+            if self._zero_fill is not None:
+                self._zero_fill(self._fd(path), path, offset, item.zero_length)
+            self._progress.add(bytes_done=item.zero_length)
+            return
+        for path, offset in item.places:
+            write_at(self._fd(path), item.data, offset, path=path)
+        self._progress.add(bytes_done=len(item.data) * len(item.places))
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -141,13 +162,24 @@ class _FileWriter:
         return create_file_for_write(path, size, fresh=fresh)
 
 
+def shard_by_path(path: str, _offset: int) -> int:
+    """Filesystem restore: all writes to one file go to one writer."""
+    return hash(path)
+
+
+def shard_by_offset(_path: str, offset: int) -> int:
+    """Block restore: neighbouring 8 MiB ranges of the one volume go to different writers."""
+    return offset // (8 * MiB)
+
+
 class _DataWriter:
     """Streams every planned chunk from the repository and writes it to all its places.
 
     The repository's ``load_blobs`` does the parallel reading (ranged reads merged per pack,
     decryption, decompression and verification in ``parallel`` threads, a bounded number in
-    flight). Writes go to ``WRITERS`` threads, each owning a shard of the paths: creating many
-    small files is kernel work (inode allocation) that runs in parallel while the GIL is free.
+    flight). Writes go to ``WRITERS`` threads, each owning a shard of the places (by file, or by
+    offset range of a block volume): ``pwrite``s and the creation of many small files (kernel work:
+    inode allocation) then run in parallel while the GIL is free.
     """
 
     def __init__(
@@ -158,6 +190,8 @@ class _DataWriter:
         parallel: int,
         progress: ProgressTracker,
         abort: Abort,
+        zero_fill: Callable[[int, str, int, int], None] | None,
+        shard: Callable[[str, int], int] = shard_by_path,
         open_fd: Callable[[str], int] = open_for_write,
         close_fd: Callable[[int], None] = os.close,
     ) -> None:
@@ -166,10 +200,13 @@ class _DataWriter:
         self._parallel = max(1, parallel)
         self._progress = progress
         self._abort = abort
-        self._writers = [_FileWriter(plan, progress, open_fd, close_fd) for _ in range(min(WRITERS, self._parallel))]
+        self._shard = shard
+        self._writers = [
+            _FileWriter(plan, progress, open_fd, close_fd, zero_fill) for _ in range(min(WRITERS, self._parallel))
+        ]
 
-    def run(self, zero_fill: Callable[[str, int, int], None] | None) -> None:
-        """Write every planned chunk (and the zero runs through ``zero_fill`` when given)."""
+    def run(self) -> None:
+        """Write every planned chunk, then every zero run (holes are left alone without ``zero_fill``)."""
         stages = [Stage("write", 1, w.write, self._abort, depth=WRITE_QUEUE_BLOBS) for w in self._writers]
         try:
             for cid, data in self._repo.load_blobs(self._plan.order, parallel=self._parallel):
@@ -180,9 +217,13 @@ class _DataWriter:
                     raise IntegrityError(f"blob {cid} has {len(data)} bytes, the tree says {expected}")
                 shards: dict[int, list[tuple[str, int]]] = {}
                 for path, offset in self._plan.places[cid]:
-                    shards.setdefault(hash(path) % len(stages), []).append((path, offset))
+                    shards.setdefault(self._shard(path, offset) % len(stages), []).append((path, offset))
                 for shard, places in shards.items():
-                    stages[shard].put((data, places))
+                    stages[shard].put(_Write(places, data))
+            for path, offset, length in self._plan.zero_runs:
+                for start in range(offset, offset + length, ZERO_PIECE_BYTES):  # pieces spread over writers
+                    piece = min(ZERO_PIECE_BYTES, offset + length - start)
+                    stages[self._shard(path, start) % len(stages)].put(_Write([(path, start)], zero_length=piece))
         except Stopped:
             pass
         except BaseException as e:  # noqa: BLE001 - stops the writers; re-raised by abort.check()
@@ -193,19 +234,10 @@ class _DataWriter:
             for w in self._writers:
                 w.close()
         self._abort.check()
-        for path, offset, length in self._plan.zero_runs:
-            self._abort.check()
-            if zero_fill is not None:
-                zero_fill(path, offset, length)
-            self._progress.add(bytes_done=length)
 
 
-def _zero_fill_file(path: str, offset: int, length: int) -> None:
-    fd = open_for_write(path)
-    try:
-        write_zero_range(fd, offset, length, path=path)
-    finally:
-        os.close(fd)
+def _zero_fill_file(fd: int, path: str, offset: int, length: int) -> None:
+    write_zero_range(fd, offset, length, path=path)
 
 
 def load_root(repo: RestoreRepository, root_id: str, node_type: str) -> Node:
@@ -276,9 +308,14 @@ def restore_filesystem(
                     continue
                 others.append((path, node))
         level = next_level
-    _DataWriter(repo, plan, parallel=parallel, progress=progress, abort=abort).run(
-        None if write_sparse else _zero_fill_file
-    )
+    _DataWriter(
+        repo,
+        plan,
+        parallel=parallel,
+        progress=progress,
+        abort=abort,
+        zero_fill=None if write_sparse else _zero_fill_file,
+    ).run()
     for existing, path in links:
         create_hardlink(existing, path)
     for path, node in others:
@@ -321,7 +358,7 @@ def restore_block(
     plan = _Plan()
     plan.add_content(target, node)
 
-    def zero_fill(_path: str, offset: int, length: int) -> None:
+    def zero_fill(_fd: int, _path: str, offset: int, length: int) -> None:
         volume.zero_range(offset, length)
 
     try:
@@ -331,9 +368,11 @@ def restore_block(
             parallel=parallel,
             progress=progress,
             abort=abort,
+            zero_fill=zero_fill if volume.needs_zeroing else None,
+            shard=shard_by_offset,
             open_fd=lambda _p: volume.fd,
             close_fd=lambda _fd: None,
-        ).run(zero_fill if volume.needs_zeroing else None)
+        ).run()
     finally:
         volume.close()
     progress.add(files_done=1)

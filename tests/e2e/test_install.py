@@ -1,0 +1,125 @@
+"""e2e: install with `kubectl apply -k manifests/` and drive manifests/examples/ to Completed, kubectl only.
+
+The launcher runs as the Deployment's pod (the harness kubelet runs its command from the project
+venv with the pod's ServiceAccount token), so this also proves the shipped RBAC is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.cluster import ClusterHandle
+
+pytestmark = pytest.mark.e2e
+MANIFESTS = Path(__file__).parents[2] / "manifests"
+EXAMPLES = MANIFESTS / "examples"
+SA = "system:serviceaccount:snapmover:snapmover-launcher"
+
+
+def jsonpath(cluster: ClusterHandle, *args: str) -> str:
+    return cluster.kubectl("get", *args, check=False).stdout.strip()
+
+
+def wait_value(cluster: ClusterHandle, want: set[str], *args: str, timeout: float = 180) -> str:
+    deadline = time.monotonic() + timeout
+    value = ""
+    while time.monotonic() < deadline:
+        value = jsonpath(cluster, *args)
+        if value in want:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"kubectl get {' '.join(args)} stayed {value!r}, wanted {want}")
+
+
+@pytest.fixture(scope="module")
+def installed(velero_crds: ClusterHandle) -> ClusterHandle:
+    k = velero_crds
+    k.kubectl("apply", "-k", str(MANIFESTS))
+    k.kubectl("apply", "-f", str(EXAMPLES / "storage-location-filesystem.yaml"))
+    locations = json.dumps({"default": {"provider": "filesystem", "pvc": "snapmover-repository"}})
+    k.kubectl(
+        "-n",
+        "snapmover",
+        "patch",
+        "configmap",
+        "snapmover-config",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"data": {"storageLocations": locations, "jobRetentionSeconds": "60"}}),
+    )
+    # the metrics port 0 lets the harness run it beside anything else listening on the host
+    k.kubectl(
+        "-n",
+        "snapmover",
+        "patch",
+        "deployment",
+        "snapmover-launcher",
+        "--type",
+        "json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/template/spec/containers/0/command/5", "value": "0"}]),
+    )
+    try:
+        yield k  # type: ignore[misc]
+    finally:
+        for ns in ("demo-app", "snapmover"):
+            k.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        k.kubectl("delete", "clusterrole,clusterrolebinding", "snapmover-launcher", check=False)
+
+
+def test_rbac_is_exactly_what_the_launcher_uses(installed: ClusterHandle) -> None:
+    def can(*args: str) -> str:
+        return str(installed.kubectl("auth", "can-i", *args, f"--as={SA}", check=False).stdout.strip())
+
+    for verb, what in [
+        ("update", "datauploads.velero.io"),
+        ("watch", "datadownloads.velero.io"),
+        ("create", "jobs.batch"),
+        ("create", "roles.rbac.authorization.k8s.io"),
+        ("update", "leases.coordination.k8s.io"),
+        ("create", "events"),
+    ]:
+        assert can(verb, what, "-n", "snapmover") == "yes", (verb, what)
+    assert can("get", "persistentvolumeclaims", "-n", "demo-app") == "yes"
+    assert can("patch", "persistentvolumes") == "yes"
+    for verb, what, ns in [
+        ("delete", "secrets", "snapmover"),
+        ("list", "secrets", "snapmover"),
+        ("get", "secrets", "demo-app"),
+        ("create", "pods", "snapmover"),
+        ("delete", "persistentvolumeclaims", "demo-app"),
+        ("update", "datauploads.velero.io", "demo-app"),
+        ("delete", "persistentvolumes", ""),
+    ]:
+        args = [verb, what] + (["-n", ns] if ns else [])
+        assert can(*args) == "no", (verb, what, ns)
+
+
+def test_examples_complete_with_kubectl_only(installed: ClusterHandle) -> None:
+    k = installed
+    k.kubectl("apply", "-f", str(EXAMPLES / "app.yaml"))
+    k.kubectl("-n", "demo-app", "wait", "--for=condition=complete", "job/write-sample-data", "--timeout=120s")
+    k.kubectl("apply", "-f", str(EXAMPLES / "volumesnapshot.yaml"))
+    wait_value(k, {"true"}, "-n", "demo-app", "volumesnapshot", "data-snapshot", "-o", "jsonpath={.status.readyToUse}")
+    du = k.kubectl("create", "-f", str(EXAMPLES / "dataupload.yaml"), "-o", "name").stdout.strip().split("/")[-1]
+    phase = wait_value(
+        k, {"Completed", "Failed"}, "-n", "snapmover", "dataupload", du, "-o", "jsonpath={.status.phase}"
+    )
+    assert phase == "Completed", jsonpath(k, "-n", "snapmover", "dataupload", du, "-o", "jsonpath={.status.message}")
+    assert "Completed" in k.kubectl("get", "datauploads", "-n", "snapmover").stdout
+    snapshot_id = jsonpath(k, "-n", "snapmover", "dataupload", du, "-o", "jsonpath={.status.snapshotID}")
+    k.kubectl("apply", "-f", str(EXAMPLES / "restore-pvc.yaml"))
+    dd_yaml = (EXAMPLES / "datadownload.yaml").read_text().replace("SNAPSHOT_ID", snapshot_id)
+    dd = k.kubectl("create", "-f", "-", "-o", "name", input=dd_yaml).stdout.strip().split("/")[-1]
+    phase = wait_value(
+        k, {"Completed", "Failed"}, "-n", "snapmover", "datadownload", dd, "-o", "jsonpath={.status.phase}"
+    )
+    assert phase == "Completed", jsonpath(k, "-n", "snapmover", "datadownload", dd, "-o", "jsonpath={.status.message}")
+    assert jsonpath(k, "-n", "demo-app", "pvc", "data-restored", "-o", "jsonpath={.status.phase}") == "Bound"
+    logs = k.kubectl("logs", "-n", "snapmover", f"job/snapmover-du-{du}").stdout
+    assert "backup complete" in logs

@@ -60,6 +60,7 @@ SMALL_BATCH_FILES: Final = 128
 SMALL_BATCH_BYTES: Final = 8 * MiB
 WINDOW_BYTES: Final = 8 * MiB
 QUEUED_LARGE_FILES: Final = 1024
+CANCEL_CHECK_ENTRIES: Final = 1024
 QUEUED_SMALL_BATCHES: Final = 256
 STORE_TASK_BYTES: Final = 4 * MiB
 BLOCK_TASK_BYTES: Final = 8 * MiB
@@ -256,7 +257,9 @@ class FilesystemBackup:
                 raise Stopped
             d, path = stack.pop()
             subdirs: list[tuple[Node, str]] = []
-            for name, st in list_dir(path):
+            for i, (name, st) in enumerate(list_dir(path)):
+                if i % CANCEL_CHECK_ENTRIES == CANCEL_CHECK_ENTRIES - 1 and self._abort.is_set:
+                    raise Stopped  # a huge directory of unchanged files must not delay a cancel
                 child_path = os.path.join(path, name)
                 node = node_from_stat(name, child_path, st)
                 d.entries.append(node)

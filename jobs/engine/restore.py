@@ -278,11 +278,10 @@ def restore_filesystem(
     first_names: dict[tuple[int, int], str] = {}
     level = [(target, root, target_is_new)]  # (path, node, the directory was empty when we started)
     while level:
-        if abort.is_set:
-            abort.check()
         trees = load_trees(repo, [n.subtree for _, n, _ in level if n.subtree is not None], parallel)
         next_level: list[tuple[str, Node, bool]] = []
         for dir_path, dir_node, fresh in level:
+            abort.check()
             for node in trees.get(dir_node.subtree or "", []):
                 path = os.path.join(dir_path, node.name)
                 if node.type == NODE_DIR:

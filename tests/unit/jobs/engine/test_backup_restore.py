@@ -344,3 +344,21 @@ def test_source_and_target_named_through_symlinks(sample: Path, tmp_path: Path) 
     run_restore(repo, stats.root, tmp_path / "target-link")
     assert (tmp_path / "target-link").is_symlink()
     assert compare_trees(sample, real_target) == []
+
+
+def test_restore_cancel_stops_with_canceled_error(sample: Path, tmp_path: Path) -> None:
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, sample)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CanceledError):
+        restore_filesystem(
+            repo,
+            stats.root,
+            str(tmp_path / "out"),
+            parallel=2,
+            write_sparse=True,
+            progress=ProgressTracker(None),
+            abort=Abort(cancel),
+        )
+    assert not (tmp_path / "out" / "large.bin").exists()

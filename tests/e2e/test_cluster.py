@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -156,3 +157,33 @@ def test_block_pvc_is_a_device_path(kube_cluster: ClusterHandle, k8s_namespace: 
     )
     logs = run_job(kube_cluster, ns, job("blockio", script, "disk", device=True))
     assert logs.split() == ["block!", str(64 << 20)]
+
+
+def test_logs_follow_and_graceful_deletion(kube_cluster: ClusterHandle, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    script = "trap 'echo got TERM; exit 0' TERM; echo started; while true; do sleep 0.2; done"
+    apply(
+        kube_cluster,
+        ns,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sleeper"},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 20,
+                "containers": [{"name": "main", "image": "x", "command": ["sh", "-c", script]}],
+            },
+        },
+    )
+    wait_for("pod running", lambda: get(kube_cluster, ns, "pod", "sleeper").get("status", {}).get("phase") == "Running")
+    wait_for("first log line", lambda: "started" in kube_cluster.kubectl("logs", "-n", ns, "sleeper").stdout)
+    follower = subprocess.Popen(
+        ["kubectl", f"--kubeconfig={kube_cluster.kubeconfig}", "logs", "-f", "-n", ns, "sleeper"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    kube_cluster.kubectl("delete", "pod", "-n", ns, "sleeper", "--wait=true", "--timeout=60s")
+    out, _ = follower.communicate(timeout=60)
+    lines = out.splitlines()
+    assert lines[0] == "started" and lines[-1] == "got TERM"  # SIGTERM first, within the grace period

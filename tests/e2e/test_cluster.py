@@ -183,7 +183,9 @@ def test_logs_follow_and_graceful_deletion(kube_cluster: ClusterHandle, k8s_name
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert follower.stdout is not None
+    first = follower.stdout.readline().strip()  # the follower is connected once it has the first line
     kube_cluster.kubectl("delete", "pod", "-n", ns, "sleeper", "--wait=true", "--timeout=60s")
     out, _ = follower.communicate(timeout=60)
-    lines = out.splitlines()
+    lines = [first, *out.splitlines()]
     assert lines[0] == "started" and lines[-1] == "got TERM"  # SIGTERM first, within the grace period

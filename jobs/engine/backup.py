@@ -152,7 +152,8 @@ def load_entries(repo: BackupRepository, tree_id: str | None) -> dict[str, Node]
 class _Dir:
     node: Node
     parent: _Dir | None
-    parent_entries: dict[str, Node]
+    parent_entries: dict[str, Node]  # this directory's listing in the parent snapshot
+    old_tree: str | None = None  # and that listing's tree id
     entries: list[Node] = field(default_factory=list)
     pending: int = 1  # +1 per incomplete child; the initial 1 is the walker's own hold
 
@@ -224,7 +225,7 @@ class FilesystemBackup:
         root_node = node_from_stat(ROOT_NAME, self._source, st)
         parent_root = load_entries(self._repo, self._parent_root).get(ROOT_NAME)
         parent_entries = load_entries(self._repo, parent_root.subtree if parent_root else None)
-        root = _Dir(root_node, None, parent_entries)
+        root = _Dir(root_node, None, parent_entries, parent_root.subtree if parent_root else None)
         self._storers = Stage("store", self._parallel, self._store, self._abort)
         # Queued files carry no data (the window pool bounds that), so the queue is deep: the
         # walker keeps feeding large files to the readers while it works through small ones.
@@ -286,7 +287,7 @@ class FilesystemBackup:
         for node, path in reversed(subdirs):  # popped in name order
             old_id = old_ids.get(node.name)
             entries = {n.name: n for n in old_trees[old_id]} if old_id is not None else {}
-            stack.append((_Dir(node, d, entries), path))
+            stack.append((_Dir(node, d, entries, old_id), path))
 
     def _add_file(self, d: _Dir, node: Node, path: str) -> None:
         key = (node.dev, node.inode) if node.nlink > 1 else None
@@ -366,7 +367,10 @@ class FilesystemBackup:
             if d.pending:
                 return
         while True:
-            d.node.subtree, stored = store_tree(self._repo, d.entries)
+            if self._unchanged_tree(d):
+                d.node.subtree, stored = d.old_tree, 0
+            else:
+                d.node.subtree, stored = store_tree(self._repo, d.entries)
             d.entries = []
             with self._lock:
                 self._stats.stored_bytes += stored
@@ -377,6 +381,16 @@ class FilesystemBackup:
                 if parent.pending:
                     return
             d = parent
+
+    def _unchanged_tree(self, d: _Dir) -> bool:
+        """True when ``d`` lists exactly what its parent-snapshot tree lists (skip encoding it again)."""
+        old = d.parent_entries
+        return (
+            d.old_tree is not None
+            and len(d.entries) == len(old)
+            and all(node == old.get(node.name) for node in d.entries)
+            and self._repo.has_blob(d.old_tree)
+        )
 
     def _files_step(self, files: Iterable[_File]) -> None:
         """One hold on each file is released; complete the files that have none left."""

@@ -3,13 +3,15 @@
 Called by :func:`jobs.engine.api.restore`. Filesystem restore runs in four steps:
 
 1. **Plan**: read the trees level by level (each level's tree blobs in one bulk
-   ``load_blobs`` call), create directories, symlinks, FIFOs and device nodes, and create every
-   regular file at its final size (a sparse file: unwritten ranges are holes). Each chunk id is
-   mapped to every place it goes (a chunk shared by many files is downloaded once).
+   ``load_blobs`` call), create directories, symlinks, FIFOs, device nodes and the files that
+   hold no data; files with data are created at their first write. Each chunk id is mapped to
+   every place it goes (a chunk shared by many files is downloaded once).
 2. **Data**: all chunk ids, in file order, go to one bulk ``load_blobs`` (ranged, coalesced reads
    in N threads; every blob verified against its keyed hash before it is handed out) and each
-   blob is ``pwrite``n to all its places. Only verified bytes ever reach the target; an
-   :class:`~jobs.errors.IntegrityError` stops everything.
+   blob is ``pwrite``n to all its places by ``WRITERS`` writer threads (each owns a shard of
+   the files). Only verified bytes ever reach the target; an
+   :class:`~jobs.errors.IntegrityError` stops everything. Files are sized with ``ftruncate``
+   so zero runs are holes.
 3. **Hardlinks**: the other names of a multiply linked inode become links to the first name.
 4. **Metadata**: owners, xattrs, modes and times of files, then of directories deepest first,
    and finally of the target directory itself (the snapshot's root).
@@ -32,7 +34,15 @@ from jobs.engine.backup import load_trees
 from jobs.engine.pipeline import Abort, Stage, Stopped
 from jobs.engine.progress import ProgressTracker
 from jobs.errors import IntegrityError, UsageError, VolumeIOError
-from jobs.repository.tree import NODE_BLOCK_VOLUME, NODE_DIR, NODE_FILE, Node, decode_tree
+from jobs.repository.tree import (
+    NODE_BLOCK_VOLUME,
+    NODE_BLOCKDEV,
+    NODE_CHARDEV,
+    NODE_DIR,
+    NODE_FILE,
+    Node,
+    decode_tree,
+)
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import apply_metadata
 from jobs.volume.target import (
@@ -53,7 +63,7 @@ OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunk
 WRITERS: Final = 2
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_QUEUE_BLOBS: Final = 4  # per writer; a blob is at most one chunk (8 MiB)
-_DEVICE_TYPES: Final = frozenset({"chardev", "blockdev"})
+_DEVICE_TYPES: Final = frozenset({NODE_CHARDEV, NODE_BLOCKDEV})
 
 
 class RestoreRepository(Protocol):

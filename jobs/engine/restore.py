@@ -62,7 +62,9 @@ MiB: Final = 1024 * 1024
 OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunks arrive close together)
 WRITERS: Final = 2
 ZERO_PIECE_BYTES: Final = 64 * MiB
-WRITE_QUEUE_BLOBS: Final = 4  # per writer; a blob is at most one chunk (8 MiB)
+WRITE_BATCH_ITEMS: Final = 64
+WRITE_BATCH_BYTES: Final = 4 * MiB
+WRITE_QUEUE_BATCHES: Final = 4  # per writer: at most ~4 x (4 MiB + one 8 MiB chunk) queued
 _DEVICE_TYPES: Final = frozenset({NODE_CHARDEV, NODE_BLOCKDEV})
 
 
@@ -137,6 +139,10 @@ class _FileWriter:
         self._close_fd = close_fd
         self._zero_fill = zero_fill
         self._fds: OrderedDict[str, int] = OrderedDict()
+
+    def write_batch(self, items: list[_Write]) -> None:
+        for item in items:
+            self.write(item)
 
     def write(self, item: _Write) -> None:
         if item.zero_length:
@@ -217,7 +223,18 @@ class _DataWriter:
 
     def run(self) -> None:
         """Write every planned chunk, then every zero run (holes are left alone without ``zero_fill``)."""
-        stages = [Stage("write", 1, w.write, self._abort, depth=WRITE_QUEUE_BLOBS) for w in self._writers]
+        stages = [Stage("write", 1, w.write_batch, self._abort, depth=WRITE_QUEUE_BATCHES) for w in self._writers]
+        batches: list[list[_Write]] = [[] for _ in stages]
+        batch_bytes = [0] * len(stages)
+
+        def put(shard: int, item: _Write) -> None:
+            # Small blobs travel in batches: one queue hand-over per batch, not per small file.
+            batches[shard].append(item)
+            batch_bytes[shard] += len(item.data) + item.zero_length
+            if len(batches[shard]) >= WRITE_BATCH_ITEMS or batch_bytes[shard] >= WRITE_BATCH_BYTES:
+                stages[shard].put(batches[shard])
+                batches[shard], batch_bytes[shard] = [], 0
+
         try:
             for cid, data in self._repo.load_blobs(self._plan.order, parallel=self._parallel):
                 if self._abort.is_set:
@@ -229,11 +246,14 @@ class _DataWriter:
                 for path, offset in self._plan.places[cid]:
                     shards.setdefault(self._shard(path, offset) % len(stages), []).append((path, offset))
                 for shard, places in shards.items():
-                    stages[shard].put(_Write(places, data))
+                    put(shard, _Write(places, data))
             for path, offset, length in self._plan.zero_runs:
                 for start in range(offset, offset + length, ZERO_PIECE_BYTES):  # pieces spread over writers
                     piece = min(ZERO_PIECE_BYTES, offset + length - start)
-                    stages[self._shard(path, start) % len(stages)].put(_Write([(path, start)], zero_length=piece))
+                    put(self._shard(path, start) % len(stages), _Write([(path, start)], zero_length=piece))
+            for stage, batch in zip(stages, batches, strict=True):
+                if batch:
+                    stage.put(batch)
         except Stopped:
             pass
         except BaseException as e:  # noqa: BLE001 - stops the writers; re-raised by abort.check()

@@ -74,6 +74,7 @@ from jobs.repository.repository import Repository
 
 log = logging.getLogger("snapmover.job")
 CANCEL_POLL_SECONDS = 2.0
+INIT_WAIT_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,13 @@ def _open_or_init(url: str, password: str, options: DataPathOptions) -> Reposito
         log.info("no repository at the storage location yet: initialising it")
         with contextlib.suppress(RepositoryExistsError):  # another mover initialised it at the same moment
             init_repository(url, password).close()
+        for _ in range(INIT_WAIT_ATTEMPTS):
+            try:
+                return open_repository(
+                    url, password, parallel=options.parallel, upload_parallel=options.upload_parallel
+                )
+            except RepositoryNotFoundError:
+                time.sleep(0.5)  # the winning mover has not written its key file yet
         return open_repository(url, password, parallel=options.parallel, upload_parallel=options.upload_parallel)
 
 

@@ -14,7 +14,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from jobs.errors import IntegrityError, ObjectNotFoundError, WrongPasswordError
+from jobs.errors import IntegrityError, ObjectNotFoundError, RepositoryNotFoundError, WrongPasswordError
 from jobs.repository.crypto import KdfParams, MasterKeys, b64, derive_key, mac, open_sealed, seal, unb64
 from jobs.storage.base import Storage
 
@@ -90,19 +90,34 @@ def verify_key_mac(name: str, doc: dict[str, Any], keys: MasterKeys) -> None:
         raise IntegrityError(f"key file {name} failed authentication (corrupted or tampered)")
 
 
-def open_keys(storage: Storage, password: str) -> tuple[MasterKeys, str]:
-    """Find the key file ``password`` opens; WrongPasswordError when none does."""
+def open_keys(storage: Storage, password: str) -> list[tuple[MasterKeys, str]]:
+    """Every key file ``password`` opens, as (keys, name); WrongPasswordError when none does.
+
+    More than one can open with the same password (two concurrent ``repo init`` runs, say); the
+    caller keeps the one whose keys authenticate the ``config`` object.
+    """
     names = sorted(o.name for o in storage.list(KEYS_PREFIX))
+    if not names:
+        raise RepositoryNotFoundError(
+            f"the repository at {storage.location} has no key files yet (being initialised, or damaged)"
+        )
     damaged: list[str] = []
+    opened: list[tuple[MasterKeys, str]] = []
     for name in names:
         try:
             doc = parse_key_file(name, storage.get(name))
         except (IntegrityError, ObjectNotFoundError):
             damaged.append(name)
             continue
-        keys = unwrap(name, doc, password)
+        try:
+            keys = unwrap(name, doc, password)
+        except IntegrityError:
+            damaged.append(name)
+            continue
         if keys is not None:
-            return keys, name
+            opened.append((keys, name))
+    if opened:
+        return opened
     if damaged and len(damaged) == len(names):
         raise IntegrityError(f"every key file is corrupted ({', '.join(damaged)}); the repository cannot be opened")
     hint = f" (key files tried: {', '.join(names)}; a damaged key file also looks like this)" if len(names) == 1 else ""

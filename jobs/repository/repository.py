@@ -31,6 +31,7 @@ import blake3
 
 from jobs.errors import (
     IntegrityError,
+    ObjectExistsError,
     ObjectNotFoundError,
     RepositoryExistsError,
     RepositoryNotFoundError,
@@ -174,10 +175,14 @@ class Repository:
             block_size=block_size,
             pack_target_bytes=pack_target_bytes,
         )
+        # The create-only config put decides between concurrent inits; only the winner adds its key.
+        try:
+            storage.put(
+                CONFIG_NAME, seal(keys.encryption, json.dumps(asdict(config)).encode(), CONFIG_AAD), overwrite=False
+            )
+        except ObjectExistsError as e:
+            raise RepositoryExistsError(f"a repository already exists at {storage.location}") from e
         add_key(storage, keys, password, kdf_params or KdfParams())
-        storage.put(
-            CONFIG_NAME, seal(keys.encryption, json.dumps(asdict(config)).encode(), CONFIG_AAD), overwrite=False
-        )
         return cls(storage, keys, config)
 
     @classmethod
@@ -189,8 +194,16 @@ class Repository:
             raise RepositoryNotFoundError(
                 f"no repository at {storage.location} (run `snapmover repo init` to create one)"
             )
-        keys, _key_name = open_keys(storage, password)
-        config = read_config(storage, keys)
+        failure: IntegrityError | None = None
+        for keys, _key_name in open_keys(storage, password):
+            try:
+                config = read_config(storage, keys)
+                break
+            except IntegrityError as e:
+                failure = e  # a key that opens but belongs to no config (e.g. a lost concurrent init)
+        else:
+            assert failure is not None
+            raise failure
         repo = cls(storage, keys, config, upload_parallel=upload_parallel)
         repo.reload_index()
         return repo

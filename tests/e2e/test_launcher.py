@@ -202,3 +202,66 @@ def test_launcher_restart_adopts_running_work(env: LauncherEnv) -> None:
     assert status["phase"] == "Completed", status.get("message")
     pods = env.kubectl("get", "pods", "-n", env.ns, "-l", f"snapmover.io/owner-name={du}", "-o", "name").stdout.split()
     assert len(pods) == 1  # never run twice
+
+
+def test_concurrency_limit_and_metrics(velero_crds: ClusterHandle, tmp_path: Path) -> None:
+    with launcher_env(velero_crds, tmp_path, {"maxConcurrentJobs": "3", "maxJobsPerNode": "3"}) as env:
+        env.start_launcher()
+        env.apply(pvc("data"), env.app)
+        env.run_pod_job("fill", "echo small > /data/file", "data")
+        names = []
+        for i in range(20):
+            env.snapshot(f"snap-{i}", "data")
+        for i in range(20):
+            names.append(env.data_upload(f"snap-{i}", "data"))
+        most = 0
+
+        def all_done() -> bool:
+            nonlocal most
+            active = env.kubectl("get", "jobs", "-n", env.ns, "-o", "jsonpath={.items[*].status.active}").stdout.split()
+            most = max(most, sum(int(a) for a in active))
+            phases = env.kubectl("get", "datauploads", "-n", env.ns, "-o", "jsonpath={.items[*].status.phase}").stdout
+            return phases.split().count("Completed") == 20
+
+        wait_for("20 completed uploads", all_done, timeout=400)
+        assert 1 <= most <= 3
+        port = int(wait_for("metrics port", lambda: re_port(env.launcher_log())))
+        import urllib.request
+
+        def completed_metric() -> bool:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return 'snapmover_crs{kind="DataUpload",phase="Completed"} 20.0' in body
+
+        wait_for("metrics report 20 completed", completed_metric, timeout=30)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert "snapmover_phase_transitions_total" in body and "snapmover_queue_depth" in body
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read() == b"ok\n"
+
+
+def re_port(log: str) -> str | None:
+    import re
+
+    m = re.search(r"metrics on :(\d+)", log)
+    return m.group(1) if m else None
+
+
+def test_only_the_leader_acts_and_hands_over(velero_crds: ClusterHandle, tmp_path: Path) -> None:
+    with launcher_env(velero_crds, tmp_path) as env:
+        first = env.start_launcher("launcher-a")
+        wait_for("a leads", lambda: "became the leader" in env.launcher_log("launcher-a"))
+        env.start_launcher("launcher-b")
+        env.apply(pvc("data"), env.app)
+        env.run_pod_job("fill", "echo data > /data/file", "data")
+        env.snapshot("snap-a", "data")
+        du = env.data_upload("snap-a", "data")
+        assert env.wait_phase("dataupload", du, {"Completed", "Failed"})["status"]["phase"] == "Completed"
+        assert "became the leader" not in env.launcher_log("launcher-b")
+        assert du not in env.launcher_log("launcher-b")
+        first.kill()
+        first.wait(10)
+        wait_for("b takes over", lambda: "became the leader" in env.launcher_log("launcher-b"), timeout=40)
+        env.snapshot("snap-b", "data")
+        du2 = env.data_upload("snap-b", "data")
+        assert env.wait_phase("dataupload", du2, {"Completed", "Failed"})["status"]["phase"] == "Completed"
+        lease = env.get("lease", "snapmover-launcher")
+        assert lease["spec"]["holderIdentity"] == "launcher-b"

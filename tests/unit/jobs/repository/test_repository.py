@@ -164,8 +164,10 @@ def test_forget_and_prune_free_space(tmp_path: Path) -> None:
     assert reopened.check(read_data=True).errors == []
     (top,) = decode_tree(reopened.load_blob(reopened.find_snapshot(keep).root))
     assert top.subtree is not None
-    restored = {n.name: b"".join(reopened.load_blob(cid) for cid, _ in n.content if cid)
-                for n in decode_tree(reopened.load_blob(top.subtree))}
+    restored = {
+        n.name: b"".join(reopened.load_blob(cid) for cid, _ in n.content if cid)
+        for n in decode_tree(reopened.load_blob(top.subtree))
+    }
     assert restored == contents[-1]
 
 
@@ -193,3 +195,36 @@ def test_exclusive_lock_conflicts_with_shared(tmp_path: Path) -> None:
             with repo.lock(exclusive=False, wait_seconds=0.5):
                 pass
     assert list(storage.list("locks/")) == []
+
+
+def test_concurrent_inits_leave_one_working_repository(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path / "repo")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def init() -> None:
+        barrier.wait()
+        try:
+            Repository.init(storage, PASSWORD, kdf_params=FAST_KDF)
+            outcomes.append("created")
+        except RepositoryExistsError:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=init) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("created") == 1
+    repo = Repository.open(storage, PASSWORD)
+    snapshot_of(repo, {"f": b"data after a racy init"})
+    assert Repository.open(storage, PASSWORD).check(read_data=True).errors == []
+
+
+def test_a_stray_key_for_another_config_is_skipped(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    from jobs.repository.crypto import MasterKeys
+    from jobs.repository.keys import add_key
+
+    add_key(storage, MasterKeys.generate(), PASSWORD, FAST_KDF)  # what a lost init race used to leave
+    assert Repository.open(storage, PASSWORD).id == repo.id

@@ -150,7 +150,8 @@ class S3Storage(Storage):
         return data
 
     def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
-        kwargs: dict[str, Any] = {"Bucket": self._opt.bucket, "Key": self._key(name), "Body": bytes(data)}
+        body = data if isinstance(data, bytes) else bytes(data)  # no second copy of a 16 MiB pack
+        kwargs: dict[str, Any] = {"Bucket": self._opt.bucket, "Key": self._key(name), "Body": body}
         if not overwrite:
             kwargs["IfNoneMatch"] = "*"
         try:

@@ -1,7 +1,7 @@
-# `make demo`: the local round trip (until the cluster demo replaces it): generate a sample tree,
+# `make demo`: first the local round trip (demo-local): generate a sample tree,
 # upload it to a file:// repository in a temporary directory, upload again (dedup), restore,
 # verify bytes and metadata entry by entry, print the figures, clean up.
-.PHONY: demo
+.PHONY: demo demo-local demo-cluster
 
 define DEMO_SCRIPT
 set -euo pipefail
@@ -87,5 +87,10 @@ PYEOF
 endef
 export DEMO_SCRIPT
 
-demo: venv ## Local demo: sample tree -> upload to a file:// repository -> restore -> verify, with figures
+demo: demo-local demo-cluster ## The whole demo: local round trip, then DataUpload/DataDownload on a local cluster
+
+demo-local: venv ## Local round trip: sample tree -> file:// repository -> restore -> verify, with figures
 	@bash -c "$$DEMO_SCRIPT"
+
+demo-cluster: venv ## Local cluster: install with kubectl apply -k, back up a PVC (DataUpload), restore it (DataDownload)
+	@scripts/demo-cluster.sh $(PY)

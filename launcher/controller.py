@@ -420,6 +420,7 @@ class Controller:
 
     def prepare(self, cr: dict[str, Any]) -> None:
         location = self.storage_location(cr)
+        self.require_password_secret()
         if cr["kind"] == DATAUPLOAD_KIND:
             claim, mode, source_ns, source_pvc = self.expose_backup(cr)
         else:
@@ -447,6 +448,20 @@ class Controller:
                 self.batch.create_namespaced_job(self.ns, body)
                 self.event(cr, "Normal", "JobCreated", f"mover Job {body['metadata']['name']} created")
         self.supervise(cr)
+
+    def require_password_secret(self) -> None:
+        """Fail clearly when the repository password Secret is gone (never silently re-created)."""
+        try:
+            secret = self.core.read_namespaced_secret(PASSWORD_SECRET, self.ns)
+        except ApiException as e:
+            if e.status == 404:
+                raise Fail(
+                    f"the repository password Secret {self.ns}/{PASSWORD_SECRET} is missing: restore it from your "
+                    "backup of it (a new password cannot open the existing repositories)"
+                ) from e
+            raise
+        if PASSWORD_KEY not in (secret.data or {}):
+            raise Fail(f"Secret {self.ns}/{PASSWORD_SECRET} has no key {PASSWORD_KEY!r}")
 
     def storage_location(self, cr: dict[str, Any]) -> StorageLocation:
         name = str(cr["spec"].get("backupStorageLocation") or "")

@@ -265,3 +265,43 @@ def test_only_the_leader_acts_and_hands_over(velero_crds: ClusterHandle, tmp_pat
         assert env.wait_phase("dataupload", du2, {"Completed", "Failed"})["status"]["phase"] == "Completed"
         lease = env.get("lease", "snapmover-launcher")
         assert lease["spec"]["holderIdentity"] == "launcher-b"
+
+
+def test_missing_password_secret_and_unreachable_storage_fail_clearly(env: LauncherEnv) -> None:
+    env.apply(pvc("data"), env.app)
+    env.run_pod_job("fill", "echo x > /data/x", "data")
+    # an S3 location whose endpoint refuses connections
+    env.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "cloud-credentials",
+        "-n",
+        env.ns,
+        "--from-literal=cloud=[default]\naws_access_key_id = k\naws_secret_access_key = s\n",
+    )
+    env.apply(
+        {
+            "apiVersion": "velero.io/v1",
+            "kind": "BackupStorageLocation",
+            "metadata": {"name": "offline"},
+            "spec": {
+                "provider": "aws",
+                "objectStorage": {"bucket": "b"},
+                "config": {"region": "us-east-1", "s3Url": "http://127.0.0.1:9", "s3ForcePathStyle": "true"},
+                "credential": {"name": "cloud-credentials", "key": "cloud"},
+            },
+        }
+    )
+    env.snapshot("snap-offline", "data")
+    offline = env.data_upload("snap-offline", "data", backupStorageLocation="offline")
+    status = env.wait_phase("dataupload", offline, {"Failed", "Completed"}, timeout=300)["status"]
+    assert status["phase"] == "Failed" and "127.0.0.1:9" in status["message"], status
+    assert "reach" in status["message"]
+    assert "aws_secret_access_key" not in json.dumps(status) and "= s" not in status["message"]
+    # the password Secret deleted: fail with the reason instead of creating a new password
+    env.kubectl("delete", "secret", "snapmover-repo-credentials", "-n", env.ns)
+    env.snapshot("snap-nopass", "data")
+    nopass = env.data_upload("snap-nopass", "data")
+    status = env.wait_phase("dataupload", nopass, {"Failed", "Completed"})["status"]
+    assert status["phase"] == "Failed" and "snapmover-repo-credentials is missing" in status["message"]

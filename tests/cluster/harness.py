@@ -806,6 +806,10 @@ def mount_script(mounts: list[tuple[str, str, bool, str]]) -> str:
         lines.append(f"mkdir {stage}" if kind == "dir" else f"touch {stage}")
         lines.append(f"mount --bind {shlex.quote(src)} {stage}")
     for i, (_src, target, read_only, kind) in enumerate(mounts):
+        if hides_the_project(target):
+            # e.g. an emptyDir on /tmp when the checkout lives under /tmp: the pod would lose the
+            # interpreter its command runs from. The host directory stays writable instead.
+            continue
         ensure_host_target(target, kind)
         q_target = shlex.quote(target)
         lines.append(f"mount --bind {STAGE_DIR}/{i} {q_target}")
@@ -813,6 +817,15 @@ def mount_script(mounts: list[tuple[str, str, bool, str]]) -> str:
             lines.append(f"mount -o remount,bind,ro {q_target}")
     lines.append("set +e")
     return "\n".join(lines) + "\n"
+
+
+PROTECTED_PATHS = tuple(Path(p).resolve() for p in {sys.prefix, sys.base_prefix, str(Path(__file__).parents[2])})
+
+
+def hides_the_project(target: str) -> bool:
+    """True when mounting at ``target`` would hide the project checkout or its Python."""
+    t = Path(target).resolve()
+    return any(t == p or t in p.parents for p in PROTECTED_PATHS)
 
 
 def ensure_host_target(target: str, kind: str) -> None:

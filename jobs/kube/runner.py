@@ -6,7 +6,9 @@ Reads only the Job environment of :mod:`jobs.contract` and the mounted secret fi
 2. runs the backup or restore with progress patches every ``PROGRESS_INTERVAL_SECONDS`` and a
    log line each time (bytes/s, files, percent, ETA);
 3. polls ``spec.cancel``: when set, moves to ``Canceling``, stops the data path (within
-   ``CANCEL_DEADLINE_SECONDS``), moves to ``Canceled`` and exits 5; SIGTERM does the same;
+   ``CANCEL_DEADLINE_SECONDS``), moves to ``Canceled`` and exits 5; SIGTERM without a cancel
+   request (pod deleted or evicted, Job deadline exceeded) stops it the same way but ends
+   ``Failed`` with that reason, since nobody asked for the backup to be dropped;
 4. on success: a DataUpload becomes ``Completed`` with ``snapshotID``, ``incrementalBytes`` and
    ``dataMoverResult``; a DataDownload is completed by the launcher after it rebinds the volume,
    so the mover only exits 0 with its result in the termination message;
@@ -204,6 +206,7 @@ class CancelWatcher:
     def __init__(self, cr: CRStatus) -> None:
         self.event = threading.Event()
         self.reason = ""
+        self.requested = False  # True: spec.cancel (Canceled); False: SIGTERM (Failed)
         self._cr = cr
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cancel-watch", daemon=True)
@@ -213,7 +216,11 @@ class CancelWatcher:
         self._thread.start()
 
     def _on_signal(self, *_: object) -> None:
-        self.reason = "the mover pod was asked to stop (SIGTERM)"
+        if not self.event.is_set():
+            self.reason = (
+                "the mover was stopped by SIGTERM (its pod was deleted or evicted, or the Job's "
+                "activeDeadlineSeconds ran out) before it finished"
+            )
         self.event.set()
 
     def _run(self) -> None:
@@ -225,6 +232,7 @@ class CancelWatcher:
                 continue
             if spec.get("cancel") is True:
                 self.reason = "canceled on request (spec.cancel)"
+                self.requested = True
                 self.event.set()
                 return
 
@@ -290,10 +298,10 @@ def run_job(role: str) -> int:
         finally:
             repo.close()
     except CanceledError:
-        return _canceled(cr, watcher.reason or "canceled")
+        return _stopped(cr, watcher)
     except MoverError as e:
         if watcher.event.is_set():
-            return _canceled(cr, watcher.reason)
+            return _stopped(cr, watcher)
         return _failed(cr, str(e), e.exit_code)
     finally:
         watcher.stop()
@@ -399,6 +407,13 @@ def _download(env: JobEnv, repo: Repository, watcher: CancelWatcher, progress: P
         )
     )
     return ExitCode.OK
+
+
+def _stopped(cr: CRStatus, watcher: CancelWatcher) -> int:
+    """The data path stopped on request (Canceled, exit 5) or by a signal (Failed, exit 1)."""
+    if watcher.requested:
+        return _canceled(cr, watcher.reason)
+    return _failed(cr, watcher.reason or "stopped before finishing", ExitCode.FAILED)
 
 
 def _canceled(cr: CRStatus, reason: str) -> int:

@@ -366,3 +366,26 @@ def test_job_deadline_exceeded_fails_with_the_reason(velero_crds: ClusterHandle,
         status = env.wait_phase("dataupload", du, {"Failed", "Completed", "Canceled"})["status"]
         assert status["phase"] == "Failed", status
         assert "SIGTERM" in status["message"] or "deadline" in status["message"], status["message"]
+
+
+def test_restore_waits_for_a_wait_for_first_consumer_target_and_missing_pvc_fails(env: LauncherEnv) -> None:
+    env.apply(pvc("data"), env.app)
+    env.run_pod_job("fill", "echo restored-by-wffc > /data/file", "data")
+    env.snapshot("snap", "data")
+    du = env.data_upload("snap", "data")
+    snapshot_id = env.wait_phase("dataupload", du, {"Completed", "Failed"})["status"]["snapshotID"]
+    missing = env.data_download(snapshot_id, "no-such-pvc", operationTimeout="3s")
+    status = env.wait_phase("datadownload", missing, {"Failed", "Completed"})["status"]
+    assert status["phase"] == "Failed" and "no-such-pvc" in status["message"] and "does not exist" in status["message"]
+    target = pvc("late", selector={"velero.io/dynamic-pv-restore": "x.late.y"})
+    target["spec"]["storageClassName"] = "wait-for-consumer"
+    env.apply(target, env.app)
+    dd = env.data_download(snapshot_id, "late", operationTimeout="10m")
+    env.wait_phase("datadownload", dd, {"Accepted"})
+    import time
+
+    time.sleep(4)  # several reconciles: it must keep waiting for the consumer's node
+    assert env.phase("datadownload", dd) == "Accepted"
+    env.kubectl("annotate", "pvc", "late", "-n", env.app, "volume.kubernetes.io/selected-node=node-1")
+    assert env.wait_phase("datadownload", dd, {"Completed", "Failed"})["status"]["phase"] == "Completed"
+    assert (env.pv_path("late") / "file").read_text() == "restored-by-wffc\n"

@@ -205,9 +205,7 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
         end = max(loc.offset + loc.length for _, loc in entries)
         if end > size:
             report.errors.append(f"pack {pack} is truncated ({size} bytes, the index needs {end})")
-    for pack in stored:
-        if pack not in entries_by_pack:
-            report.warnings.append(f"pack {pack} is not referenced by any index (left by an interrupted upload)")
+    unindexed = [pack for pack in stored if pack not in entries_by_pack]
 
     # Snapshots and their trees.
     snapshots = repo.list_snapshots()
@@ -231,6 +229,13 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
             problems.append(f"{len(missing)} data blobs are in no index (e.g. {missing[0].hex()[:16]})")
         report.errors.extend(f"snapshot {snap.id[:16]}: {p}" for p in problems)
 
+    # Unindexed packs are normal after an interrupted upload, but a damage when snapshots miss blobs.
+    blobs_missing = any("in no index" in e for e in report.errors)
+    for pack in unindexed:
+        if blobs_missing:
+            report.errors.append(f"pack {pack} is in no index file: an index file was lost (snapshots miss blobs)")
+        else:
+            report.warnings.append(f"pack {pack} is not referenced by any index (left by an interrupted upload)")
     if read_data:
         _read_all_packs(repo, stored, entries_by_pack, report)
     return report

@@ -191,6 +191,11 @@ class Repository:
         if not password:
             raise UsageError("the repository password is empty")
         if not storage.exists(CONFIG_NAME):
+            if any(True for _ in storage.list(KEYS_PREFIX)) or any(True for _ in storage.list(DATA_PREFIX)):
+                raise IntegrityError(
+                    f"the repository at {storage.location} has keys and data but its config object "
+                    f"{CONFIG_NAME!r} is missing: the repository is damaged"
+                )
             raise RepositoryNotFoundError(
                 f"no repository at {storage.location} (run `snapmover repo init` to create one)"
             )

@@ -123,3 +123,49 @@ def test_examples_complete_with_kubectl_only(installed: ClusterHandle) -> None:
     assert jsonpath(k, "-n", "demo-app", "pvc", "data-restored", "-o", "jsonpath={.status.phase}") == "Bound"
     logs = k.kubectl("logs", "-n", "snapmover", f"job/snapmover-du-{du}").stdout
     assert "backup complete" in logs
+
+
+def test_cronjob_backups_are_incremental_and_retention_applies(installed: ClusterHandle) -> None:
+    """The CronJob example's Job template, run three times (as `kubectl create job --from=cronjob/…`
+    does; kubectl cannot do that against a 1.20 API server, which has no batch/v1 CronJob)."""
+    import yaml
+
+    k = installed
+    if jsonpath(k, "-n", "demo-app", "pvc", "data", "-o", "jsonpath={.status.phase}") != "Bound":
+        k.kubectl("apply", "-f", str(EXAMPLES / "app.yaml"))
+        k.kubectl("-n", "demo-app", "wait", "--for=condition=complete", "job/write-sample-data", "--timeout=120s")
+    docs = list(yaml.safe_load_all((EXAMPLES / "cronjob-backup.yaml").read_text()))
+    rbac = [d for d in docs if d["kind"] != "CronJob"]
+    (cron,) = [d for d in docs if d["kind"] == "CronJob"]
+    cmd = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    cmd[cmd.index("--keep-last") + 1] = "2"
+    cmd.remove("--keep-weekly")
+    cmd.remove("4")
+    k.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rbac))
+    snapshots = []
+    for run in range(3):
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": f"backup-data-{run}", "namespace": "demo-app"},
+            "spec": cron["spec"]["jobTemplate"]["spec"],
+        }
+        k.kubectl("apply", "-f", "-", input=json.dumps(job))
+        k.kubectl("-n", "demo-app", "wait", "--for=condition=complete", f"job/backup-data-{run}", "--timeout=180s")
+        items = json.loads(
+            k.kubectl(
+                "get", "datauploads", "-n", "snapmover", "-l", "snapmover.io/schedule=demo-app-data", "-o", "json"
+            ).stdout
+        )["items"]
+        newest = max(items, key=lambda o: o["metadata"]["creationTimestamp"] + o["metadata"]["name"])
+        assert newest["status"]["phase"] == "Completed"
+        snapshots.append(newest["status"])
+    assert snapshots[1]["dataMoverResult"]["parent"] == snapshots[0]["snapshotID"]
+    assert snapshots[2]["dataMoverResult"]["parent"] == snapshots[1]["snapshotID"]
+    assert snapshots[2]["incrementalBytes"] == 0
+    remaining = k.kubectl(
+        "get", "datauploads", "-n", "snapmover", "-l", "snapmover.io/schedule=demo-app-data", "-o", "name"
+    ).stdout.split()
+    assert len(remaining) == 2
+    logs = k.kubectl("logs", "-n", "demo-app", "job/backup-data-2").stdout
+    assert "Completed" in logs and "retention: deleted DataUpload" in logs

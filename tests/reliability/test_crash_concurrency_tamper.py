@@ -42,14 +42,14 @@ def crash_rounds(
     kills = 0
     for i in range(rounds):
         src = tmp_path / f"src{i}"
-        make_tree(src, seed * 100 + i, files=150, big=3)
+        make_tree(src, seed * 100 + i, files=300, big=6)
         proc = subprocess.Popen(
             [SNAPMOVER, "upload", "--source", str(src)],
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.05, 1.5))
+        time.sleep(rng.uniform(0.05, 0.7))  # start-up (~0.3 s) through the middle of the data
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -294,15 +294,16 @@ class Controller:
         status["phase"] = phase
         if message or phase in (Phase.FAILED, Phase.CANCELED):
             status["message"] = message
-        if phase in TERMINAL_PHASES:
-            status.setdefault("completionTimestamp", now_rfc3339())
-            status["completionTimestamp"] = status.get("completionTimestamp") or now_rfc3339()
+        if phase in TERMINAL_PHASES and not status.get("completionTimestamp"):
+            status["completionTimestamp"] = now_rfc3339()
         cr = {**cr, "status": status}
         updated = self.replace_cr(cr)
         if updated is not None:
             metrics.TRANSITIONS.labels(cr["kind"], phase).inc()
             if old != phase:
-                metrics.observe_phase(cr["kind"], old, age_seconds(status.get("acceptedTimestamp")))
+                # time in the phase left: since the mover started, else since the CR was accepted
+                since = status.get("startTimestamp") if old == Phase.IN_PROGRESS else status.get("acceptedTimestamp")
+                metrics.observe_phase(cr["kind"], old, age_seconds(since))
             self.event(cr, "Warning" if phase == Phase.FAILED else "Normal", reason, message or f"{old} -> {phase}")
             log.info("%s %s: %s -> %s %s", cr["kind"], cr["metadata"]["name"], old, phase, message)
         return updated
@@ -860,6 +861,9 @@ class Controller:
         """Terminal CR: clean up, then drop our finalizer; delete the Job after its retention."""
         if FINALIZER in (cr["metadata"].get("finalizers") or []):
             self.cleanup(cr, keep_job=True)
+            status = cr.get("status") or {}
+            if status.get("phase") == Phase.COMPLETED:  # counted once: our finalizer goes right after
+                metrics.BYTES_MOVED.labels(cr["kind"]).inc(int((status.get("progress") or {}).get("totalBytes") or 0))
             self.remove_finalizer(cr)
         completed = (cr.get("status") or {}).get("completionTimestamp")
         job = self.read_job(cr)

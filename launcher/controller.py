@@ -40,11 +40,14 @@ from jobs.contract import (
 from launcher import metrics
 from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, parse_duration
 from launcher.jobspec import (
+    FORGET_RETRIES,
     PASSWORD_KEY,
     PASSWORD_SECRET,
+    build_forget_job,
     build_job,
     build_rbac,
     common_labels,
+    forget_job_name,
     object_name,
     owner_reference,
 )
@@ -56,6 +59,7 @@ PLURALS = {DATAUPLOAD_KIND: DATAUPLOAD_PLURAL, DATADOWNLOAD_KIND: DATADOWNLOAD_P
 DYNAMIC_PV_RESTORE_LABEL = "velero.io/dynamic-pv-restore"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 ORIGINAL_RECLAIM = "snapmover.io/original-reclaim-policy"
+CLEANED = "snapmover.io/cleaned"  # a Completed DataUpload whose intermediate objects are gone
 DEFAULT_OPERATION_TIMEOUT_SECONDS = 600.0
 START_FAILURE_REASONS = {
     "ErrImagePull",
@@ -205,8 +209,11 @@ class Controller:
                     phase = (obj.get("status") or {}).get("phase") or Phase.NEW
                     if (obj.get("spec") or {}).get("datamover") == self.config.datamover_name:
                         phases[phase] = phases.get(phase, 0) + 1
-                    if phase not in TERMINAL_PHASES or FINALIZER in (obj["metadata"].get("finalizers") or []):
-                        self.enqueue(kind, obj["metadata"]["name"])
+                    meta = obj["metadata"]
+                    cleaned = CLEANED in (meta.get("annotations") or {})
+                    held = FINALIZER in (meta.get("finalizers") or []) and not cleaned
+                    if phase not in TERMINAL_PHASES or held or meta.get("deletionTimestamp"):
+                        self.enqueue(kind, meta["name"])
                 metrics.set_phase_counts(kind, phases)
 
     def run(self) -> None:
@@ -346,6 +353,8 @@ class Controller:
         phase = status.get("phase") or Phase.NEW
         finalizers = cr["metadata"].get("finalizers") or []
         if cr["metadata"].get("deletionTimestamp"):
+            if FINALIZER in finalizers and self.forget_on_delete(cr):
+                return
             self.cleanup(cr, keep_job=False)
             if FINALIZER in finalizers:
                 self.remove_finalizer(cr)
@@ -859,12 +868,18 @@ class Controller:
 
     def finish(self, cr: dict[str, Any]) -> None:
         """Terminal CR: clean up, then drop our finalizer; delete the Job after its retention."""
-        if FINALIZER in (cr["metadata"].get("finalizers") or []):
+        annotations = cr["metadata"].get("annotations") or {}
+        if FINALIZER in (cr["metadata"].get("finalizers") or []) and CLEANED not in annotations:
             self.cleanup(cr, keep_job=True)
             status = cr.get("status") or {}
-            if status.get("phase") == Phase.COMPLETED:  # counted once: our finalizer goes right after
+            if status.get("phase") == Phase.COMPLETED:  # counted once: marked cleaned right after
                 metrics.BYTES_MOVED.labels(cr["kind"]).inc(int((status.get("progress") or {}).get("totalBytes") or 0))
-            self.remove_finalizer(cr)
+            if holds_snapshot(cr):
+                # keep the finalizer: deleting this DataUpload must forget its repository snapshot
+                cr["metadata"]["annotations"] = {**annotations, CLEANED: "true"}
+                self.replace_cr(cr)
+            else:
+                self.remove_finalizer(cr)
         completed = (cr.get("status") or {}).get("completionTimestamp")
         job = self.read_job(cr)
         if job is not None:
@@ -873,6 +888,51 @@ class Controller:
                 self.delete_job(cr)
             else:
                 self.enqueue(cr["kind"], cr["metadata"]["name"], delay=min(remaining + 0.5, 60))
+
+    def forget_on_delete(self, cr: dict[str, Any]) -> bool:
+        """For a deleted DataUpload holding a snapshot: run the forget Job; True while it is not done."""
+        if not holds_snapshot(cr):
+            return False
+        name = forget_job_name(cr)
+        try:
+            job = self.batch.read_namespaced_job(name, self.ns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            try:
+                location = self.storage_location(cr)
+            except Fail as f:
+                self.event(cr, "Warning", "ForgetFailed", f"snapshot not forgotten: {f}")
+                return False
+            body = build_forget_job(
+                cr, self.config, location=location, source_namespace=str(cr["spec"].get("sourceNamespace", ""))
+            )
+            with contextlib.suppress(ApiException):
+                self.batch.create_namespaced_job(self.ns, body)
+            self.enqueue(cr["kind"], cr["metadata"]["name"], delay=1.0)
+            return True
+        conditions = {c.type for c in (job.status.conditions or []) if c.status == "True"}
+        if not conditions & {"Complete", "Failed"}:
+            self.enqueue(cr["kind"], cr["metadata"]["name"], delay=1.0)
+            return True
+        if "Complete" in conditions:
+            self.event(
+                cr,
+                "Normal",
+                "SnapshotForgotten",
+                f"repository snapshot {cr['status']['snapshotID']} forgotten; maintenance frees its data",
+            )
+        else:
+            self.event(
+                cr,
+                "Warning",
+                "ForgetFailed",
+                f"could not forget repository snapshot {cr['status']['snapshotID']} after "
+                f"{FORGET_RETRIES + 1} attempts (storage unreachable?); run `snapmover forget` by hand",
+            )
+        with contextlib.suppress(ApiException):
+            self.batch.delete_namespaced_job(name, self.ns, propagation_policy="Background")
+        return False
 
     def remove_finalizer(self, cr: dict[str, Any]) -> None:
         cr["metadata"]["finalizers"] = [f for f in cr["metadata"].get("finalizers") or [] if f != FINALIZER]
@@ -901,6 +961,12 @@ class Controller:
         for delete in deleters:
             with contextlib.suppress(ApiException):
                 delete()
+
+
+def holds_snapshot(cr: dict[str, Any]) -> bool:
+    """True for a Completed DataUpload whose repository snapshot must be forgotten when it is deleted."""
+    status = cr.get("status") or {}
+    return cr["kind"] == DATAUPLOAD_KIND and status.get("phase") == Phase.COMPLETED and bool(status.get("snapshotID"))
 
 
 def validate_spec(cr: dict[str, Any]) -> None:

@@ -62,6 +62,7 @@ PASSWORD_SECRET = "snapmover-repo-credentials"  # noqa: S105 - a Secret's name
 PASSWORD_KEY = "repository-password"  # noqa: S105 - a key name
 REPOSITORY_MOUNT_PATH = "/repository"
 BACKOFF_LIMIT = 0
+FORGET_RETRIES = 3  # bounded: then the CR is released with a Warning Event
 UPLOAD_CAPABILITIES = ["DAC_READ_SEARCH"]
 DOWNLOAD_CAPABILITIES = ["CHOWN", "FOWNER", "DAC_OVERRIDE", "SETFCAP", "MKNOD"]
 
@@ -289,3 +290,31 @@ def build_job(
             "template": {"metadata": {"labels": labels, "annotations": dict(config.job_annotations)}, "spec": pod_spec},
         },
     }
+
+
+def build_forget_job(
+    cr: dict[str, Any], config: LauncherConfig, *, location: StorageLocation, source_namespace: str
+) -> dict[str, Any]:
+    """A Job forgetting the snapshot of a deleted, Completed DataUpload (no volume, no API access)."""
+    job = build_job(
+        cr, config, claim="unused", volume_mode="Filesystem", location=location, source_namespace=source_namespace
+    )
+    job["metadata"]["name"] = forget_job_name(cr)
+    job["metadata"]["ownerReferences"] = []  # the CR is going away; the launcher deletes this Job
+    job["spec"]["backoffLimit"] = FORGET_RETRIES
+    pod = job["spec"]["template"]["spec"]
+    pod.pop("serviceAccountName")
+    pod["automountServiceAccountToken"] = False
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "data"]
+    container = pod["containers"][0]
+    container["command"] = ["snapmover", "job", "forget"]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "data"]
+    container["securityContext"]["capabilities"]["add"] = []
+    container["env"] = [e for e in container["env"] if e["name"] != ENV_SNAPSHOT_ID]
+    container["env"].append({"name": ENV_SNAPSHOT_ID, "value": str((cr.get("status") or {}).get("snapshotID", ""))})
+    return job
+
+
+def forget_job_name(cr: dict[str, Any]) -> str:
+    """Name of the Job forgetting a deleted DataUpload's snapshot."""
+    return job_name(cr["kind"], "forget-" + cr["metadata"]["name"])

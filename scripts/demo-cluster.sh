@@ -23,6 +23,8 @@ wait_jsonpath() {  # wait_jsonpath WANTED_REGEX TIMEOUT kubectl-get-args...
 say "local cluster (builds kube-apiserver from Debian's source on first use, ~4 min)"
 scripts/kube-build.sh
 "$py" -m tests.cluster up --state "$state"
+# a previous run: deleting its DataUploads (while its launcher runs) forgets their snapshots
+k delete datauploads --all -n snapmover --ignore-not-found --timeout=120s >/dev/null 2>&1 || true
 for ns in demo-app snapmover; do k delete namespace "$ns" --ignore-not-found --wait=true --timeout=120s >/dev/null; done
 
 say "installing snapmover: kubectl apply -k manifests/"

@@ -65,3 +65,11 @@ def download() -> None:
     from jobs.kube.runner import run_job
 
     sys.exit(run_job("download"))
+
+
+@job.command()
+def forget() -> None:
+    """Forget the repository snapshot of a deleted DataUpload (its data is freed by maintenance)."""
+    from jobs.kube.runner import run_forget
+
+    sys.exit(run_forget())

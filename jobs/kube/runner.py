@@ -444,3 +444,26 @@ def _failed(cr: CRStatus, message: str, code: int) -> int:
     log.error("failed: %s", message)
     write_termination_message(TerminationMessage(phase=Phase.FAILED, message=message))
     return code
+
+
+def run_forget() -> int:
+    """Forget ``$SNAPMOVER_SNAPSHOT_ID`` in ``$SNAPMOVER_REPOSITORY``; a missing one is already forgotten."""
+    env = os.environ
+    url, sid = env.get(ENV_REPOSITORY, ""), env.get(ENV_SNAPSHOT_ID, "")
+    if not url or not sid:
+        raise ConfigError(f"the Job environment lacks {ENV_REPOSITORY} or {ENV_SNAPSHOT_ID}")
+    try:
+        repo = open_repository(url, read_password(env.get(ENV_PASSWORD_FILE)))
+    except RepositoryNotFoundError:
+        log.info("no repository: snapshot %s is already gone", sid)
+        return ExitCode.OK
+    try:
+        if sid in repo.snapshot_ids():
+            with repo.lock(exclusive=False):
+                repo.forget([sid])
+            log.info("forgot snapshot %s; maintenance (prune) frees its data", sid)
+        else:
+            log.info("snapshot %s is already forgotten", sid)
+    finally:
+        repo.close()
+    return ExitCode.OK

@@ -77,6 +77,8 @@ class LauncherEnv:
         )
 
     def teardown(self) -> None:
+        # while a launcher still runs, deleting DataUploads forgets their snapshots and frees them
+        self.kubectl("delete", "datauploads", "--all", "-n", self.ns, "--timeout=60s", check=False)
         for proc in self.procs:
             stop(proc)
         for ns in (self.app, self.ns):

@@ -67,6 +67,7 @@ def installed(velero_crds: ClusterHandle) -> ClusterHandle:
     try:
         yield k  # type: ignore[misc]
     finally:
+        k.kubectl("delete", "datauploads", "--all", "-n", "snapmover", "--timeout=60s", check=False)
         for ns in ("demo-app", "snapmover"):
             k.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         k.kubectl("delete", "clusterrole,clusterrolebinding", "snapmover-launcher", check=False)
@@ -163,9 +164,16 @@ def test_cronjob_backups_are_incremental_and_retention_applies(installed: Cluste
     assert snapshots[1]["dataMoverResult"]["parent"] == snapshots[0]["snapshotID"]
     assert snapshots[2]["dataMoverResult"]["parent"] == snapshots[1]["snapshotID"]
     assert snapshots[2]["incrementalBytes"] == 0
-    remaining = k.kubectl(
-        "get", "datauploads", "-n", "snapmover", "-l", "snapmover.io/schedule=demo-app-data", "-o", "name"
-    ).stdout.split()
-    assert len(remaining) == 2
+
+    def remaining() -> int:
+        names = k.kubectl(
+            "get", "datauploads", "-n", "snapmover", "-l", "snapmover.io/schedule=demo-app-data", "-o", "name"
+        ).stdout.split()
+        return len(names)
+
+    deadline = time.monotonic() + 90  # a deleted DataUpload goes once its snapshot is forgotten
+    while remaining() != 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert remaining() == 2
     logs = k.kubectl("logs", "-n", "demo-app", "job/backup-data-2").stdout
     assert "Completed" in logs and "retention: deleted DataUpload" in logs

@@ -68,7 +68,7 @@ def test_backup_restore_round_trip_with_kubectl(env: LauncherEnv) -> None:
         lambda: (
             not env.exists("pvc", f"snapmover-du-{du}")
             and not env.exists("sa", f"snapmover-du-{du}")
-            and not env.get("dataupload", du)["metadata"].get("finalizers")
+            and "snapmover.io/cleaned" in (env.get("dataupload", du)["metadata"].get("annotations") or {})
         ),
     )
     assert not env.exists("volumesnapshot", "snap-1", env.app)
@@ -393,3 +393,43 @@ def test_restore_waits_for_a_wait_for_first_consumer_target_and_missing_pvc_fail
     env.kubectl("annotate", "pvc", "late", "-n", env.app, "volume.kubernetes.io/selected-node=node-1")
     assert env.wait_phase("datadownload", dd, {"Completed", "Failed"})["status"]["phase"] == "Completed"
     assert (env.pv_path("late") / "file").read_text() == "restored-by-wffc\n"
+
+
+def test_deleting_a_dataupload_forgets_its_snapshot(env: LauncherEnv) -> None:
+    env.apply(pvc("data"), env.app)
+    env.run_pod_job("fill", "head -c 2000000 /dev/urandom > /data/blob", "data")
+    sids = []
+    for i in range(2):
+        env.snapshot(f"snap-{i}", "data")
+        du = env.data_upload(f"snap-{i}", "data")
+        sids.append((du, env.wait_phase("dataupload", du, {"Completed", "Failed"})["status"]["snapshotID"]))
+    password = env.kubectl(
+        "get", "secret", "snapmover-repo-credentials", "-n", env.ns, "-o", "jsonpath={.data.repository-password}"
+    ).stdout
+    import base64
+    import subprocess
+    import sys
+
+    repo = env.pv_path("snapmover-repository", env.ns) / "snapmover" / env.app
+    cli_env = {
+        **os.environ,
+        "SNAPMOVER_PASSWORD": base64.b64decode(password).decode(),
+        "SNAPMOVER_REPOSITORY": f"file://{repo}",
+    }
+
+    def snapshots() -> str:
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "snapmover"), "snapshots"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+
+    assert sids[0][1][:8] in snapshots() and sids[1][1][:8] in snapshots()
+    env.kubectl("delete", "dataupload", sids[0][0], "-n", env.ns, "--timeout=90s")
+    listing = snapshots()
+    assert sids[0][1][:8] not in listing and sids[1][1][:8] in listing
+    events = env.kubectl("get", "events", "-n", env.ns, "--field-selector", "reason=SnapshotForgotten").stdout
+    assert sids[0][1] in events

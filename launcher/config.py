@@ -79,6 +79,8 @@ class LauncherConfig:
     log_format: str = "text"
     storage_locations: dict[str, StorageLocation] = field(default_factory=dict)
     resync_seconds: float = 10.0
+    maintenance_interval_seconds: float = 86400.0  # 0 disables scheduled maintenance
+    maintenance_jobs_kept: int = 3
 
 
 _INT_KEYS = {
@@ -88,11 +90,13 @@ _INT_KEYS = {
     "jobDeadlineSeconds": "job_deadline_seconds",
     "jobRetentionSeconds": "job_retention_seconds",
     "parallelism": "parallelism",
+    "maintenanceJobsKept": "maintenance_jobs_kept",
 }
 _DURATION_KEYS = {
     "prepareTimeout": "prepare_timeout_seconds",
     "podStartTimeout": "pod_start_timeout_seconds",
     "resyncPeriod": "resync_seconds",
+    "maintenanceInterval": "maintenance_interval_seconds",
 }
 _STRING_KEYS = {
     "datamoverName": "datamover_name",

@@ -41,13 +41,16 @@ from launcher import metrics
 from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, parse_duration
 from launcher.jobspec import (
     FORGET_RETRIES,
+    MAINTENANCE_LABEL,
     PASSWORD_KEY,
     PASSWORD_SECRET,
     build_forget_job,
     build_job,
+    build_maintenance_job,
     build_rbac,
     common_labels,
     forget_job_name,
+    maintenance_key,
     object_name,
     owner_reference,
 )
@@ -111,6 +114,7 @@ class Controller:
         self.stop = threading.Event()
         self.is_leader = threading.Event()
         self.timers: dict[tuple[str, str], float] = {}
+        self.reported: set[str] = set()  # maintenance Jobs whose result is already counted
 
     # --- queue ----------------------------------------------------------------------------------
 
@@ -216,12 +220,106 @@ class Controller:
                         self.enqueue(kind, meta["name"])
                 metrics.set_phase_counts(kind, phases)
 
+    def _maintenance_loop(self) -> None:
+        period = min(60.0, max(1.0, self.config.maintenance_interval_seconds / 4))
+        while not self.stop.wait(period):
+            if not self.is_leader.is_set() or self.config.maintenance_interval_seconds <= 0:
+                continue
+            try:
+                self.maintain()
+            except Exception as e:  # noqa: BLE001 - retried at the next period
+                metrics.API_ERRORS.inc()
+                log.warning("maintenance scheduling failed: %s", e)
+
+    def maintain(self) -> None:
+        """Start a prune Job per repository in use when its last one is older than the interval."""
+        dus = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, DATAUPLOAD_PLURAL)["items"]
+        repos = {
+            (
+                str((d.get("spec") or {}).get("backupStorageLocation", "")),
+                str((d.get("spec") or {}).get("sourceNamespace", "")),
+            )
+            for d in dus
+            if (d.get("spec") or {}).get("datamover") == self.config.datamover_name
+            and (d.get("status") or {}).get("phase") == Phase.COMPLETED
+        }
+        for bsl, source_ns in sorted(repos):
+            try:
+                location = self.storage_location({"spec": {"backupStorageLocation": bsl}})
+            except Fail as f:
+                log.warning("maintenance of %s/%s skipped: %s", bsl, source_ns, f)
+                continue
+            key = maintenance_key(location.name, source_ns)
+            jobs = sorted(
+                self.batch.list_namespaced_job(self.ns, label_selector=f"{MAINTENANCE_LABEL}={key}").items,
+                key=lambda j: j.metadata.creation_timestamp,
+            )
+            finished = [
+                j
+                for j in jobs
+                if any(c.status == "True" and c.type in ("Complete", "Failed") for c in (j.status.conditions or []))
+            ]
+            for job in finished:
+                if (
+                    any(c.type == "Failed" and c.status == "True" for c in job.status.conditions or [])
+                    and job.metadata.name not in self.reported
+                ):
+                    self.reported.add(job.metadata.name)
+                    metrics.MAINTENANCE.labels("failed").inc()
+                    self.job_event(
+                        job,
+                        "Warning",
+                        "MaintenanceFailed",
+                        f"prune of {bsl}/{source_ns} failed; see kubectl logs job/{job.metadata.name}",
+                    )
+                elif job.metadata.name not in self.reported:
+                    self.reported.add(job.metadata.name)
+                    metrics.MAINTENANCE.labels("succeeded").inc()
+            for job in finished[: max(0, len(finished) - self.config.maintenance_jobs_kept)]:
+                with contextlib.suppress(ApiException):
+                    self.batch.delete_namespaced_job(job.metadata.name, self.ns, propagation_policy="Background")
+            if len(jobs) > len(finished):
+                continue  # one is running
+            newest = jobs[-1].metadata.creation_timestamp.strftime("%Y-%m-%dT%H:%M:%SZ") if jobs else None
+            if newest and age_seconds(newest) < self.config.maintenance_interval_seconds:
+                continue
+            body = build_maintenance_job(
+                self.config, location=location, source_namespace=source_ns, suffix=f"{int(time.time()):x}"
+            )
+            with contextlib.suppress(ApiException):
+                created = self.batch.create_namespaced_job(self.ns, body)
+                self.job_event(created, "Normal", "MaintenanceStarted", f"pruning repository {bsl}/{source_ns}")
+
+    def job_event(self, job: Any, kind: str, reason: str, message: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{job.metadata.name[:200]}.", "namespace": self.ns},
+            "involvedObject": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": job.metadata.name,
+                "namespace": self.ns,
+                "uid": job.metadata.uid,
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": "snapmover-launcher"},
+            "firstTimestamp": now_rfc3339(),
+            "lastTimestamp": now_rfc3339(),
+            "count": 1,
+        }
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_event(self.ns, body)
+
     def run(self) -> None:
         self.ensure_password_secret()
         threads = [
             threading.Thread(target=self._worker, name="worker", daemon=True),
             threading.Thread(target=self._timer_loop, name="timers", daemon=True),
             threading.Thread(target=self._resync, name="resync", daemon=True),
+            threading.Thread(target=self._maintenance_loop, name="maintenance", daemon=True),
             threading.Thread(target=self._watch_crs, args=(DATAUPLOAD_KIND,), name="watch-du", daemon=True),
             threading.Thread(target=self._watch_crs, args=(DATADOWNLOAD_KIND,), name="watch-dd", daemon=True),
             threading.Thread(

@@ -318,3 +318,41 @@ def build_forget_job(
 def forget_job_name(cr: dict[str, Any]) -> str:
     """Name of the Job forgetting a deleted DataUpload's snapshot."""
     return job_name(cr["kind"], "forget-" + cr["metadata"]["name"])
+
+
+MAINTENANCE_LABEL = "snapmover.io/maintenance"
+
+
+def maintenance_key(location: str, source_namespace: str) -> str:
+    """A label-safe key naming one repository (storage location + source namespace)."""
+    import hashlib
+
+    return hashlib.sha256(f"{location}/{source_namespace}".encode()).hexdigest()[:16]
+
+
+def build_maintenance_job(
+    config: LauncherConfig, *, location: StorageLocation, source_namespace: str, suffix: str
+) -> dict[str, Any]:
+    """A Job pruning one repository (no volume, no API access), kept for its logs."""
+    key = maintenance_key(location.name, source_namespace)
+    fake_cr = {
+        "kind": DATAUPLOAD_KIND,
+        "metadata": {"name": f"maintain-{key}-{suffix}", "namespace": config.namespace, "uid": key},
+        "spec": {},
+    }
+    job = build_forget_job(fake_cr, config, location=location, source_namespace=source_namespace)
+    labels = {
+        LABEL_APP: LABEL_APP_VALUE,
+        MAINTENANCE_LABEL: key,
+        "snapmover.io/source-namespace": label_value(source_namespace),
+        "snapmover.io/storage-location": label_value(location.name),
+    }
+    job["metadata"]["name"] = f"snapmover-maintain-{key}-{suffix}"
+    job["metadata"]["labels"] = labels
+    job["spec"]["backoffLimit"] = 0
+    template = job["spec"]["template"]
+    template["metadata"]["labels"] = labels
+    container = template["spec"]["containers"][0]
+    container["command"] = ["snapmover", "job", "maintain"]
+    container["env"] = [e for e in container["env"] if e["name"] != ENV_SNAPSHOT_ID]
+    return job

@@ -16,6 +16,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from launcher import metrics
+
 log = logging.getLogger("snapmover.leader")
 LEASE_NAME = "snapmover-launcher"
 LEASE_SECONDS = 15
@@ -56,6 +58,7 @@ class LeaderElector:
             if not leading and self.is_leader.is_set():
                 log.warning("lost the leader lease")
             (self.is_leader.set if leading else self.is_leader.clear)()
+            metrics.LEADER.set(1 if leading else 0)
             stop.wait(RENEW_SECONDS)
         self.release()
 

@@ -20,6 +20,7 @@ PHASE_SECONDS = Histogram(
 BYTES_MOVED = Counter("snapmover_bytes_moved_total", "Logical bytes of completed uploads/downloads", ["kind"])
 QUEUE_DEPTH = Gauge("snapmover_queue_depth", "Keys waiting in the launcher work queue")
 API_ERRORS = Counter("snapmover_api_errors_total", "Kubernetes API calls that failed")
+MAINTENANCE = Counter("snapmover_maintenance_jobs_total", "Finished repository maintenance Jobs", ["result"])
 LEADER = Gauge("snapmover_leader", "1 when this launcher holds the leader lease")
 
 

@@ -73,3 +73,11 @@ def forget() -> None:
     from jobs.kube.runner import run_forget
 
     sys.exit(run_forget())
+
+
+@job.command()
+def maintain() -> None:
+    """Repository maintenance: prune the data no snapshot references (exclusive lock)."""
+    from jobs.kube.runner import run_maintenance
+
+    sys.exit(run_maintenance())

@@ -467,3 +467,22 @@ def run_forget() -> int:
     finally:
         repo.close()
     return ExitCode.OK
+
+
+def run_maintenance() -> int:
+    """Prune ``$SNAPMOVER_REPOSITORY``; logs what was freed (one line) for the Job's logs."""
+    env = os.environ
+    url = env.get(ENV_REPOSITORY, "")
+    if not url:
+        raise ConfigError(f"the Job environment lacks {ENV_REPOSITORY}")
+    try:
+        repo = open_repository(url, read_password(env.get(ENV_PASSWORD_FILE)))
+    except RepositoryNotFoundError:
+        log.info("no repository yet: nothing to maintain")
+        return ExitCode.OK
+    try:
+        stats = repo.prune()
+    finally:
+        repo.close()
+    log.info("maintenance done: %s", " ".join(f"{k}={v}" for k, v in vars(stats).items()))
+    return ExitCode.OK

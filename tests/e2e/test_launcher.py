@@ -433,3 +433,36 @@ def test_deleting_a_dataupload_forgets_its_snapshot(env: LauncherEnv) -> None:
     assert sids[0][1][:8] not in listing and sids[1][1][:8] in listing
     events = env.kubectl("get", "events", "-n", env.ns, "--field-selector", "reason=SnapshotForgotten").stdout
     assert sids[0][1] in events
+
+
+def test_maintenance_frees_the_data_of_deleted_backups(velero_crds: ClusterHandle, tmp_path: Path) -> None:
+    with launcher_env(velero_crds, tmp_path, {"maintenanceInterval": "3s", "maintenanceJobsKept": "2"}) as env:
+        env.start_launcher()
+        env.apply(pvc("data"), env.app)
+        done = []
+        for i in range(2):
+            env.run_pod_job(f"fill-{i}", "rm -f /data/*; head -c 3000000 /dev/urandom > /data/blob", "data")
+            env.snapshot(f"snap-{i}", "data")
+            du = env.data_upload(f"snap-{i}", "data")
+            done.append((du, env.wait_phase("dataupload", du, {"Completed", "Failed"})["status"]))
+        assert all(status["phase"] == "Completed" for _, status in done)
+        repo = env.pv_path("snapmover-repository", env.ns) / "snapmover" / env.app
+
+        def repo_bytes() -> int:
+            return sum(f.stat().st_size for f in repo.rglob("*") if f.is_file())
+
+        before = repo_bytes()
+        assert before > 5_500_000
+        env.kubectl("delete", "dataupload", done[0][0], "-n", env.ns, "--timeout=90s")
+        wait_for(
+            "maintenance to free the deleted backup's data", lambda: repo_bytes() < before - 2_500_000, timeout=120
+        )
+        selector = {"velero.io/dynamic-pv-restore": "x.data.kept"}
+        env.apply(pvc("restored", selector=selector), env.app)
+        dd = env.data_download(done[1][1]["snapshotID"], "restored")
+        assert env.wait_phase("datadownload", dd, {"Completed", "Failed"})["status"]["phase"] == "Completed"
+        assert (env.pv_path("restored") / "blob").read_bytes() == (env.pv_path("data") / "blob").read_bytes()
+        events = env.kubectl("get", "events", "-n", env.ns, "--field-selector", "reason=MaintenanceStarted").stdout
+        assert "pruning repository" in events
+        kept = env.kubectl("get", "jobs", "-n", env.ns, "-l", "snapmover.io/maintenance", "-o", "name").stdout.split()
+        assert 1 <= len(kept) <= 3  # the newest finished ones (2) plus at most one running

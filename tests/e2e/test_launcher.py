@@ -205,7 +205,8 @@ def test_launcher_restart_adopts_running_work(env: LauncherEnv) -> None:
 
 
 def test_concurrency_limit_and_metrics(velero_crds: ClusterHandle, tmp_path: Path) -> None:
-    with launcher_env(velero_crds, tmp_path, {"maxConcurrentJobs": "3", "maxJobsPerNode": "3"}) as env:
+    limits = {"maxConcurrentJobs": "3", "maxJobsPerNode": "3", "prepareQueueLength": "2"}
+    with launcher_env(velero_crds, tmp_path, limits) as env:
         env.start_launcher()
         env.apply(pvc("data"), env.app)
         env.run_pod_job("fill", "echo small > /data/file", "data")
@@ -214,17 +215,19 @@ def test_concurrency_limit_and_metrics(velero_crds: ClusterHandle, tmp_path: Pat
             env.snapshot(f"snap-{i}", "data")
         for i in range(20):
             names.append(env.data_upload(f"snap-{i}", "data"))
-        most = 0
+        most = most_preparing = 0
 
         def all_done() -> bool:
-            nonlocal most
+            nonlocal most, most_preparing
             active = env.kubectl("get", "jobs", "-n", env.ns, "-o", "jsonpath={.items[*].status.active}").stdout.split()
             most = max(most, sum(int(a) for a in active))
             phases = env.kubectl("get", "datauploads", "-n", env.ns, "-o", "jsonpath={.items[*].status.phase}").stdout
+            most_preparing = max(most_preparing, phases.split().count("Accepted"))
             return phases.split().count("Completed") == 20
 
         wait_for("20 completed uploads", all_done, timeout=400)
         assert 1 <= most <= 3
+        assert 1 <= most_preparing <= 2  # the prepare queue holds the rest in New
         port = int(wait_for("metrics port", lambda: re_port(env.launcher_log())))
         import urllib.request
 

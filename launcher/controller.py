@@ -15,6 +15,7 @@ import queue
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from jobs.contract import (
     FINALIZER,
     LABEL_APP,
     LABEL_APP_VALUE,
+    LABEL_ROLE,
     TERMINAL_PHASES,
     VOLUME_MODE_FILESYSTEM,
     Phase,
@@ -508,6 +510,26 @@ class Controller:
             if not any(c.type in ("Complete", "Failed") and c.status == "True" for c in (j.status.conditions or []))
         ]
 
+    def no_free_slot(self) -> str:
+        """Why no new mover Job may start now ('' when one may): global and per-node limits."""
+        active = [j for j in self.active_jobs() if LABEL_ROLE in (j.metadata.labels or {})]
+        if len(active) >= self.config.max_concurrent_jobs:
+            return f"{len(active)} mover Jobs running, global limit {self.config.max_concurrent_jobs}"
+        pods = self.core.list_namespaced_pod(self.ns, label_selector=LABEL_ROLE).items
+        placed = Counter(
+            p.spec.node_name for p in pods if p.spec.node_name and p.status.phase in ("Pending", "Running")
+        )
+        unplaced = len(active) - sum(placed.values())  # Jobs whose pod is not scheduled yet
+        nodes = [
+            n.metadata.name
+            for n in self.core.list_node().items
+            if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+        ]
+        room = sum(max(0, self.config.max_jobs_per_node - placed[n]) for n in nodes) - max(0, unplaced)
+        if nodes and room <= 0:
+            return f"every node runs {self.config.max_jobs_per_node} mover(s), the per-node limit"
+        return ""
+
     def accept(self, cr: dict[str, Any]) -> None:
         validate_spec(cr)
         preparing = 0
@@ -537,12 +559,9 @@ class Controller:
         self.ensure_rbac(cr)
         job = self.read_job(cr)
         if job is None:
-            active = self.active_jobs()
-            if len(active) >= min(self.config.max_concurrent_jobs, self.config.max_jobs_per_node):
-                raise Wait(
-                    f"a free mover slot ({len(active)} Jobs running, limit "
-                    f"{min(self.config.max_concurrent_jobs, self.config.max_jobs_per_node)})"
-                )
+            busy = self.no_free_slot()
+            if busy:
+                raise Wait(f"a free mover slot ({busy})")
             body = build_job(
                 cr,
                 self.config,

@@ -293,27 +293,19 @@ class Controller:
                 self.job_event(created, "Normal", "MaintenanceStarted", f"pruning repository {bsl}/{source_ns}")
 
     def job_event(self, job: Any, kind: str, reason: str, message: str) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{job.metadata.name[:200]}.", "namespace": self.ns},
-            "involvedObject": {
+        """An Event on one of our Jobs (maintenance results)."""
+        self.post_event(
+            {
                 "apiVersion": "batch/v1",
                 "kind": "Job",
                 "name": job.metadata.name,
                 "namespace": self.ns,
                 "uid": job.metadata.uid,
             },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": "snapmover-launcher"},
-            "firstTimestamp": now_rfc3339(),
-            "lastTimestamp": now_rfc3339(),
-            "count": 1,
-        }
-        with contextlib.suppress(ApiException):
-            self.core.create_namespaced_event(self.ns, body)
+            kind,
+            reason,
+            message,
+        )
 
     def run(self) -> None:
         self.ensure_password_secret()
@@ -416,17 +408,27 @@ class Controller:
         return updated
 
     def event(self, cr: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{cr['metadata']['name'][:200]}.", "namespace": self.ns},
-            "involvedObject": {
+        """An Event on a CR (`kubectl describe` tells its story)."""
+        self.post_event(
+            {
                 "apiVersion": f"{API_GROUP}/{API_VERSION}",
                 "kind": cr["kind"],
                 "name": cr["metadata"]["name"],
                 "namespace": self.ns,
                 "uid": cr["metadata"]["uid"],
             },
+            kind,
+            reason,
+            message,
+        )
+
+    def post_event(self, involved: dict[str, str], kind: str, reason: str, message: str) -> None:
+        """Create one core/v1 Event about ``involved``; a failure is counted, never raised."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{involved['name'][:200]}.", "namespace": self.ns},
+            "involvedObject": involved,
             "reason": reason,
             "message": message[:1000],
             "type": kind,

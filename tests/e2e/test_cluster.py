@@ -189,3 +189,27 @@ def test_logs_follow_and_graceful_deletion(kube_cluster: ClusterHandle, k8s_name
     out, _ = follower.communicate(timeout=60)
     lines = [first, *out.splitlines()]
     assert lines[0] == "started" and lines[-1] == "got TERM"  # SIGTERM first, within the grace period
+
+
+def test_env_from_values_field_refs_secrets_and_config_maps(kube_cluster: ClusterHandle, k8s_namespace: str) -> None:
+    ns = k8s_namespace
+    kube_cluster.kubectl("create", "secret", "generic", "s", "-n", ns, "--from-literal=token=from-secret")
+    kube_cluster.kubectl(
+        "create", "configmap", "c", "-n", ns, "--from-literal=color=from-configmap", "--from-literal=SHAPE=from-envfrom"
+    )
+    spec = job("envs", "echo $A $B $C $D $PFX_SHAPE $NODE $POD; cat /cfg/color")
+    pod = spec["spec"]["template"]["spec"]  # type: ignore[index]
+    container = pod["containers"][0]
+    container["env"] = [
+        {"name": "A", "value": "plain"},
+        {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+        {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "color"}}},
+        {"name": "D", "value": "x"},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    container["envFrom"] = [{"prefix": "PFX_", "configMapRef": {"name": "c"}}]
+    container["volumeMounts"] = [{"name": "cfg", "mountPath": "/cfg"}]
+    pod["volumes"] = [{"name": "cfg", "configMap": {"name": "c"}}]
+    logs = run_job(kube_cluster, ns, spec)
+    assert logs.splitlines() == [f"plain from-secret from-configmap x from-envfrom node-1 {ns}", "from-configmap"]

@@ -185,6 +185,11 @@ class Harness:
         loop("kubelet", self.kubelet, self.stop)
         print("harness ready", flush=True)
         self.stop.wait()
+        # pod processes run in their own sessions: stop them too, or they outlive the cluster
+        with self.pods_lock:
+            runners = list(self.pods.values())
+        for runner in runners:
+            runner.kill()
 
     # --- scheduler --------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """A fault-injecting HTTP proxy for S3 tests (stdlib only, 127.0.0.1).
 
 It forwards every request to the real S3 server behind it and, for a seeded fraction of them,
-answers with a 500 or 503, resets the connection, sends a truncated body, or delays the answer.
+answers with a 500 or 503, resets the connection, sends a truncated body, or delays the answer
+by one to ``max_delay`` seconds.
 ``mode="outage"`` answers 503 to everything (a persistent outage). Bounded: delays are at most
 ``max_delay`` seconds, and the proxy runs until ``stop``.
 """
@@ -95,8 +96,8 @@ class FaultProxy:
                     self.connection.close()
                     self.close_connection = True
                     return
-                if fault == "delay":
-                    time.sleep(proxy.rng.uniform(0.5, proxy.max_delay))
+                if fault == "delay":  # multi-second, bounded
+                    time.sleep(min(proxy.max_delay, 1.0 + proxy.rng.random() * proxy.max_delay))
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "expect")}
                 conn.request(self.command, self.path, body=body, headers=headers)

@@ -75,17 +75,24 @@ def crash_upload_rounds(
     url: str, tmp_path: Path, rounds: int, seed: int, figures: Figures, objects: Listing, label: str
 ) -> None:
     env = cli_env(url)
-    assert run(env, "repo", "init").returncode == 0
+    assert run(env, "repo", "init", "--pack-size", "1").returncode == 0  # a pack per MiB: finer crash points
     rng = random.Random(seed)
     kept: dict[str, dict[str, str]] = {}
+    # calibration: start-up (open + list) and one uninterrupted upload of the same shape
+    calibration = tmp_path / "calibration"
+    make_tree(calibration, seed * 100 - 1, files=300, big=6)
+    startup = timed(env, "snapshots", "--json")[1]
+    res, full = timed(env, "upload", "--source", str(calibration))
+    kept[snapshot_of(res)] = digest(calibration)
+    shutil.rmtree(calibration)
     phases: Counter[str] = Counter()
     check_seconds: list[float] = []
     for i in range(rounds):
         src = tmp_path / f"src{i}"
         make_tree(src, seed * 100 + i, files=300, big=6)
         before = objects(url)
-        # start-up (~0.3 s) through the middle of the ~25 MB of data
-        hit, status = kill_after(start(env, "upload", "--source", str(src)), rng.uniform(0.05, 1.0))
+        # anywhere from the end of start-up to just past the end of the ~25 MB of data
+        hit, status = kill_after(start(env, "upload", "--source", str(src)), rng.uniform(startup, 1.05 * full))
         assert hit or status == 0, f"round {i}: upload failed on its own with {status}"
         phases[upload_phase(before, objects(url), hit)] += 1
         check, seconds = timed(env, "repo", "check", "--read-data")
@@ -102,7 +109,8 @@ def crash_upload_rounds(
         restore_equals(env, sid, expected, tmp_path / "restore")
     figures.add(
         f"crash: upload ({label})",
-        "rounds; SIGKILLs that hit a running upload, by how far it got",
+        f"rounds; SIGKILLs by how far the upload got (start-up {startup:.2f} s, uninterrupted upload "
+        f"{full:.2f} s; kill delay uniform between them, seeded)",
         f"{rounds}; " + ", ".join(f"{n} {p}" for p, n in sorted(phases.items())),
     )
     figures.add(
@@ -138,6 +146,7 @@ def crash_prune_rounds(
     live.pop(next(iter(live)))
     _res, full = timed(env, "prune")
     assert _res.returncode == 0, _res.stderr
+    startup = timed(env, "snapshots", "--json")[1]
     phases: Counter[str] = Counter()
     restored = 0
     for i in range(rounds):
@@ -148,7 +157,7 @@ def crash_prune_rounds(
         for sid in oldest:
             live.pop(sid)
         before = objects(url)
-        hit, status = kill_after(start(env, "prune"), rng.uniform(0.1, 1.1) * full)
+        hit, status = kill_after(start(env, "prune"), rng.uniform(startup, 1.05 * full))
         assert hit or status == 0, f"round {i}: prune failed on its own with {status}"
         phases[prune_phase(before, objects(url), hit)] += 1
         check = run(env, "repo", "check", "--read-data")
@@ -162,7 +171,8 @@ def crash_prune_rounds(
     assert run(env, "repo", "check", "--read-data").returncode == 0
     figures.add(
         f"crash: prune ({label})",
-        f"rounds; SIGKILLs by how far prune got (uninterrupted prune takes {full:.2f} s incl. start-up)",
+        f"rounds; SIGKILLs by how far prune got (start-up {startup:.2f} s, uninterrupted prune {full:.2f} s; "
+        "kill delay uniform between them, seeded)",
         f"{rounds}; " + ", ".join(f"{n} {p}" for p, n in sorted(phases.items())),
     )
     figures.add(

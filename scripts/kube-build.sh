@@ -1,74 +1,128 @@
 #!/usr/bin/env bash
 # Build kube-apiserver and kube-controller-manager 1.20.2 from Debian bookworm's `kubernetes`
-# source package, once per machine. The binaries are cached outside the checkout in
-# ${SNAPMOVER_CACHE:-~/.cache/snapmover}/kube-<version>/ and reused by every later run.
+# source package, once per machine, for the local test cluster (tests/cluster/).
+#
+# The binaries are cached outside the checkout in ${SNAPMOVER_CACHE:-~/.cache/snapmover}/kube-1.20.2/
+# together with SOURCE_VERSION, the Debian source version they were built from; a later run finds
+# them there and exits at once. They are never committed.
 #
 # Why from source: no prebuilt kube-apiserver can be downloaded here, and Debian ships only
-# kubectl. The vendored reflect2 v1.0.1 crashes kube-apiserver built with Go >= 1.18 when it
-# decodes a custom resource; Debian's reflect2 1.0.2 sources replace it.
-# Idempotent: exits at once when the cached binaries exist. Prints progress while it works.
+# kubectl. The vendored reflect2 v1.0.1 crashes kube-apiserver built with Go >= 1.18 the first
+# time it decodes a custom resource; Debian's reflect2 1.0.2 sources replace it.
+#
+# Safe to run concurrently (`make test` and `make cluster-up` in two shells): a lock makes the
+# second run wait for the first build instead of starting another one on the same 2 cores.
+# Cold: ~4 min on 2 cores (plus apt downloads); prints progress while it works.
 set -euo pipefail
 
 KUBE_VERSION=1.20.2
 cache_root=${SNAPMOVER_CACHE:-$HOME/.cache/snapmover}
 out=$cache_root/kube-$KUBE_VERSION
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && command -v etcd >/dev/null; then
-    echo "==> kube $KUBE_VERSION binaries cached in $out"
-    exit 0
-fi
+work=$cache_root/kube-build
+packages=(golang-1.19-go etcd-server golang-github-modern-go-reflect2-dev make rsync openssl util-linux)
 
 step() { printf '==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-packages=(golang-1.19-go etcd-server golang-github-modern-go-reflect2-dev make rsync openssl util-linux)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+cached() {
+    [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ -s "$out/SOURCE_VERSION" ]
+}
+
+install_packages() {
+    local missing=() p sudo=""
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
     step "apt-get install ${missing[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# The Debian source version of a downloaded source package (its .dsc), e.g. 1.20.5+really1.20.2-1.1+deb12u1.
+source_version() {
+    local dsc
+    dsc=$(ls "$work"/kubernetes_*.dsc 2>/dev/null | head -n1)
+    [ -n "$dsc" ] && sed -n 's/^Version: //p' "$dsc"
+}
+
+download_source() {
+    # A private deb-src list derived from the system's own deb list: the system apt config is untouched.
+    mkdir -p "$work/apt/lists/partial" "$work/apt/sources"
+    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources >"$work/apt/sources/src.sources"
+    local apt_private=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$work/apt/sources"
+        -o "Dir::State::Lists=$work/apt/lists")
+    step "downloading Debian bookworm's kubernetes source package"
+    apt-get "${apt_private[@]}" update -qq
+    (cd "$work" && apt-get "${apt_private[@]}" source --download-only -qq "kubernetes/bookworm")
+}
+
+# Runs "$@" while printing the elapsed time every 30 s (go build is silent for minutes).
+with_heartbeat() {
+    local t0=$SECONDS
+    (while sleep 30; do step "still building ($((SECONDS - t0)) s)"; done) &
+    local beat=$! rc=0
+    "$@" || rc=$?
+    kill "$beat" 2>/dev/null || true
+    wait "$beat" 2>/dev/null || true
+    return $rc
+}
+
+build() {
+    local tree=$work/kubernetes-$KUBE_VERSION
+    if [ ! -d "$tree" ]; then
+        step "unpacking"
+        tar -C "$work" -xf "$work"/kubernetes_*.orig.tar.*
+    fi
+    [ -d "$tree/vendor" ] || { echo "kube-build: $tree has no vendor/ (not the complete bookworm tree)" >&2; exit 1; }
+    step "replacing vendored reflect2 v1.0.1 with Debian's 1.0.2 sources"
+    local vendored=$tree/vendor/github.com/modern-go/reflect2 debian=/usr/share/gocode/src/github.com/modern-go/reflect2
+    rm -f "$vendored"/*.go "$vendored"/*.s
+    cp "$debian"/*.go "$debian"/*.s "$vendored/"
+
+    mkdir -p "$work/gopath/src/k8s.io" "$work/home" "$work/gocache"
+    ln -sfn "$tree" "$work/gopath/src/k8s.io/kubernetes"
+    step "building kube-apiserver and kube-controller-manager (about 4 minutes cold on 2 cores)"
+    (
+        cd "$work/gopath/src/k8s.io/kubernetes"
+        export PATH=/usr/lib/go-1.19/bin:$PATH CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPATH=$work/gopath \
+            GOCACHE=$work/gocache HOME=$work/home
+        with_heartbeat make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" 2>&1 | sed -u 's/^/    /'
+    )
+    # Install atomically: a half-copied binary must never look cached.
+    local staging=$out.partial
+    rm -rf "$staging"
+    mkdir -p "$staging"
+    cp "$tree/_output/bin/kube-apiserver" "$tree/_output/bin/kube-controller-manager" "$staging/"
+    source_version >"$staging/SOURCE_VERSION"
+    rm -rf "$out"
+    mv "$staging" "$out"
+}
+
+mkdir -p "$cache_root"
+exec 9>"$cache_root/kube-build.lock"
+if ! flock -n 9; then
+    step "another kube build is running; waiting for it"
+    flock 9
 fi
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ]; then
+
+install_packages
+if [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && [ ! -s "$out/SOURCE_VERSION" ] &&
+    [ -n "$(source_version)" ]; then
+    # binaries of an earlier version of this script, built from the source package still beside them
+    source_version >"$out/SOURCE_VERSION"
+fi
+if cached; then
+    echo "==> kube $KUBE_VERSION binaries cached in $out (Debian source $(cat "$out/SOURCE_VERSION"))"
     exit 0
 fi
 
-work=$cache_root/kube-build
-mkdir -p "$work/apt/lists/partial" "$work/apt/sources" "$out"
-# A private deb-src list derived from the system's own deb list: the system apt config is untouched.
-sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > "$work/apt/sources/src.sources"
-apt_private=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$work/apt/sources"
-    -o "Dir::State::Lists=$work/apt/lists")
-cd "$work"
-if ! ls kubernetes_*.orig.tar.* >/dev/null 2>&1; then
-    step "downloading Debian's kubernetes source package"
-    apt-get "${apt_private[@]}" update -qq
-    apt-get "${apt_private[@]}" source --download-only -qq "kubernetes/bookworm" 2>/dev/null ||
-        apt-get "${apt_private[@]}" source --download-only -qq kubernetes
-fi
-if [ ! -d "kubernetes-$KUBE_VERSION" ]; then
-    step "unpacking"
-    tar -xf kubernetes_*.orig.tar.*
-fi
-tree=$work/kubernetes-$KUBE_VERSION
-step "replacing vendored reflect2 with Debian's 1.0.2 sources"
-vendored=$tree/vendor/github.com/modern-go/reflect2
-rm -f "$vendored"/*.go "$vendored"/*.s
-cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s \
-    "$vendored/"
-
-mkdir -p "$work/gopath/src/k8s.io" "$work/home" "$work/gocache"
-ln -sfn "$tree" "$work/gopath/src/k8s.io/kubernetes"
-step "building kube-apiserver and kube-controller-manager (about 4 minutes on 2 cores)"
-(
-    cd "$work/gopath/src/k8s.io/kubernetes"
-    export PATH=/usr/lib/go-1.19/bin:$PATH CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPATH=$work/gopath \
-        GOCACHE=$work/gocache HOME=$work/home
-    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" 2>&1 | while IFS= read -r line; do
-        printf '    %s\n' "$line"
-    done
-)
-cp "$tree/_output/bin/kube-apiserver" "$tree/_output/bin/kube-controller-manager" "$out/"
-step "cached in $out"
+t0=$SECONDS
+mkdir -p "$work"
+[ -n "$(source_version)" ] || download_source
+case "$(source_version)" in
+*really$KUBE_VERSION-*) ;;
+*) echo "kube-build: expected a kubernetes source package of upstream $KUBE_VERSION, got '$(source_version)'" >&2; exit 1 ;;
+esac
+build
+step "cached in $out (Debian source $(cat "$out/SOURCE_VERSION"), $((SECONDS - t0)) s)"

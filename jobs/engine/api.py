@@ -155,7 +155,12 @@ def select_parent(
         matches = [s for s in candidates if all(s.tags.get(k) == v for k, v in source_tags.items())]
     else:
         matches = [s for s in candidates if s.source == source]
-    return matches[-1] if matches else None
+    chosen = matches[-1] if matches else None
+    if chosen is not None and chosen.root and bytes.fromhex(chosen.root) not in repo.index:
+        # written by a backup that finished after this repository was opened (a concurrent mover):
+        # its index file is newer than the ones read at open
+        repo.reload_index()
+    return chosen
 
 
 def _check_mode(mode: str) -> None:

@@ -113,6 +113,27 @@ def test_parent_auto_follows_source_tags_and_skips_unchanged_files(repo: Reposit
     assert explicit.parent_id == first_b.snapshot_id
 
 
+def test_parent_written_by_another_mover_after_open_is_used(repo: Repository, tmp_path: Path) -> None:
+    """Two movers of one repository: the second opened it before the first wrote its snapshot and
+    index, then picks that snapshot as parent (seen in the 20-DataUpload e2e run: the parent's tree
+    was in no index the second mover had read)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(2 * MiB))
+    tags = {TAG_SOURCE_NAMESPACE: "ns", TAG_SOURCE_PVC: "data"}
+    other = Repository.open(repo.storage, PASSWORD)
+    try:
+        first = backup(other, src, tags=tags, options=OPTIONS)
+    finally:
+        other.close()
+    before = bytes_read_total()
+    second = backup(repo, src, tags=tags, options=OPTIONS)  # `repo` still has the index of before
+    assert second.parent_id == first.snapshot_id
+    assert bytes_read_total() - before == 0 and second.incremental_bytes == 0
+    restore(repo, second.snapshot_id, tmp_path / "out", options=OPTIONS)
+    assert (tmp_path / "out" / "f").read_bytes() == (src / "f").read_bytes()
+
+
 def test_incremental_after_rename_delete_truncate_restores(repo: Repository, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_sample_tree(src)

@@ -88,7 +88,11 @@ def backup_pvc(
         config.load_kube_config(config_file=kubeconfig)
     else:
         config.load_incluster_config()
-    core, custom = client.CoreV1Api(), client.CustomObjectsApi()
+    from jobs import __version__
+
+    api = client.ApiClient()
+    api.user_agent = f"snapmover-backup-pvc/{__version__}"
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     schedule = _label(schedule or f"{pvc_namespace}-{pvc}")
     try:
         source = core.read_namespaced_persistent_volume_claim(pvc, pvc_namespace)

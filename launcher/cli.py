@@ -37,6 +37,7 @@ def launcher(
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
+    from jobs import __version__
     from launcher import metrics
     from launcher.controller import Controller
     from launcher.leader import LeaderElector
@@ -49,6 +50,7 @@ def launcher(
     else:
         config.load_incluster_config()
     api = client.ApiClient()
+    api.user_agent = f"snapmover-launcher/{__version__}"  # tells our requests apart in audit logs
     ns = _namespace(namespace)
     try:
         data = client.CoreV1Api(api).read_namespaced_config_map(config_map, ns).data or {}

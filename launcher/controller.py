@@ -1,6 +1,7 @@
 """The launcher's control loop: DataUpload/DataDownload → exposed volume → mover Job → cleanup.
 
 Level-based: watches only enqueue keys; ``reconcile`` re-reads the CR and everything it owns
+(from the watch-fed caches of ``launcher.informer``, so a waiting CR costs no API requests)
 and takes the next step, so the same event twice is harmless and a restarted launcher adopts
 running Jobs (it never recreates or cancels them). Only CRs whose ``spec.datamover`` is the
 configured name are touched. Every phase change is resourceVersion-checked (409 → re-read).
@@ -10,6 +11,7 @@ Steps per phase are in DESIGN §3; this module is the only one that talks to the
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import queue
 import secrets
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from jobs.contract import (
@@ -33,6 +35,8 @@ from jobs.contract import (
     FINALIZER,
     LABEL_APP,
     LABEL_APP_VALUE,
+    LABEL_OWNER_KIND,
+    LABEL_OWNER_UID,
     LABEL_ROLE,
     TERMINAL_PHASES,
     VOLUME_MODE_FILESYSTEM,
@@ -41,6 +45,7 @@ from jobs.contract import (
 )
 from launcher import metrics
 from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, parse_duration
+from launcher.informer import Informer, Recent
 from launcher.jobspec import (
     FORGET_RETRIES,
     MAINTENANCE_LABEL,
@@ -64,7 +69,6 @@ PLURALS = {DATAUPLOAD_KIND: DATAUPLOAD_PLURAL, DATADOWNLOAD_KIND: DATADOWNLOAD_P
 DYNAMIC_PV_RESTORE_LABEL = "velero.io/dynamic-pv-restore"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 ORIGINAL_RECLAIM = "snapmover.io/original-reclaim-policy"
-CLEANED = "snapmover.io/cleaned"  # a Completed DataUpload whose intermediate objects are gone
 DEFAULT_OPERATION_TIMEOUT_SECONDS = 600.0
 START_FAILURE_REASONS = {
     "ErrImagePull",
@@ -117,6 +121,36 @@ class Controller:
         self.is_leader = threading.Event()
         self.timers: dict[tuple[str, str], float] = {}
         self.reported: set[str] = set()  # maintenance Jobs whose result is already counted
+        self.rbac_ready: set[str] = set()  # CR uids whose mover ServiceAccount/Role/RoleBinding exist
+        self.recent = Recent(ttl=15.0)  # reads without a watch: Secrets, storage locations, nodes
+        owned: dict[str, Any] = {"label_selector": f"{LABEL_APP}={LABEL_APP_VALUE}", "on_change": self._owned_changed}
+        self.crs = {
+            kind: Informer(
+                plural,
+                self.custom.list_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                self.ns,
+                plural,
+                on_change=self._cr_changed(kind),
+            )
+            for kind, plural in PLURALS.items()
+        }
+        self.jobs = Informer("jobs", self.batch.list_namespaced_job, self.ns, **owned)
+        self.pods = Informer("pods", self.core.list_namespaced_pod, self.ns, **owned)
+        self.claims = Informer(
+            "persistentvolumeclaims", self.core.list_namespaced_persistent_volume_claim, self.ns, **owned
+        )
+        self.snapshots = Informer(
+            "volumesnapshots",
+            self.custom.list_namespaced_custom_object,
+            SNAP_GROUP,
+            SNAP_VERSION,
+            self.ns,
+            "volumesnapshots",
+            **owned,
+        )
+        self.informers = [*self.crs.values(), self.jobs, self.pods, self.claims, self.snapshots]
 
     # --- queue ----------------------------------------------------------------------------------
 
@@ -165,60 +199,35 @@ class Controller:
 
     # --- watches ------------------------------------------------------------------------------
 
-    def _watch_crs(self, kind: str) -> None:
-        plural = PLURALS[kind]
-        while not self.stop.is_set():
-            try:
-                listing = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, plural)
-                for obj in listing["items"]:
-                    self.enqueue(kind, obj["metadata"]["name"])
-                rv = listing["metadata"]["resourceVersion"]
-                for ev in watch.Watch().stream(
-                    self.custom.list_namespaced_custom_object,
-                    API_GROUP,
-                    API_VERSION,
-                    self.ns,
-                    plural,
-                    resource_version=rv,
-                    timeout_seconds=60,
-                ):
-                    self.enqueue(kind, ev["object"]["metadata"]["name"])
-            except Exception as e:  # noqa: BLE001 - rewatch after any error (410 Gone, network)
-                metrics.API_ERRORS.inc()
-                log.debug("watch %s restarted: %s", plural, e)
-                self.stop.wait(1)
+    def owns(self, uid: str) -> bool:
+        """Whether a Job, PVC or VolumeSnapshot we made for the CR with ``uid`` still exists (cache)."""
+        return any(informer.items({LABEL_OWNER_UID: uid}) for informer in (self.jobs, self.claims, self.snapshots))
 
-    def _watch_owned(self, lister: Any) -> None:
-        selector = f"{LABEL_APP}={LABEL_APP_VALUE}"
-        while not self.stop.is_set():
-            try:
-                for ev in watch.Watch().stream(lister, self.ns, label_selector=selector, timeout_seconds=60):
-                    labels = ev["object"].metadata.labels or {}
-                    kind, name = labels.get("snapmover.io/owner-kind"), labels.get("snapmover.io/owner-name")
-                    if kind in PLURALS and name:
-                        self.enqueue(kind, name)
-            except Exception as e:  # noqa: BLE001 - rewatch
-                metrics.API_ERRORS.inc()
-                log.debug("watch restarted: %s", e)
-                self.stop.wait(1)
+    def _cr_changed(self, kind: str) -> Callable[[Any], None]:
+        return lambda obj: self.enqueue(kind, obj["metadata"]["name"])
+
+    def _owned_changed(self, obj: Any) -> None:
+        """A Job/pod/PVC/VolumeSnapshot of ours changed: reconcile the CR that owns it."""
+        labels = (obj.get("metadata", {}).get("labels") if isinstance(obj, dict) else obj.metadata.labels) or {}
+        kind, uid = labels.get(LABEL_OWNER_KIND), labels.get(LABEL_OWNER_UID)
+        if kind not in self.crs or not uid:
+            return
+        for cr in self.crs[kind].items():
+            if cr["metadata"].get("uid") == uid:
+                self.enqueue(kind, cr["metadata"]["name"])
 
     def _resync(self) -> None:
         while not self.stop.wait(self.config.resync_seconds):
-            for kind, plural in PLURALS.items():
-                try:
-                    items = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, plural)["items"]
-                except ApiException:
-                    metrics.API_ERRORS.inc()
-                    continue
+            for kind in PLURALS:
+                items = self.crs[kind].items()
                 phases: dict[str, int] = {}
                 for obj in items:
                     phase = (obj.get("status") or {}).get("phase") or Phase.NEW
                     if (obj.get("spec") or {}).get("datamover") == self.config.datamover_name:
                         phases[phase] = phases.get(phase, 0) + 1
                     meta = obj["metadata"]
-                    cleaned = CLEANED in (meta.get("annotations") or {})
-                    held = FINALIZER in (meta.get("finalizers") or []) and not cleaned
-                    if phase not in TERMINAL_PHASES or held or meta.get("deletionTimestamp"):
+                    held = FINALIZER in (meta.get("finalizers") or []) and not holds_snapshot(obj)
+                    if phase not in TERMINAL_PHASES or held or meta.get("deletionTimestamp") or self.owns(meta["uid"]):
                         self.enqueue(kind, meta["name"])
                 metrics.set_phase_counts(kind, phases)
 
@@ -235,7 +244,7 @@ class Controller:
 
     def maintain(self) -> None:
         """Start a prune Job per repository in use when its last one is older than the interval."""
-        dus = self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, DATAUPLOAD_PLURAL)["items"]
+        dus = self.crs[DATAUPLOAD_KIND].items()
         repos = {
             (
                 str((d.get("spec") or {}).get("backupStorageLocation", "")),
@@ -253,7 +262,7 @@ class Controller:
                 continue
             key = maintenance_key(location.name, source_ns)
             jobs = sorted(
-                self.batch.list_namespaced_job(self.ns, label_selector=f"{MAINTENANCE_LABEL}={key}").items,
+                self.jobs.items({MAINTENANCE_LABEL: key}),
                 key=lambda j: j.metadata.creation_timestamp,
             )
             finished = [
@@ -280,6 +289,7 @@ class Controller:
             for job in finished[: max(0, len(finished) - self.config.maintenance_jobs_kept)]:
                 with contextlib.suppress(ApiException):
                     self.batch.delete_namespaced_job(job.metadata.name, self.ns, propagation_policy="Background")
+                    self.jobs.forget(job.metadata.name, self.ns)
             if len(jobs) > len(finished):
                 continue  # one is running
             newest = jobs[-1].metadata.creation_timestamp.strftime("%Y-%m-%dT%H:%M:%SZ") if jobs else None
@@ -290,6 +300,7 @@ class Controller:
             )
             with contextlib.suppress(ApiException):
                 created = self.batch.create_namespaced_job(self.ns, body)
+                self.jobs.put(created)
                 self.job_event(created, "Normal", "MaintenanceStarted", f"pruning repository {bsl}/{source_ns}")
 
     def job_event(self, job: Any, kind: str, reason: str, message: str) -> None:
@@ -309,19 +320,17 @@ class Controller:
 
     def run(self) -> None:
         self.ensure_password_secret()
+        for informer in self.informers:
+            threading.Thread(target=informer.run, args=(self.stop,), name=f"watch-{informer.name}", daemon=True).start()
+        for informer in self.informers:  # reconciling from a half-filled cache would misjudge
+            while not informer.synced.wait(1.0):
+                if self.stop.is_set():
+                    return
         threads = [
             threading.Thread(target=self._worker, name="worker", daemon=True),
             threading.Thread(target=self._timer_loop, name="timers", daemon=True),
             threading.Thread(target=self._resync, name="resync", daemon=True),
             threading.Thread(target=self._maintenance_loop, name="maintenance", daemon=True),
-            threading.Thread(target=self._watch_crs, args=(DATAUPLOAD_KIND,), name="watch-du", daemon=True),
-            threading.Thread(target=self._watch_crs, args=(DATADOWNLOAD_KIND,), name="watch-dd", daemon=True),
-            threading.Thread(
-                target=self._watch_owned, args=(self.batch.list_namespaced_job,), name="watch-jobs", daemon=True
-            ),
-            threading.Thread(
-                target=self._watch_owned, args=(self.core.list_namespaced_pod,), name="watch-pods", daemon=True
-            ),
         ]
         for t in threads:
             t.start()
@@ -359,15 +368,9 @@ class Controller:
     # --- CR helpers ---------------------------------------------------------------------------
 
     def get_cr(self, kind: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                API_GROUP, API_VERSION, self.ns, PLURALS[kind], name
-            )
-            return obj
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        """The CR from the watch cache (a copy: reconcile edits it before writing it back)."""
+        cached = self.crs[kind].get(name, self.ns)
+        return copy.deepcopy(cached) if cached is not None else None
 
     def replace_cr(self, cr: dict[str, Any]) -> dict[str, Any] | None:
         """rv-guarded replace; None on conflict (the caller re-reads via requeue)."""
@@ -375,7 +378,8 @@ class Controller:
             obj: dict[str, Any] = self.custom.replace_namespaced_custom_object(
                 API_GROUP, API_VERSION, self.ns, PLURALS[cr["kind"]], cr["metadata"]["name"], cr
             )
-            return obj
+            self.crs[cr["kind"]].put(obj)
+            return copy.deepcopy(obj)
         except ApiException as e:
             if e.status in (409, 404):
                 self.enqueue(cr["kind"], cr["metadata"]["name"], delay=0.2)
@@ -383,8 +387,10 @@ class Controller:
             raise
 
     def set_phase(
-        self, cr: dict[str, Any], phase: str, reason: str, message: str = "", **fields: Any
+        self, cr: dict[str, Any], phase: str, reason: str, message: str = "", *, note: str = "", **fields: Any
     ) -> dict[str, Any] | None:
+        """rv-guarded phase change + its Event (``message`` goes into the status, ``note`` only
+        into the Event); None when the CR is terminal already or changed meanwhile."""
         status = dict(cr.get("status") or {})
         old = status.get("phase") or Phase.NEW
         if old in TERMINAL_PHASES:
@@ -403,7 +409,12 @@ class Controller:
                 # time in the phase left: since the mover started, else since the CR was accepted
                 since = status.get("startTimestamp") if old == Phase.IN_PROGRESS else status.get("acceptedTimestamp")
                 metrics.observe_phase(cr["kind"], old, age_seconds(since))
-            self.event(cr, "Warning" if phase == Phase.FAILED else "Normal", reason, message or f"{old} -> {phase}")
+            self.event(
+                cr,
+                "Warning" if phase == Phase.FAILED else "Normal",
+                reason,
+                message or f"{old} -> {phase}" + (f": {note}" if note else ""),
+            )
             log.info("%s %s: %s -> %s %s", cr["kind"], cr["metadata"]["name"], old, phase, message)
         return updated
 
@@ -505,7 +516,7 @@ class Controller:
     # New -> Accepted --------------------------------------------------------------------------
 
     def active_jobs(self) -> list[Any]:
-        jobs = self.batch.list_namespaced_job(self.ns, label_selector=f"{LABEL_APP}={LABEL_APP_VALUE}").items
+        jobs = self.jobs.items()
         return [
             j
             for j in jobs
@@ -517,28 +528,31 @@ class Controller:
         active = [j for j in self.active_jobs() if LABEL_ROLE in (j.metadata.labels or {})]
         if len(active) >= self.config.max_concurrent_jobs:
             return f"{len(active)} mover Jobs running, global limit {self.config.max_concurrent_jobs}"
-        pods = self.core.list_namespaced_pod(self.ns, label_selector=LABEL_ROLE).items
+        pods = [p for p in self.pods.items() if LABEL_ROLE in (p.metadata.labels or {})]
         placed = Counter(
             p.spec.node_name for p in pods if p.spec.node_name and p.status.phase in ("Pending", "Running")
         )
         unplaced = len(active) - sum(placed.values())  # Jobs whose pod is not scheduled yet
-        nodes = [
-            n.metadata.name
-            for n in self.core.list_node().items
-            if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
-        ]
+        nodes: list[str] = self.recent.get(("nodes",), self.ready_nodes)
         room = sum(max(0, self.config.max_jobs_per_node - placed[n]) for n in nodes) - max(0, unplaced)
         if nodes and room <= 0:
             return f"every node runs {self.config.max_jobs_per_node} mover(s), the per-node limit"
         return ""
 
+    def ready_nodes(self) -> list[str]:
+        return [
+            n.metadata.name
+            for n in self.core.list_node().items
+            if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+        ]
+
     def accept(self, cr: dict[str, Any]) -> None:
         validate_spec(cr)
-        preparing = 0
-        for plural in PLURALS.values():
-            for obj in self.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, self.ns, plural)["items"]:
-                if (obj.get("status") or {}).get("phase") == Phase.ACCEPTED:
-                    preparing += 1
+        preparing = sum(
+            (obj.get("status") or {}).get("phase") == Phase.ACCEPTED
+            for informer in self.crs.values()
+            for obj in informer.items()
+        )
         if preparing >= self.config.prepare_queue_length:
             self.enqueue(cr["kind"], cr["metadata"]["name"], delay=2.0)
             return
@@ -558,12 +572,12 @@ class Controller:
         else:
             claim, mode = self.expose_restore(cr)
             source_ns, source_pvc = str(cr["spec"].get("sourceNamespace", "")), ""
-        self.ensure_rbac(cr)
         job = self.read_job(cr)
         if job is None:
             busy = self.no_free_slot()
             if busy:
                 raise Wait(f"a free mover slot ({busy})")
+            self.ensure_rbac(cr, claim)
             body = build_job(
                 cr,
                 self.config,
@@ -574,14 +588,15 @@ class Controller:
                 source_pvc=source_pvc,
             )
             with contextlib.suppress(ApiException):
-                self.batch.create_namespaced_job(self.ns, body)
-                self.event(cr, "Normal", "JobCreated", f"mover Job {body['metadata']['name']} created")
+                self.jobs.put(self.batch.create_namespaced_job(self.ns, body))
         self.supervise(cr)
 
     def require_password_secret(self) -> None:
         """Fail clearly when the repository password Secret is gone (never silently re-created)."""
         try:
-            secret = self.core.read_namespaced_secret(PASSWORD_SECRET, self.ns)
+            secret = self.recent.get(
+                ("secret", PASSWORD_SECRET), lambda: self.core.read_namespaced_secret(PASSWORD_SECRET, self.ns)
+            )
         except ApiException as e:
             if e.status == 404:
                 raise Fail(
@@ -598,8 +613,11 @@ class Controller:
             loc = self.config.storage_locations[name]
         else:
             try:
-                bsl = self.custom.get_namespaced_custom_object(
-                    "velero.io", "v1", self.ns, "backupstoragelocations", name
+                bsl = self.recent.get(
+                    ("bsl", name),
+                    lambda: self.custom.get_namespaced_custom_object(
+                        "velero.io", "v1", self.ns, "backupstoragelocations", name
+                    ),
                 )
             except ApiException as e:
                 if e.status == 404:
@@ -611,7 +629,10 @@ class Controller:
             loc = location_from_bsl(bsl)
         if loc.provider == "aws" and loc.credential_secret:
             try:
-                secret = self.core.read_namespaced_secret(loc.credential_secret, self.ns)
+                secret = self.recent.get(
+                    ("secret", loc.credential_secret),
+                    lambda: self.core.read_namespaced_secret(loc.credential_secret, self.ns),
+                )
             except ApiException as e:
                 if e.status == 404:
                     raise Fail(
@@ -622,7 +643,10 @@ class Controller:
             if loc.credential_key not in (secret.data or {}):
                 raise Fail(f"credentials Secret {self.ns}/{loc.credential_secret} has no key {loc.credential_key!r}")
         if loc.provider == "filesystem":
-            self.require_pvc(self.ns, loc.pvc, f"repository PVC of storage location {name}")
+            self.recent.get(
+                ("pvc", loc.pvc),
+                lambda: self.require_pvc(self.ns, loc.pvc, f"repository PVC of storage location {name}"),
+            )
         return loc
 
     def require_pvc(self, namespace: str, name: str, what: str) -> Any:
@@ -638,17 +662,18 @@ class Controller:
         src_ns, src_pvc = spec["sourceNamespace"], spec["sourcePVC"]
         vs_name = (spec.get("csiSnapshot") or {}).get("volumeSnapshot", "")
         name = object_name(cr)
+        exposed = self.claims.get(name, self.ns)
+        if exposed is not None and (exposed.metadata.labels or {}).get(LABEL_OWNER_UID) == cr["metadata"]["uid"]:
+            return name, exposed.spec.volume_mode or VOLUME_MODE_FILESYSTEM, src_ns, src_pvc
         try:
-            source = self.core.read_namespaced_persistent_volume_claim(src_pvc, src_ns)
-            mode = source.spec.volume_mode or VOLUME_MODE_FILESYSTEM
-            size = (source.spec.resources.requests or {}).get("storage")
+            mode, size = self.recent.get(("source", cr["metadata"]["uid"]), lambda: self.source_volume(src_ns, src_pvc))
         except ApiException as e:
             if e.status != 404:
                 raise
             mode, size = VOLUME_MODE_FILESYSTEM, None
             if self.waited_too_long(cr):
                 raise Fail(f"source PVC {src_ns}/{src_pvc} does not exist") from e
-        clone = self.get_vs(self.ns, name)
+        clone = self.snapshots.get(name, self.ns)
         if clone is None:
             original = self.get_vs(src_ns, vs_name)
             if original is None:
@@ -692,8 +717,13 @@ class Controller:
         if storage_class:
             pvc["spec"]["storageClassName"] = storage_class
         with contextlib.suppress(ApiException):
-            self.core.create_namespaced_persistent_volume_claim(self.ns, pvc)
+            self.claims.put(self.core.create_namespaced_persistent_volume_claim(self.ns, pvc))
         return name, mode, src_ns, src_pvc
+
+    def source_volume(self, namespace: str, name: str) -> tuple[str, str | None]:
+        """(volume mode, requested size) of a source PVC."""
+        source = self.core.read_namespaced_persistent_volume_claim(name, namespace)
+        return source.spec.volume_mode or VOLUME_MODE_FILESYSTEM, (source.spec.resources.requests or {}).get("storage")
 
     def get_vs(self, ns: str, name: str) -> dict[str, Any] | None:
         if not name:
@@ -750,7 +780,11 @@ class Controller:
             },
         }
         with contextlib.suppress(ApiException):
-            self.custom.create_namespaced_custom_object(SNAP_GROUP, SNAP_VERSION, self.ns, "volumesnapshots", body_vs)
+            self.snapshots.put(
+                self.custom.create_namespaced_custom_object(
+                    SNAP_GROUP, SNAP_VERSION, self.ns, "volumesnapshots", body_vs
+                )
+            )
         self.custom.patch_cluster_custom_object(
             SNAP_GROUP, SNAP_VERSION, "volumesnapshotcontents", vsc_name, {"spec": {"deletionPolicy": "Retain"}}
         )
@@ -761,12 +795,7 @@ class Controller:
             )
         with contextlib.suppress(ApiException):
             self.custom.delete_cluster_custom_object(SNAP_GROUP, SNAP_VERSION, "volumesnapshotcontents", vsc_name)
-        self.event(
-            cr,
-            "Normal",
-            "SnapshotTaken",
-            f"took over VolumeSnapshot {meta['namespace']}/{meta['name']} as {self.ns}/{name}",
-        )
+        log.info("took over VolumeSnapshot %s/%s as %s/%s", meta["namespace"], meta["name"], self.ns, name)
 
     def expose_restore(self, cr: dict[str, Any]) -> tuple[str, str]:
         target = cr["spec"].get("targetVolume") or {}
@@ -809,11 +838,19 @@ class Controller:
         if sc_name:
             body["spec"]["storageClassName"] = sc_name
         with contextlib.suppress(ApiException):
-            self.core.create_namespaced_persistent_volume_claim(self.ns, body)
+            self.claims.put(self.core.create_namespaced_persistent_volume_claim(self.ns, body))
         return name, mode
 
-    def ensure_rbac(self, cr: dict[str, Any]) -> None:
-        sa, role, binding = build_rbac(cr, self.ns)
+    def ensure_rbac(self, cr: dict[str, Any], claim: str) -> None:
+        """The mover's ServiceAccount, Role and RoleBinding, owned by the PVC it moves: deleting
+        that PVC at cleanup lets the garbage collector remove them (no requests of ours)."""
+        if cr["metadata"]["uid"] in self.rbac_ready:
+            return
+        pvc = self.claims.get(claim, self.ns)
+        if pvc is None:
+            raise Wait(f"PVC {self.ns}/{claim} to appear")
+        owner = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": claim, "uid": pvc.metadata.uid}
+        sa, role, binding = build_rbac(cr, self.ns, owner=owner)
         for create, body in (
             (self.core.create_namespaced_service_account, sa),
             (self.rbac.create_namespaced_role, role),
@@ -824,23 +861,17 @@ class Controller:
             except ApiException as e:
                 if e.status != 409:
                     raise
+        self.rbac_ready.add(cr["metadata"]["uid"])
 
     def read_job(self, cr: dict[str, Any]) -> Any | None:
-        try:
-            job = self.batch.read_namespaced_job(object_name(cr), self.ns)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        job = self.jobs.get(object_name(cr), self.ns)
+        if job is None:
+            return None
         uid = (job.metadata.labels or {}).get("snapmover.io/owner-uid")
         return job if uid == cr["metadata"]["uid"] else None
 
     def job_pods(self, cr: dict[str, Any]) -> list[Any]:
-        return list(
-            self.core.list_namespaced_pod(
-                self.ns, label_selector=f"snapmover.io/owner-uid={cr['metadata']['uid']}"
-            ).items
-        )
+        return self.pods.items({LABEL_OWNER_UID: cr["metadata"]["uid"]})
 
     # Prepared / InProgress / Canceling: safety net -------------------------------------------
 
@@ -875,7 +906,14 @@ class Controller:
             self.cleanup(cr, keep_job=True)
             return
         if phase == Phase.ACCEPTED and pod.status.phase == "Running":
-            self.set_phase(cr, Phase.PREPARED, "Prepared", "", node=pod.spec.node_name or "")
+            self.set_phase(
+                cr,
+                Phase.PREPARED,
+                "Prepared",
+                "",
+                note=f"mover Job {job.metadata.name} runs on node {pod.spec.node_name}",
+                node=pod.spec.node_name or "",
+            )
         if problem:
             raise Wait(f"the mover pod to start ({problem})")
         self.enqueue(cr["kind"], cr["metadata"]["name"], delay=5.0)
@@ -918,7 +956,8 @@ class Controller:
             if original and pv.spec.persistent_volume_reclaim_policy != original:
                 self.core.patch_persistent_volume(pv_name, {"spec": {"persistentVolumeReclaimPolicy": original}})
             total = int((result or {}).get("totalBytes", 0) or 0)
-            self.set_phase(cr, Phase.COMPLETED, "Completed", "", progress={"totalBytes": total, "bytesDone": total})
+            if self.set_phase(cr, Phase.COMPLETED, "Completed", "", progress={"totalBytes": total, "bytesDone": total}):
+                metrics.BYTES_MOVED.labels(cr["kind"]).inc(total)
             return
         restore_pvc_name = object_name(cr)
         pv_name = None
@@ -987,18 +1026,15 @@ class Controller:
 
     def finish(self, cr: dict[str, Any]) -> None:
         """Terminal CR: clean up, then drop our finalizer; delete the Job after its retention."""
-        annotations = cr["metadata"].get("annotations") or {}
-        if FINALIZER in (cr["metadata"].get("finalizers") or []) and CLEANED not in annotations:
+        uid = cr["metadata"]["uid"]
+        status = cr.get("status") or {}
+        if self.claims.items({LABEL_OWNER_UID: uid}) or self.snapshots.items({LABEL_OWNER_UID: uid}):
             self.cleanup(cr, keep_job=True)
-            status = cr.get("status") or {}
-            if status.get("phase") == Phase.COMPLETED:  # counted once: marked cleaned right after
+            if status.get("phase") == Phase.COMPLETED and cr["kind"] == DATAUPLOAD_KIND:
                 metrics.BYTES_MOVED.labels(cr["kind"]).inc(int((status.get("progress") or {}).get("totalBytes") or 0))
-            if holds_snapshot(cr):
-                # keep the finalizer: deleting this DataUpload must forget its repository snapshot
-                cr["metadata"]["annotations"] = {**annotations, CLEANED: "true"}
-                self.replace_cr(cr)
-            else:
-                self.remove_finalizer(cr)
+        # a DataUpload holding a repository snapshot keeps the finalizer: deleting it forgets the snapshot
+        if FINALIZER in (cr["metadata"].get("finalizers") or []) and not holds_snapshot(cr):
+            self.remove_finalizer(cr)
         completed = (cr.get("status") or {}).get("completionTimestamp")
         job = self.read_job(cr)
         if job is not None:
@@ -1013,11 +1049,8 @@ class Controller:
         if not holds_snapshot(cr):
             return False
         name = forget_job_name(cr)
-        try:
-            job = self.batch.read_namespaced_job(name, self.ns)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        job = self.jobs.get(name, self.ns)
+        if job is None:
             try:
                 location = self.storage_location(cr)
             except Fail as f:
@@ -1027,7 +1060,7 @@ class Controller:
                 cr, self.config, location=location, source_namespace=str(cr["spec"].get("sourceNamespace", ""))
             )
             with contextlib.suppress(ApiException):
-                self.batch.create_namespaced_job(self.ns, body)
+                self.jobs.put(self.batch.create_namespaced_job(self.ns, body))
             self.enqueue(cr["kind"], cr["metadata"]["name"], delay=1.0)
             return True
         conditions = {c.type for c in (job.status.conditions or []) if c.status == "True"}
@@ -1051,6 +1084,7 @@ class Controller:
             )
         with contextlib.suppress(ApiException):
             self.batch.delete_namespaced_job(name, self.ns, propagation_policy="Background")
+            self.jobs.forget(name, self.ns)
         return False
 
     def remove_finalizer(self, cr: dict[str, Any]) -> None:
@@ -1060,26 +1094,41 @@ class Controller:
     def delete_job(self, cr: dict[str, Any]) -> None:
         with contextlib.suppress(ApiException):
             self.batch.delete_namespaced_job(object_name(cr), self.ns, propagation_policy="Background")
+            self.jobs.forget(object_name(cr), self.ns)
 
     def cleanup(self, cr: dict[str, Any], *, keep_job: bool) -> None:
-        """Delete what we created for the CR (Job only when ``keep_job`` is False)."""
+        """Delete what we created for the CR (Job only when ``keep_job`` is False). The mover's
+        ServiceAccount/Role/RoleBinding go with its PVC (ownerReference, garbage collector)."""
         name = object_name(cr)
         if not keep_job:
             self.delete_job(cr)
-        deleters: list[Callable[[], Any]] = [
-            lambda: self.core.delete_namespaced_persistent_volume_claim(name, self.ns),
-            lambda: self.custom.delete_namespaced_custom_object(
-                SNAP_GROUP, SNAP_VERSION, self.ns, "volumesnapshots", name
+        # only objects that exist and are not being deleted already (a PVC in use lingers a while)
+        deleters: list[tuple[Informer, Callable[[], Any]]] = [
+            (self.claims, lambda: self.core.delete_namespaced_persistent_volume_claim(name, self.ns)),
+            (
+                self.snapshots,
+                lambda: self.custom.delete_namespaced_custom_object(
+                    SNAP_GROUP, SNAP_VERSION, self.ns, "volumesnapshots", name
+                ),
             ),
-            lambda: self.rbac.delete_namespaced_role_binding(name, self.ns),
-            lambda: self.rbac.delete_namespaced_role(name, self.ns),
-            lambda: self.core.delete_namespaced_service_account(name, self.ns),
         ]
         if cr["kind"] == DATADOWNLOAD_KIND and (cr.get("status") or {}).get("phase") == Phase.COMPLETED:
-            deleters = deleters[2:]  # the restore PVC was handed over already
-        for delete in deleters:
-            with contextlib.suppress(ApiException):
-                delete()
+            deleters = []  # the restore PVC was handed over already
+        for informer, delete in deleters:
+            if live(informer.get(name, self.ns)):
+                with contextlib.suppress(ApiException):
+                    delete()
+                    informer.forget(name, self.ns)
+        self.rbac_ready.discard(cr["metadata"]["uid"])
+
+
+def live(obj: Any) -> bool:
+    """Whether a cached object exists and has no deletionTimestamp."""
+    if obj is None:
+        return False
+    if isinstance(obj, dict):
+        return not obj.get("metadata", {}).get("deletionTimestamp")
+    return obj.metadata.deletion_timestamp is None
 
 
 def holds_snapshot(cr: dict[str, Any]) -> bool:

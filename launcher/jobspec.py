@@ -128,9 +128,12 @@ def repository_url(location: StorageLocation, source_namespace: str) -> str:
     return f"s3://{location.bucket}/{path}" + ("?" + "&".join(query) if query else "")
 
 
-def build_rbac(cr: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
-    """ServiceAccount + Role (its own CR only) + RoleBinding for the mover Job."""
+def build_rbac(cr: dict[str, Any], namespace: str, owner: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """ServiceAccount + Role (its own CR only) + RoleBinding for the mover Job, owned by ``owner``
+    (the launcher passes the mover's PVC, so they go away with it) or else by the CR."""
     meta = metadata(cr, namespace)
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
     plural = DATAUPLOAD_PLURAL if cr["kind"] == DATAUPLOAD_KIND else DATADOWNLOAD_PLURAL
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": True},

@@ -18,7 +18,7 @@ VELERO = "velero.io"
 SNAPSHOT = "snapshot.storage.k8s.io"
 # The launcher code lives in these modules (backup_pvc.py runs in CronJobs under its own RBAC,
 # manifests/examples/cronjob-backup.yaml).
-LAUNCHER_MODULES = ("launcher/controller.py", "launcher/leader.py", "launcher/cli.py")
+LAUNCHER_MODULES = ("launcher/controller.py", "launcher/informer.py", "launcher/leader.py", "launcher/cli.py")
 VERB_OF_PREFIX = {"read": "get", "get": "get", "list": "list", "create": "create", "replace": "update",
                   "patch": "patch", "delete": "delete"}  # fmt: skip
 
@@ -43,13 +43,12 @@ CRS = [Use(VELERO, "datauploads", "namespace"), Use(VELERO, "datadownloads", "na
 # kubernetes-client method → what it touches (the verb follows from the method's prefix).
 LAUNCHER_API_CALLS: dict[str, list[Use]] = {
     # DataUploads/DataDownloads: listed and watched, read, updated (status through the main resource)
-    "list_namespaced_custom_object": [
+    "list_namespaced_custom_object": [  # the watch caches (launcher/informer.py)
         Use(VELERO, "datauploads", "namespace"),
         Use(VELERO, "datadownloads", "namespace"),
+        Use(SNAPSHOT, "volumesnapshots", "namespace"),
     ],
     "get_namespaced_custom_object": [
-        Use(VELERO, "datauploads", "namespace"),
-        Use(VELERO, "datadownloads", "namespace"),
         Use(VELERO, "backupstoragelocations", "namespace"),
         Use(SNAPSHOT, "volumesnapshots", "cluster"),  # the source snapshot in the application namespace
     ],
@@ -66,13 +65,13 @@ LAUNCHER_API_CALLS: dict[str, list[Use]] = {
     "delete_cluster_custom_object": [Use(SNAPSHOT, "volumesnapshotcontents", "cluster")],
     # mover Jobs and their pods
     "list_namespaced_job": [Use("batch", "jobs", "namespace")],
-    "read_namespaced_job": [Use("batch", "jobs", "namespace")],
     "create_namespaced_job": [Use("batch", "jobs", "namespace")],
     "delete_namespaced_job": [Use("batch", "jobs", "namespace")],
     "list_namespaced_pod": [Use("", "pods", "namespace")],
     "list_node": [Use("", "nodes", "cluster")],  # the per-node limit counts Ready nodes
     # volumes: source/target PVCs anywhere, the mover's PVC here, PV rebinding on restore
     "read_namespaced_persistent_volume_claim": [Use("", "persistentvolumeclaims", "cluster")],
+    "list_namespaced_persistent_volume_claim": [Use("", "persistentvolumeclaims", "namespace")],
     "create_namespaced_persistent_volume_claim": [Use("", "persistentvolumeclaims", "namespace")],
     "delete_namespaced_persistent_volume_claim": [Use("", "persistentvolumeclaims", "namespace")],
     "read_persistent_volume": [Use("", "persistentvolumes", "cluster")],
@@ -81,11 +80,8 @@ LAUNCHER_API_CALLS: dict[str, list[Use]] = {
     "read_storage_class": [Use("storage.k8s.io", "storageclasses", "cluster")],
     # the per-CR mover identity (ServiceAccount + Role on its own CR + RoleBinding)
     "create_namespaced_service_account": [Use("", "serviceaccounts", "namespace")],
-    "delete_namespaced_service_account": [Use("", "serviceaccounts", "namespace")],
     "create_namespaced_role": [Use("rbac.authorization.k8s.io", "roles", "namespace")],
-    "delete_namespaced_role": [Use("rbac.authorization.k8s.io", "roles", "namespace")],
     "create_namespaced_role_binding": [Use("rbac.authorization.k8s.io", "rolebindings", "namespace")],
-    "delete_namespaced_role_binding": [Use("rbac.authorization.k8s.io", "rolebindings", "namespace")],
     # repository password (created when absent) and storage credentials; config; Events; Lease
     "read_namespaced_secret": [Use("", "secrets", "namespace")],
     "create_namespaced_secret": [Use("", "secrets", "namespace")],
@@ -102,6 +98,12 @@ EXTRA_PERMISSIONS: dict[Permission, str] = {
     Permission(VELERO, "datadownloads", "watch", "namespace"): "watch.Watch().stream(list_namespaced_custom_object)",
     Permission("batch", "jobs", "watch", "namespace"): "watch.Watch().stream(list_namespaced_job)",
     Permission("", "pods", "watch", "namespace"): "watch.Watch().stream(list_namespaced_pod)",
+    Permission("", "persistentvolumeclaims", "watch", "namespace"): "watch of list_namespaced_persistent_volume_claim",
+    Permission(
+        SNAPSHOT, "volumesnapshots", "watch", "namespace"
+    ): "watch.Watch().stream(list_namespaced_custom_object)",
+    Permission(VELERO, "datauploads", "get", "namespace"): "granted to mover Roles",
+    Permission(VELERO, "datadownloads", "get", "namespace"): "granted to mover Roles",
     # RBAC's escalation rule: the launcher may only grant what it holds, and each mover's Role
     # grants get/watch/patch/update on its own CR.
     Permission(VELERO, "datauploads", "patch", "namespace"): "granted to mover Roles",

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
 from jobs.contract import (
     DATAUPLOAD_KIND,
     DMC_PARALLEL_FILES_DOWNLOAD,
@@ -76,6 +79,7 @@ from jobs.repository.repository import Repository
 
 log = logging.getLogger("snapmover.job")
 CANCEL_POLL_SECONDS = 2.0
+WATCH_ATTEMPTS = 5  # broken cancel watches before falling back to polling
 INIT_WAIT_ATTEMPTS = 20
 
 
@@ -167,8 +171,8 @@ class ProgressReporter:
 
     def __init__(self, cr: CRStatus) -> None:
         self._cr = cr
-        self._last = 0.0
         self._start = time.monotonic()
+        self._last = 0.0
         self._lock = threading.Lock()
         self.latest: Progress | None = None
         self.stopped = False
@@ -197,11 +201,14 @@ class ProgressReporter:
             rate / 1e6,
             eta,
         )
-        self._cr.patch_progress(p.total_bytes, p.bytes_done)
+        if time.monotonic() - self._start >= PROGRESS_INTERVAL_SECONDS:  # short runs: the final status says it all
+            self._cr.patch_progress(p.total_bytes, p.bytes_done)
 
 
 class CancelWatcher:
-    """Polls ``spec.cancel`` (and listens for SIGTERM); sets ``event`` when the run must stop."""
+    """Watches ``spec.cancel`` (and listens for SIGTERM); sets ``event`` when the run must stop.
+
+    One watch on the CR; should the API server refuse or keep breaking it, polling takes over."""
 
     def __init__(self, cr: CRStatus) -> None:
         self.event = threading.Event()
@@ -224,17 +231,33 @@ class CancelWatcher:
         self.event.set()
 
     def _run(self) -> None:
+        for attempt in range(WATCH_ATTEMPTS):
+            try:
+                for obj in self._cr.watch(self._done):
+                    if self._canceled(obj):
+                        return
+                return  # stopped
+            except (ApiException, HTTPError, ValueError) as e:
+                log.debug("watch of the CR for cancel failed (%s), attempt %d", e, attempt + 1)
+                if self._done.wait(CANCEL_POLL_SECONDS):
+                    return
+        log.warning("cannot watch the CR for cancel requests; polling it every %.0fs", CANCEL_POLL_SECONDS)
         while not self._done.wait(CANCEL_POLL_SECONDS):
             try:
-                spec = self._cr.get().get("spec") or {}
+                obj = self._cr.get()
             except MoverError as e:
                 log.warning("cannot read the CR to check for cancel: %s", e)
                 continue
-            if spec.get("cancel") is True:
-                self.reason = "canceled on request (spec.cancel)"
-                self.requested = True
-                self.event.set()
+            if self._canceled(obj):
                 return
+
+    def _canceled(self, obj: dict[str, Any]) -> bool:
+        if (obj.get("spec") or {}).get("cancel") is True:
+            self.reason = "canceled on request (spec.cancel)"
+            self.requested = True
+            self.event.set()
+            return True
+        return False
 
     def stop(self) -> None:
         self._done.set()
@@ -284,11 +307,11 @@ def run_job(role: str) -> int:
     progress = ProgressReporter(cr)
     started = time.monotonic()
     try:
+        watcher.start()  # its watch also delivers the CR the first transition starts from
         if cr.transition(_start_transition(env.node)) is None:
             log.warning("%s %s is already terminal; nothing to do", env.kind, env.name)
             return ExitCode.OK
         log.info("%s %s/%s: %s started on %s", env.kind, env.namespace, env.name, role, env.node)
-        watcher.start()
         password = read_password(env.password_file)
         repo = _open_or_init(env.repository, password, env.options)
         try:

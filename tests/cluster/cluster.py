@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane, cache_root
 
@@ -40,6 +41,17 @@ class LocalCluster:
 
     def running(self) -> bool:
         return self.control.running()
+
+    def audit_events(self, user_agent_prefix: str = "") -> list[dict[str, Any]]:
+        """Completed API requests recorded by the API server's audit log (see ControlPlane),
+        optionally only those whose client identified itself with ``user_agent_prefix``."""
+        events = []
+        with open(self.control.audit_log, encoding="utf-8") as f:
+            for line in f:
+                event = json.loads(line)
+                if str(event.get("userAgent", "")).startswith(user_agent_prefix):
+                    events.append(event)
+        return events
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this cluster."""

@@ -125,6 +125,7 @@ class ControlPlane:
         self.kubeconfig = state_dir / "kubeconfig"
         self.pid_file = state_dir / "pids"
         self.info_file = state_dir / "cluster.json"
+        self.audit_log = state_dir / "audit.log"
 
     # --- start ------------------------------------------------------------------------------
 
@@ -184,6 +185,9 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
+                f"--audit-policy-file={self._audit_policy()}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=500",
                 "--v=0",
             ],
         )
@@ -208,6 +212,26 @@ class ControlPlane:
         info: dict[str, object] = {"server": server, "kubeconfig": str(self.kubeconfig), "api_port": api_port}
         self.info_file.write_text(json.dumps(info))
         return info
+
+    def _audit_policy(self) -> Path:
+        """An audit policy recording one line per completed request of clients outside the control
+        plane (who, verb, resource, user agent): tests count the API requests snapmover makes."""
+        policy = self.state / "audit-policy.yaml"
+        policy.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "audit.k8s.io/v1",
+                    "kind": "Policy",
+                    "omitStages": ["RequestReceived", "ResponseStarted"],
+                    "rules": [
+                        {"level": "None", "users": ["system:kube-controller-manager", "system:apiserver"]},
+                        {"level": "None", "nonResourceURLs": ["/*"]},
+                        {"level": "Metadata"},
+                    ],
+                }
+            )
+        )
+        return policy
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.state / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child

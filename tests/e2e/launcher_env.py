@@ -7,6 +7,7 @@ Repositories are ``file://`` on an RWX PVC (a ConfigMap storage location of prov
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -105,6 +106,13 @@ class LauncherEnv:
         )
         self.procs.append(proc)
         return proc
+
+    def repository_password(self) -> str:
+        """The repository password the launcher keeps in its Secret."""
+        data = self.kubectl(
+            "get", "secret", "snapmover-repo-credentials", "-n", self.ns, "-o", "jsonpath={.data.repository-password}"
+        ).stdout
+        return base64.b64decode(data).decode()
 
     def launcher_log(self, identity: str = "launcher-a") -> str:
         return (self.tmp / f"{identity}.log").read_text(errors="replace")

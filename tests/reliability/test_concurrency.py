@@ -80,8 +80,8 @@ def concurrent_round(env: dict[str, str], tmp_path: Path, seed: int) -> tuple[in
     restore_equals(env, kept, digest(kept_src), tmp_path / "restore")
     for src, (out, _err) in zip(sources, outs, strict=True):
         restore_equals(env, out.strip().splitlines()[-1], digest(src), tmp_path / "restore")
-    for p in (shared, kept_src, old_src, *sources):
-        shutil.rmtree(p)
+    for path in (shared, kept_src, old_src, *sources):
+        shutil.rmtree(path)
     return prune.returncode, elapsed
 
 

@@ -315,17 +315,7 @@ def test_hostile_and_malformed_crs_fail_clearly(
         assert not problems, "\n".join(problems)
 
         # secrets: nowhere in statuses, Events, logs or termination messages
-        password = base64.b64decode(
-            env.kubectl(
-                "get",
-                "secret",
-                "snapmover-repo-credentials",
-                "-n",
-                env.ns,
-                "-o",
-                "jsonpath={.data.repository-password}",
-            ).stdout
-        ).decode()
+        password = env.repository_password()
         statuses = [
             json.dumps(item.get("status") or {})
             for kind in ("datauploads", "datadownloads")

@@ -18,7 +18,6 @@ wait — ``REQUESTS_PER_CR_CEILING`` fails the run if a change brings per-reconc
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import threading
@@ -201,17 +200,7 @@ def test_200_datauploads_at_once(velero_crds: ClusterHandle, tmp_path: Path, fig
         assert sampler.samples > 0
         assert sampler.peak <= LIMIT, f"{sampler.peak} movers ran at once, limit {LIMIT}"
         hardened = check_hardened(sampler.example)
-        password = base64.b64decode(
-            env.kubectl(
-                "get",
-                "secret",
-                "snapmover-repo-credentials",
-                "-n",
-                env.ns,
-                "-o",
-                "jsonpath={.data.repository-password}",
-            ).stdout
-        ).decode()
+        password = env.repository_password()
         # made by the launcher at start-up: 32 random bytes, URL-safe base64
         assert len(password) >= 43 and len(set(password)) >= 20, "the default repository password is not random"
         status = Path(f"/proc/{launcher.pid}/status").read_text()

@@ -1,0 +1,40 @@
+"""AES-256-GCM of the format: the two implementations (pycryptodome for objects, OpenSSL through
+`cryptography` for blobs) produce and accept the same ``nonce ‖ ciphertext ‖ tag``."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from Crypto.Cipher import AES
+
+from jobs.errors import IntegrityError
+from jobs.repository.crypto import NONCE_BYTES, TAG_BYTES, open_sealed, seal, seal_parts
+
+KEY = bytes(range(32))
+AAD = b"snapmover-blob:\x01" + bytes(32)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 1 << 20])
+def test_blob_sealed_by_openssl_opens_with_pycryptodome_and_back(size: int) -> None:
+    data = os.urandom(size)
+    sealed = b"".join(seal_parts(KEY, (b"\x00", data), AAD))
+    assert len(sealed) == NONCE_BYTES + 1 + size + TAG_BYTES
+    cipher = AES.new(KEY, AES.MODE_GCM, nonce=sealed[:NONCE_BYTES])
+    cipher.update(AAD)
+    assert cipher.decrypt_and_verify(sealed[NONCE_BYTES:-TAG_BYTES], sealed[-TAG_BYTES:]) == b"\x00" + data
+    assert open_sealed(KEY, seal(KEY, data, AAD), AAD, "x") == data  # pycryptodome seal, OpenSSL open
+
+
+def test_every_flipped_byte_and_wrong_aad_fail_authentication() -> None:
+    sealed = bytearray(b"".join(seal_parts(KEY, (b"\x01", b"payload"), AAD)))
+    for i in range(len(sealed)):
+        sealed[i] ^= 1
+        with pytest.raises(IntegrityError, match="failed authentication"):
+            open_sealed(KEY, bytes(sealed), AAD, "blob x")
+        sealed[i] ^= 1
+    assert open_sealed(KEY, memoryview(sealed), AAD, "blob x") == b"\x01payload"
+    with pytest.raises(IntegrityError, match="failed authentication"):
+        open_sealed(KEY, bytes(sealed), AAD + b"!", "blob x")
+    with pytest.raises(IntegrityError, match="truncated"):
+        open_sealed(KEY, bytes(sealed[:20]), AAD, "blob x")

@@ -70,6 +70,7 @@ DYNAMIC_PV_RESTORE_LABEL = "velero.io/dynamic-pv-restore"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 ORIGINAL_RECLAIM = "snapmover.io/original-reclaim-policy"
 DEFAULT_OPERATION_TIMEOUT_SECONDS = 600.0
+POD_STATUS_GRACE_SECONDS = 15.0  # how long a finished Job waits for its pod's termination message
 START_FAILURE_REASONS = {
     "ErrImagePull",
     "ImagePullBackOff",
@@ -492,6 +493,8 @@ class Controller:
 
     def check_prepare_timeout(self, cr: dict[str, Any], waiting_for: str) -> None:
         status = cr.get("status") or {}
+        if (status.get("phase") or Phase.NEW) not in (Phase.NEW, Phase.ACCEPTED):
+            return  # prepared already: only operationTimeout and the Job's deadline apply now
         accepted = status.get("acceptedTimestamp")
         if accepted and age_seconds(accepted) > self.config.prepare_timeout_seconds:
             self.set_phase(
@@ -885,6 +888,14 @@ class Controller:
         pods = self.job_pods(cr)
         pod = pods[0] if pods else None
         conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
+        finished = conditions.get("Complete") or conditions.get("Failed")
+        if finished is not None and termination(pod) is None and pod is not None:
+            # the Job's condition can reach the cache before its pod's final status: the
+            # termination message carries the result, so give the pod watch a moment
+            ended = finished.last_transition_time
+            if ended is None or age_seconds(ended.strftime("%Y-%m-%dT%H:%M:%SZ")) < POD_STATUS_GRACE_SECONDS:
+                self.enqueue(cr["kind"], cr["metadata"]["name"], delay=1.0)
+                return
         if "Complete" in conditions:
             self.job_succeeded(cr, pod)
             return

@@ -70,7 +70,9 @@ def stopped_upload_holding_a_lock(env: dict[str, str], root: Path, src: Path) ->
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        locks = sorted((root / "locks").glob("*")) if (root / "locks").exists() else []
+        locks = (
+            sorted(p for p in (root / "locks").glob("*") if ".tmp" not in p.name) if (root / "locks").exists() else []
+        )
         if locks:
             proc.send_signal(signal.SIGSTOP)
             return proc, str(locks[0].relative_to(root))

@@ -8,7 +8,7 @@
 
 Two implementations of the same standard AES-256-GCM: pycryptodome seals the repository's
 objects (config, keys, snapshots, indexes, pack headers, locks); OpenSSL through `cryptography`
-seals and opens blobs — the hot path, where the per-call cost dominates: measured here 3–9 µs per
+seals and opens blobs — the hot path, where the per-call cost dominates: measured here 3 to 9 µs per
 4 KiB blob against ~70 µs for pycryptodome's cipher set-up, and about twice pycryptodome's
 throughput on 1 MiB blobs. Their outputs are interchangeable (tests seal with one and open with
 the other). All functions are thread safe.

@@ -19,7 +19,7 @@ import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import snappy
 
@@ -55,10 +55,17 @@ class IndexFile:
 
     entries: list[tuple[bytes, Location]] = field(default_factory=list)
     supersedes: list[str] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)  # snapshot ids this file records (FORMAT.md §7)
 
 
-def encode_index(key: bytes, name: str, entries: Iterable[tuple[bytes, Location]], supersedes: list[str]) -> bytes:
-    """Serialize and seal one index file."""
+def encode_index(
+    key: bytes,
+    name: str,
+    entries: Iterable[tuple[bytes, Location]],
+    supersedes: list[str],
+    snapshots: list[str] | None = None,
+) -> bytes:
+    """Serialize and seal one index file (``snapshots``: the ids of the snapshots it records)."""
     packs: dict[str, int] = {}
     rows = []
     for cid, loc in entries:
@@ -66,7 +73,10 @@ def encode_index(key: bytes, name: str, entries: Iterable[tuple[bytes, Location]
         rows.append(
             INDEX_ENTRY.pack(cid, number, loc.kind, int(loc.compressed), loc.offset, loc.length, loc.raw_length)
         )
-    header = json.dumps({"packs": list(packs), "supersedes": supersedes}, separators=(",", ":")).encode()
+    head: dict[str, Any] = {"packs": list(packs), "supersedes": supersedes}
+    if snapshots:
+        head["snapshots"] = sorted(snapshots)
+    header = json.dumps(head, separators=(",", ":")).encode()
     plain = INDEX_HEAD.pack(INDEX_MAGIC, INDEX_VERSION, len(header)) + header + b"".join(rows)
     return seal(key, snappy.compress(plain), index_aad(name))
 
@@ -88,7 +98,7 @@ def decode_index(key: bytes, name: str, sealed: bytes) -> IndexFile:
             (cid, Location(packs[n], kind, offset, length, raw, bool(flags & 1)))
             for cid, n, kind, flags, offset, length, raw in INDEX_ENTRY.iter_unpack(body)
         ]
-        return IndexFile(entries, list(header.get("supersedes", [])))
+        return IndexFile(entries, list(header.get("supersedes", [])), [str(s) for s in header.get("snapshots", [])])
     except (ValueError, KeyError, IndexError, struct.error) as e:
         raise IntegrityError(f"index file {name} is malformed: {e}") from e
     except Exception as e:

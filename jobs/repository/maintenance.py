@@ -28,7 +28,7 @@ from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
 from jobs.repository.packs import KIND_TREE, SealedBlob, decode_pack_header, open_blob
 from jobs.repository.repository import DATA_PREFIX, Repository, read_config
-from jobs.repository.snapshots import SNAPSHOTS_PREFIX
+from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX, tombstone_is_authentic
 from jobs.repository.tree import decode_tree, referenced_ids
 
 log = logging.getLogger(__name__)
@@ -148,12 +148,25 @@ def prune(repo: Repository) -> PruneStats:
         keep_entries.extend(repo.flush_packs())
         stats.packs_repacked = len(repack)
 
+        # The new index keeps recording every snapshot but the forgotten ones (manifest gone and a
+        # tombstone says so); a manifest that vanished without a tombstone stays recorded, so check
+        # keeps reporting it. Tombstones of dropped ids go once the new index is written.
+        present = {s.id for s in snapshots}
+        tombstones = {o.name[len(FORGOTTEN_PREFIX) :] for o in repo.storage.list(FORGOTTEN_PREFIX)}
+        dropped = {sid for sid in tombstones if sid not in present}
+        carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
         old_index = list(repo.index_files)
         all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
         for start in range(0, max(1, len(keep_entries)), INDEX_ENTRIES_PER_FILE):
-            repo.write_index(keep_entries[start : start + INDEX_ENTRIES_PER_FILE], supersedes=all_old)
+            repo.write_index(
+                keep_entries[start : start + INDEX_ENTRIES_PER_FILE],
+                supersedes=all_old,
+                snapshots=carried if start == 0 else None,
+            )
         for name in all_old:
             repo.storage.delete(name)
+        for sid in sorted(dropped):
+            repo.storage.delete(FORGOTTEN_PREFIX + sid)
         stats.index_files_replaced = len(old_index)
         for name in delete + [p for p, _ in repack]:
             stats.bytes_freed += stored.get(name, 0)
@@ -161,6 +174,29 @@ def prune(repo: Repository) -> PruneStats:
         stats.packs_deleted = len(delete)
         repo.reload_index()
     return stats
+
+
+def _check_recorded_snapshots(repo: Repository, report: CheckReport) -> None:
+    """Every snapshot an index file records must have its manifest, or a tombstone saying it was
+    forgotten: a manifest deleted behind the repository's back is damage."""
+    forgotten: set[str] = set()
+    for obj in repo.storage.list(FORGOTTEN_PREFIX):
+        sid = obj.name[len(FORGOTTEN_PREFIX) :]
+        try:
+            sealed = repo.storage.get(obj.name)
+        except ObjectNotFoundError:
+            continue
+        if tombstone_is_authentic(repo.keys.encryption, sid, sealed):
+            forgotten.add(sid)
+        else:
+            report.errors.append(f"{obj.name} is damaged (not a tombstone written with this repository's key)")
+    present = set(repo.snapshot_ids())
+    missing = sorted((sid, f) for sid, f in repo.recorded_snapshots.items() if sid not in present | forgotten)
+    report.errors.extend(
+        f"snapshot {SNAPSHOTS_PREFIX}{sid} is missing: index file {index_file} records it and it was "
+        "never forgotten (deleted or lost)"
+        for sid, index_file in missing
+    )
 
 
 def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
@@ -228,6 +264,8 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
         if missing:
             problems.append(f"{len(missing)} data blobs are in no index (e.g. {missing[0].hex()[:16]})")
         report.errors.extend(f"snapshot {snap.id[:16]}: {p}" for p in problems)
+
+    _check_recorded_snapshots(repo, report)
 
     # Unindexed packs are normal after an interrupted upload, but a damage when snapshots miss blobs.
     blobs_missing = any("in no index" in e for e in report.errors)

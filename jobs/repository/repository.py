@@ -50,7 +50,7 @@ from jobs.repository.packs import (
     open_blob,
     seal_blob,
 )
-from jobs.repository.snapshots import SNAPSHOTS_PREFIX, SnapshotManifest
+from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX, SnapshotManifest, encode_tombstone
 from jobs.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class Repository:
         self.index_files: list[str] = []
         self.damaged: list[str] = []  # objects found corrupted while opening (reported by check)
         self._pending: set[bytes] = set()
+        self.recorded_snapshots: dict[str, str] = {}  # snapshot id -> the index file recording it
         self._open: dict[int, _OpenPack | None] = {k: None for k in KIND_NAMES}
         self._unindexed: list[tuple[bytes, Location]] = []
         self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
@@ -330,12 +331,22 @@ class Repository:
         if entries:
             self.write_index(entries, supersedes=[])
 
-    def write_index(self, entries: list[tuple[bytes, Location]], supersedes: list[str]) -> str:
+    def record_snapshot(self, snapshot_id: str) -> None:
+        """After its manifest is written: an index file recording that the snapshot exists, so a
+        manifest deleted later is noticed by check (a crash before this leaves it unrecorded)."""
+        self.write_index([], supersedes=[], snapshots=[snapshot_id])
+
+    def write_index(
+        self, entries: list[tuple[bytes, Location]], supersedes: list[str], snapshots: list[str] | None = None
+    ) -> str:
         """Write one index file (after its packs exist); returns its name."""
         name = INDEX_PREFIX + secrets.token_hex(16)
-        self.storage.put(name, encode_index(self._keys.encryption, name, entries, supersedes), overwrite=False)
+        sealed = encode_index(self._keys.encryption, name, entries, supersedes, snapshots)
+        self.storage.put(name, sealed, overwrite=False)
         with self._lock:
             self.index_files.append(name)
+            for sid in snapshots or []:
+                self.recorded_snapshots[sid] = name
         return name
 
     def reload_index(self) -> None:
@@ -355,13 +366,16 @@ class Repository:
             list(pool.map(load, names))
         superseded = {s for f in files.values() for s in f.supersedes}
         index = Index()
+        recorded: dict[str, str] = {}
         for name in sorted(files):
             if name in superseded:
                 continue
             for cid, loc in files[name].entries:
                 index.add(cid, loc)
+            recorded.update(dict.fromkeys(files[name].snapshots, name))
         with self._lock:
             self._index = index
+            self.recorded_snapshots = recorded
             self.index_files = [n for n in sorted(files) if n not in superseded]
             self.damaged = [d for d in self.damaged if not d.startswith(INDEX_PREFIX)] + damaged
 
@@ -446,13 +460,14 @@ class Repository:
     # --- snapshots ------------------------------------------------------------------------------
 
     def save_snapshot(self, manifest: SnapshotManifest) -> str:
-        """Write the manifest (after ``flush``); returns the new snapshot id."""
+        """Write the manifest (after ``flush``), then record it; returns the new snapshot id."""
         manifest.id = secrets.token_hex(32)
         if not manifest.time:
             manifest.time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         if not manifest.hostname:
             manifest.hostname = socket.gethostname()
         self.storage.put(SNAPSHOTS_PREFIX + manifest.id, manifest.encode(self._keys.encryption), overwrite=False)
+        self.record_snapshot(manifest.id)
         return manifest.id
 
     def load_snapshot(self, snapshot_id: str) -> SnapshotManifest:
@@ -501,8 +516,13 @@ class Repository:
         return self.load_snapshot(matches[0])
 
     def forget(self, snapshot_ids: Iterable[str]) -> None:
-        """Delete snapshot manifests (their data is freed by ``prune``)."""
+        """Delete snapshot manifests (their data is freed by ``prune``).
+
+        A tombstone ``forgotten/<id>`` is written first: it tells check that the manifest is gone
+        on purpose (a manifest deleted any other way is reported); prune removes it later."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         for sid in snapshot_ids:
+            self.storage.put(FORGOTTEN_PREFIX + sid, encode_tombstone(self._keys.encryption, sid, now))
             self.storage.delete(SNAPSHOTS_PREFIX + sid)
 
     # --- locks and maintenance ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Snapshot manifests (``snapshots/<id>``): the root of one backup (FORMAT.md §8).
 
-A manifest is sealed JSON bound to its id. It is written last, after every pack and index it
-depends on, so a snapshot that exists is always complete.
+A manifest is sealed JSON bound to its id. It is written after every pack and index it
+depends on, so a snapshot that exists is always complete; an index file written right after
+records its id, so a manifest deleted later is noticed (FORMAT.md §7).
 """
 
 from __future__ import annotations
@@ -15,6 +16,26 @@ from jobs.repository.crypto import open_sealed, seal
 
 SNAPSHOTS_PREFIX: Final = "snapshots/"
 SNAPSHOT_VERSION: Final = 1
+FORGOTTEN_PREFIX: Final = "forgotten/"  # tombstones: snapshots removed on purpose (FORMAT.md §8)
+
+
+def forgotten_aad(snapshot_id: str) -> bytes:
+    """Associated data binding a tombstone to the snapshot id it names."""
+    return b"snapmover-forgotten:" + snapshot_id.encode()
+
+
+def encode_tombstone(key: bytes, snapshot_id: str, time: str) -> bytes:
+    """The sealed record that ``snapshot_id`` was forgotten on purpose."""
+    return seal(key, json.dumps({"v": SNAPSHOT_VERSION, "time": time}).encode(), forgotten_aad(snapshot_id))
+
+
+def tombstone_is_authentic(key: bytes, snapshot_id: str, sealed: bytes) -> bool:
+    """Whether a tombstone was written with the repository key for this very id."""
+    try:
+        open_sealed(key, sealed, forgotten_aad(snapshot_id), f"{FORGOTTEN_PREFIX}{snapshot_id}")
+    except IntegrityError:
+        return False
+    return True
 
 
 def snapshot_aad(snapshot_id: str) -> bytes:

@@ -171,6 +171,34 @@ def test_forget_and_prune_free_space(tmp_path: Path) -> None:
     assert restored == contents[-1]
 
 
+def test_a_deleted_manifest_is_reported_a_forgotten_one_is_not(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    old, kept, lost = (snapshot_of(repo, {"f": os.urandom(50_000)}) for _ in range(3))
+    repo.forget([old])
+    assert storage.exists(f"forgotten/{old}") and repo.check().errors == []
+    storage.delete(f"snapshots/{lost}")  # behind the repository's back
+    (error,) = repo.check().errors
+    assert f"snapshots/{lost}" in error and "never forgotten" in error
+    repo.prune()  # drops the forgotten snapshot's record and tombstone, keeps the lost one's record
+    assert not storage.exists(f"forgotten/{old}")
+    reopened = Repository.open(storage, PASSWORD)
+    assert set(reopened.recorded_snapshots) == {kept, lost}
+    (error,) = reopened.check().errors
+    assert f"snapshots/{lost}" in error
+
+
+def test_a_forged_or_damaged_tombstone_is_damage(tmp_path: Path) -> None:
+    storage, repo = new_repo(tmp_path)
+    sid = snapshot_of(repo, {"f": b"x" * 5000})
+    other = snapshot_of(repo, {"g": b"y" * 5000})
+    repo.forget([other])
+    storage.put(f"forgotten/{sid}", storage.get(f"forgotten/{other}"))  # a tombstone moved to another id
+    storage.delete(f"snapshots/{sid}")
+    errors = repo.check().errors
+    assert any(f"forgotten/{sid} is damaged" in e for e in errors)
+    assert any(f"snapshots/{sid} is missing" in e for e in errors)
+
+
 def test_prune_keeps_shared_blobs(tmp_path: Path) -> None:
     storage, repo = new_repo(tmp_path)
     shared = os.urandom(200_000)

@@ -447,7 +447,9 @@ def forget(
 @_repository_options
 def prune(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
     """Delete data no snapshot references any more (takes an exclusive lock)."""
-    with _opened(repo_url, password_file) as repository:
+    from jobs.engine.api import PRUNE_UPLOAD_PARALLEL
+
+    with _opened(repo_url, password_file, upload_parallel=PRUNE_UPLOAD_PARALLEL) as repository:
         stats = _as_dict(repository.prune())
     _emit(as_json, stats, ["prune done"] + [f"  {k}: {v}" for k, v in sorted(stats.items())])
 

@@ -30,6 +30,7 @@ from jobs.repository.snapshots import SnapshotManifest
 from jobs.storage.url import open_storage
 
 __all__ = [
+    "PRUNE_UPLOAD_PARALLEL",
     "BackupResult",
     "DataPathOptions",
     "Progress",
@@ -116,6 +117,9 @@ def read_password(password_file: str | None = None) -> str:
     if not password:
         raise ConfigError(f"no repository password: use --password-file or set {ENV_PASSWORD_FILE} or {ENV_PASSWORD}")
     return password
+
+
+PRUNE_UPLOAD_PARALLEL: Final = 2  # repacked packs in flight during prune: bounds its memory (~16 MiB each)
 
 
 def open_repository(url: str, password: str, *, parallel: int = 8, upload_parallel: int = 4) -> Repository:

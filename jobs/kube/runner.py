@@ -65,6 +65,7 @@ from jobs.contract import (
     encode_termination_message,
 )
 from jobs.engine.api import (
+    PRUNE_UPLOAD_PARALLEL,
     DataPathOptions,
     Progress,
     backup,
@@ -499,7 +500,7 @@ def run_maintenance() -> int:
     if not url:
         raise ConfigError(f"the Job environment lacks {ENV_REPOSITORY}")
     try:
-        repo = open_repository(url, read_password(env.get(ENV_PASSWORD_FILE)))
+        repo = open_repository(url, read_password(env.get(ENV_PASSWORD_FILE)), upload_parallel=PRUNE_UPLOAD_PARALLEL)
     except RepositoryNotFoundError:
         log.info("no repository yet: nothing to maintain")
         return ExitCode.OK

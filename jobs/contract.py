@@ -80,6 +80,14 @@ SOURCE_TAGS: Final = (TAG_SOURCE_NAMESPACE, TAG_SOURCE_PVC)
 MAX_NAME_LENGTH: Final = 63  # Job names become pod label values: keep them DNS labels
 
 
+def newer_or_equal(new_rv: str, old_rv: str) -> bool:
+    """Whether resourceVersion ``new_rv`` is not older than ``old_rv`` (etcd revisions; forms that
+    are not plain numbers count as newer). Launcher caches and the mover keep the newest CR seen."""
+    if new_rv.isdigit() and old_rv.isdigit():
+        return int(new_rv) >= int(old_rv)
+    return True
+
+
 def job_name(cr_kind: str, cr_name: str) -> str:
     """Deterministic Job name for a CR: ``snapmover-du-<name>`` / ``snapmover-dd-<name>``.
 

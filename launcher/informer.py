@@ -24,6 +24,7 @@ from typing import Any
 
 from kubernetes import watch
 
+from jobs.contract import newer_or_equal
 from launcher import metrics
 
 log = logging.getLogger("snapmover.launcher")
@@ -38,13 +39,6 @@ def meta_of(obj: Any) -> tuple[str, str, str, dict[str, str]]:
         return m.get("namespace") or "", m.get("name") or "", m.get("resourceVersion") or "", m.get("labels") or {}
     m = obj.metadata
     return m.namespace or "", m.name or "", m.resource_version or "", m.labels or {}
-
-
-def newer_or_equal(new_rv: str, old_rv: str) -> bool:
-    """Whether ``new_rv`` is not older than ``old_rv`` (etcd revisions; unknown forms count as newer)."""
-    if new_rv.isdigit() and old_rv.isdigit():
-        return int(new_rv) >= int(old_rv)
-    return True
 
 
 class Informer:

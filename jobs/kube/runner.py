@@ -172,8 +172,8 @@ class ProgressReporter:
 
     def __init__(self, cr: CRStatus) -> None:
         self._cr = cr
-        self._start = time.monotonic()
         self._last = 0.0
+        self._start = time.monotonic()
         self._lock = threading.Lock()
         self.latest: Progress | None = None
         self.stopped = False

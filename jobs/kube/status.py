@@ -36,6 +36,7 @@ from jobs.contract import (
     DATAUPLOAD_KIND,
     DATAUPLOAD_PLURAL,
     TERMINAL_PHASES,
+    newer_or_equal,
 )
 from jobs.errors import MoverError, StorageUnavailableError
 
@@ -89,7 +90,7 @@ class CRStatus:
         rv = str(obj.get("metadata", {}).get("resourceVersion", ""))
         with self._lock:
             old = str((self._last or {}).get("metadata", {}).get("resourceVersion", ""))
-            if not (rv.isdigit() and old.isdigit()) or int(rv) >= int(old):
+            if newer_or_equal(rv, old):
                 self._last = obj
         self._seen.set()
 

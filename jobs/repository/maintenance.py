@@ -28,7 +28,7 @@ from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
 from jobs.repository.packs import KIND_TREE, SealedBlob, decode_pack_header, open_blob
 from jobs.repository.repository import DATA_PREFIX, Repository, read_config
-from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX, tombstone_is_authentic
+from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX
 from jobs.repository.tree import decode_tree, referenced_ids
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,11 @@ def prune(repo: Repository) -> PruneStats:
 
         # The new index keeps recording every snapshot but the forgotten ones (manifest gone and a
         # tombstone says so); a manifest that vanished without a tombstone stays recorded, so check
-        # keeps reporting it. Tombstones of dropped ids go once the new index is written.
+        # keeps reporting it (so does a tombstone that does not authenticate: it drops nothing).
+        # Tombstones of dropped ids go once the new index is written.
         present = {s.id for s in snapshots}
-        tombstones = {o.name[len(FORGOTTEN_PREFIX) :] for o in repo.storage.list(FORGOTTEN_PREFIX)}
-        dropped = {sid for sid in tombstones if sid not in present}
+        forgotten, _damaged = repo.forgotten_snapshots()
+        dropped = forgotten - present
         carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
         old_index = list(repo.index_files)
         all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
@@ -179,17 +180,8 @@ def prune(repo: Repository) -> PruneStats:
 def _check_recorded_snapshots(repo: Repository, report: CheckReport) -> None:
     """Every snapshot an index file records must have its manifest, or a tombstone saying it was
     forgotten: a manifest deleted behind the repository's back is damage."""
-    forgotten: set[str] = set()
-    for obj in repo.storage.list(FORGOTTEN_PREFIX):
-        sid = obj.name[len(FORGOTTEN_PREFIX) :]
-        try:
-            sealed = repo.storage.get(obj.name)
-        except ObjectNotFoundError:
-            continue
-        if tombstone_is_authentic(repo.keys.encryption, sid, sealed):
-            forgotten.add(sid)
-        else:
-            report.errors.append(f"{obj.name} is damaged (not a tombstone written with this repository's key)")
+    forgotten, damaged = repo.forgotten_snapshots()
+    report.errors.extend(f"{name} is damaged (not a tombstone written with this repository's key)" for name in damaged)
     present = set(repo.snapshot_ids())
     missing = sorted((sid, f) for sid, f in repo.recorded_snapshots.items() if sid not in present | forgotten)
     report.errors.extend(

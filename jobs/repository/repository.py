@@ -50,7 +50,13 @@ from jobs.repository.packs import (
     open_blob,
     seal_blob,
 )
-from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX, SnapshotManifest, encode_tombstone
+from jobs.repository.snapshots import (
+    FORGOTTEN_PREFIX,
+    SNAPSHOTS_PREFIX,
+    SnapshotManifest,
+    encode_tombstone,
+    tombstone_is_authentic,
+)
 from jobs.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -524,6 +530,22 @@ class Repository:
         for sid in snapshot_ids:
             self.storage.put(FORGOTTEN_PREFIX + sid, encode_tombstone(self._keys.encryption, sid, now))
             self.storage.delete(SNAPSHOTS_PREFIX + sid)
+
+    def forgotten_snapshots(self) -> tuple[set[str], list[str]]:
+        """(ids with an authentic tombstone, names of tombstones that do not authenticate)."""
+        ids: set[str] = set()
+        damaged: list[str] = []
+        for obj in self.storage.list(FORGOTTEN_PREFIX):
+            sid = obj.name[len(FORGOTTEN_PREFIX) :]
+            try:
+                sealed = self.storage.get(obj.name)
+            except ObjectNotFoundError:
+                continue  # removed by a prune meanwhile
+            if tombstone_is_authentic(self._keys.encryption, sid, sealed):
+                ids.add(sid)
+            else:
+                damaged.append(obj.name)
+        return ids, damaged
 
     # --- locks and maintenance ------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from jobs.contract import (
 )
 from launcher import metrics
 from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, parse_duration
-from launcher.informer import Informer, Recent
+from launcher.informer import Informer, Recent, meta_of
 from launcher.jobspec import (
     FORGET_RETRIES,
     MAINTENANCE_LABEL,
@@ -209,7 +209,7 @@ class Controller:
 
     def _owned_changed(self, obj: Any) -> None:
         """A Job/pod/PVC/VolumeSnapshot of ours changed: reconcile the CR that owns it."""
-        labels = (obj.get("metadata", {}).get("labels") if isinstance(obj, dict) else obj.metadata.labels) or {}
+        labels = meta_of(obj)[3]
         kind, uid = labels.get(LABEL_OWNER_KIND), labels.get(LABEL_OWNER_UID)
         if kind not in self.crs or not uid:
             return

@@ -59,16 +59,16 @@ class DataPathOptions:
     upload_parallel: int = 4  # packs uploaded concurrently
     pack_target_bytes: int = 16 * MiB
     write_sparse: bool = True  # restore: holes for zero runs
-    memory_limit_bytes: int = 192 * MiB  # in-flight data budget of the pipeline (chunks + packs)
+    memory_limit_bytes: int = 144 * MiB  # in-flight data budget of the pipeline (chunks + packs)
 
     def data_budget_bytes(self) -> int:
         """Bytes of chunk data allowed between reading and storing (the rest is for packs).
 
-        The repository holds one open pack and, per pack in flight, its sealed blobs plus their
-        joined copy while it is written: about (2 x packs in flight + 1) packs.
+        The repository holds one buffer of about a pack per pack in flight and per open pack
+        (data and tree): blobs are sealed into it and it is written as is.
         """
         in_flight = max(PACKS_IN_FLIGHT, self.upload_parallel)
-        packs = (2 * in_flight + 1) * self.pack_target_bytes
+        packs = (in_flight + 2) * self.pack_target_bytes
         return max(MIN_DATA_BUDGET_BYTES, self.memory_limit_bytes - packs)
 
 

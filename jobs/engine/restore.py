@@ -132,12 +132,14 @@ class _FileWriter:
         open_fd: Callable[[str], int],
         close_fd: Callable[[int], None],
         zero_fill: Callable[[int, str, int, int], None] | None,
+        write_data: Callable[[int, str, bytes, int], None],
     ) -> None:
         self._plan = plan
         self._progress = progress
         self._open_fd = open_fd
         self._close_fd = close_fd
         self._zero_fill = zero_fill
+        self._write_data = write_data
         self._fds: OrderedDict[str, int] = OrderedDict()
 
     def write_batch(self, items: list[_Write]) -> None:
@@ -152,7 +154,7 @@ class _FileWriter:
             self._progress.add(bytes_done=item.zero_length)
             return
         for path, offset in item.places:
-            write_at(self._fd(path), item.data, offset, path=path)
+            self._write_data(self._fd(path), path, item.data, offset)
         self._progress.add(bytes_done=len(item.data) * len(item.places))
 
     def close(self) -> None:
@@ -176,6 +178,10 @@ class _FileWriter:
             return self._open_fd(path)
         size, fresh = deferred
         return create_file_for_write(path, size, fresh=fresh)
+
+
+def _write_file(fd: int, path: str, data: bytes, offset: int) -> None:
+    write_at(fd, data, offset, path=path)
 
 
 def shard_by_path(path: str, _offset: int) -> int:
@@ -210,6 +216,7 @@ class _DataWriter:
         shard: Callable[[str, int], int] = shard_by_path,
         open_fd: Callable[[str], int] = open_for_write,
         close_fd: Callable[[int], None] = os.close,
+        write_data: Callable[[int, str, bytes, int], None] = _write_file,
     ) -> None:
         self._repo = repo
         self._plan = plan
@@ -218,7 +225,8 @@ class _DataWriter:
         self._abort = abort
         self._shard = shard
         self._writers = [
-            _FileWriter(plan, progress, open_fd, close_fd, zero_fill) for _ in range(min(WRITERS, self._parallel))
+            _FileWriter(plan, progress, open_fd, close_fd, zero_fill, write_data)
+            for _ in range(min(WRITERS, self._parallel))
         ]
 
     def run(self) -> None:
@@ -401,6 +409,7 @@ def restore_block(
             shard=shard_by_offset,
             open_fd=lambda _p: volume.fd,
             close_fd=lambda _fd: None,
+            write_data=lambda _fd, _path, data, offset: volume.write(data, offset),
         ).run()
     finally:
         volume.close()

@@ -1,7 +1,7 @@
 """Cryptographic primitives of the repository format (see FORMAT.md §3).
 
 * :class:`KdfParams` / :func:`derive_key`: scrypt, password → 32-byte key-encryption key.
-* :func:`seal` / :func:`seal_parts` / :func:`open_sealed`: AES-256-GCM with a random 96-bit
+* :func:`seal` / :func:`seal_parts_into` / :func:`open_sealed`: AES-256-GCM with a random 96-bit
   nonce; output is ``nonce(12) ‖ ciphertext ‖ tag(16)``; the associated data binds a ciphertext
   to its role and name, so objects cannot be swapped.
 * :class:`MasterKeys`: the secrets that live only inside key files.
@@ -34,6 +34,7 @@ from jobs.errors import IntegrityError
 NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
 SEAL_OVERHEAD_BYTES: Final = NONCE_BYTES + TAG_BYTES  # 28 bytes per sealed object or blob
+GCM_UPDATE_SLACK_BYTES: Final = 15  # AES block size - 1
 KEY_BYTES: Final = 32
 SCRYPT_MAXMEM_BYTES: Final = 256 * 1024 * 1024
 
@@ -63,15 +64,22 @@ def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
     return nonce + ciphertext + tag
 
 
-def seal_parts(key: bytes, parts: tuple[bytes | memoryview, ...], aad: bytes) -> list[bytes]:
-    """Like :func:`seal` over the concatenation of ``parts``, returned as pieces (no join copy)."""
+def seal_parts_into(key: bytes, parts: tuple[bytes | memoryview, ...], aad: bytes, out: memoryview) -> None:
+    """Like :func:`seal` over the concatenation of ``parts``, written into ``out`` (exactly
+    ``SEAL_OVERHEAD_BYTES`` longer than the parts): ``nonce ‖ ciphertext ‖ tag``, no other copy."""
     nonce = secrets.token_bytes(NONCE_BYTES)
+    out[:NONCE_BYTES] = nonce
     encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(aad)
-    out = [nonce]
-    out.extend(encryptor.update(p) for p in parts)
-    out.append(encryptor.finalize() + encryptor.tag)
-    return out
+    pos = NONCE_BYTES
+    for part in parts:
+        n = len(part)
+        # update_into may ask for a block minus one byte of room past the data: the tag's bytes,
+        # which are written last, always provide it.
+        encryptor.update_into(part, out[pos : pos + n + GCM_UPDATE_SLACK_BYTES])
+        pos += n
+    encryptor.finalize()
+    out[pos : pos + TAG_BYTES] = encryptor.tag
 
 
 def open_sealed(key: bytes, sealed: bytes | memoryview, aad: bytes, what: str) -> bytes:

@@ -26,7 +26,7 @@ from jobs.errors import IntegrityError, MoverError, ObjectNotFoundError
 from jobs.repository.index import INDEX_PREFIX, Location, decode_index
 from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
-from jobs.repository.packs import KIND_TREE, SealedBlob, decode_pack_header, open_blob
+from jobs.repository.packs import KIND_TREE, decode_pack_header, open_blob
 from jobs.repository.repository import DATA_PREFIX, Repository, read_config
 from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX
 from jobs.repository.tree import decode_tree, referenced_ids
@@ -142,9 +142,7 @@ def prune(repo: Repository) -> PruneStats:
             for cid, loc in live:
                 sealed = view[loc.offset : loc.offset + loc.length]
                 open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
-                repo.append_sealed(
-                    SealedBlob(cid, loc.kind, [bytes(sealed)], loc.length, loc.raw_length, loc.compressed)
-                )
+                repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
         keep_entries.extend(repo.flush_packs())
         stats.packs_repacked = len(repack)
 

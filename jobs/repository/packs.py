@@ -17,7 +17,7 @@ from typing import Final
 import snappy
 
 from jobs.errors import IntegrityError
-from jobs.repository.crypto import SEAL_OVERHEAD_BYTES, open_sealed, seal, seal_parts
+from jobs.repository.crypto import SEAL_OVERHEAD_BYTES, open_sealed, seal, seal_parts_into
 
 KIND_DATA: Final = 0
 KIND_TREE: Final = 1
@@ -44,30 +44,26 @@ def blob_aad(kind: int, chunk_id: bytes) -> bytes:
     return b"snapmover-blob:" + bytes((kind,)) + chunk_id
 
 
-@dataclass(frozen=True)
-class SealedBlob:
-    """One encrypted blob ready to be appended to a pack."""
-
-    chunk_id: bytes
-    kind: int
-    pieces: list[bytes]
-    length: int  # sealed length in the pack
-    raw_length: int  # plaintext chunk length
-    compressed: bool
-
-
-def seal_blob(key: bytes, kind: int, chunk_id: bytes, data: bytes | memoryview) -> SealedBlob:
-    """Compress (when it pays) and encrypt one chunk."""
+def compress_chunk(data: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
+    """``(flag, payload)``: the snappy-compressed chunk when that pays, else the chunk itself."""
     raw_length = len(data)
-    payload: bytes | memoryview = data
-    flag = FLAG_RAW
     if raw_length >= COMPRESSION_MIN_BYTES:
         packed = snappy.compress(data)
         if len(packed) <= raw_length - (raw_length >> COMPRESSION_MIN_SAVING_SHIFT):
-            payload, flag = packed, FLAG_SNAPPY
-    pieces = seal_parts(key, (flag, payload), blob_aad(kind, chunk_id))
-    length = SEAL_OVERHEAD_BYTES + 1 + len(payload)
-    return SealedBlob(chunk_id, kind, pieces, length, raw_length, flag == FLAG_SNAPPY)
+            return FLAG_SNAPPY, packed
+    return FLAG_RAW, data
+
+
+def sealed_blob_length(payload: bytes | memoryview) -> int:
+    """Bytes the blob takes in a pack: nonce, flag byte, payload, tag."""
+    return BLOB_OVERHEAD_BYTES + len(payload)
+
+
+def seal_blob_into(
+    key: bytes, kind: int, chunk_id: bytes, flag: bytes, payload: bytes | memoryview, out: memoryview
+) -> None:
+    """Encrypt one blob (see :func:`compress_chunk`) into ``out``, exactly its sealed length."""
+    seal_parts_into(key, (flag, payload), blob_aad(kind, chunk_id), out)
 
 
 def open_blob(key: bytes, kind: int, chunk_id: bytes, sealed: bytes | memoryview, where: str) -> bytes:
@@ -96,8 +92,13 @@ class PackEntry:
     compressed: bool
 
 
-def encode_pack_trailer(key: bytes, blobs: list[SealedBlob]) -> bytes:
-    """The sealed header plus its length, appended after the blobs."""
+def pack_trailer_length(blobs: int) -> int:
+    """Length of the trailer (sealed header and its length) of a pack holding ``blobs`` blobs."""
+    return SEAL_OVERHEAD_BYTES + HEADER_ENTRY.size * blobs + HEADER_LENGTH.size
+
+
+def encode_pack_trailer(key: bytes, blobs: list[PackEntry]) -> bytes:
+    """The sealed header plus its length, appended after the blobs (in the same order)."""
     header = b"".join(HEADER_ENTRY.pack(b.chunk_id, b.kind, int(b.compressed), b.length, b.raw_length) for b in blobs)
     sealed = seal(key, header, PACK_HEADER_AAD)
     return sealed + HEADER_LENGTH.pack(len(sealed))

@@ -6,14 +6,16 @@ added blobs durable and indexed, ``save_snapshot`` last. Reading: ``load_blob`` 
 verify every blob. Maintenance (``forget``, ``prune``, ``check``) lives in
 :mod:`jobs.repository.maintenance`. The format is specified in ``jobs/FORMAT.md``.
 
-Threading: ``add_blob`` compresses and encrypts in the caller's thread (the libraries release the
-GIL) and holds the repository lock only to append to the open pack; full packs are uploaded by a
-small pool with a bounded number of packs in flight, so memory stays bounded and a slow storage
-applies back-pressure to the pipeline.
+Threading: ``add_blob`` compresses in the caller's thread, holds the repository lock only to
+reserve the blob's bytes in the open pack's buffer, then encrypts straight into them (the libraries
+release the GIL); no pack is ever joined from pieces. A closed pack is uploaded, once its last
+writer is done, by a small pool with a bounded number of packs in flight, so memory stays bounded
+(pack buffers are reused) and a slow storage applies back-pressure to the pipeline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -43,12 +45,17 @@ from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index, e
 from jobs.repository.keys import KEYS_PREFIX, add_key, open_keys
 from jobs.repository.locks import LockManager
 from jobs.repository.packs import (
+    BLOB_OVERHEAD_BYTES,
+    FLAG_SNAPPY,
     KIND_CODES,
     KIND_NAMES,
-    SealedBlob,
+    PackEntry,
+    compress_chunk,
     encode_pack_trailer,
     open_blob,
-    seal_blob,
+    pack_trailer_length,
+    seal_blob_into,
+    sealed_blob_length,
 )
 from jobs.repository.snapshots import (
     FORGOTTEN_PREFIX,
@@ -57,7 +64,7 @@ from jobs.repository.snapshots import (
     encode_tombstone,
     tombstone_is_authentic,
 )
-from jobs.storage.base import Storage
+from jobs.storage.base import PAGE_BYTES, AlignedBuffer, Storage, round_up
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +81,10 @@ DEFAULT_BLOCK_SIZE: Final = 1 * MiB
 DEFAULT_CDC_MIN_BYTES: Final = 512 * KiB
 DEFAULT_CDC_AVG_BYTES: Final = 1 * MiB
 DEFAULT_CDC_MAX_BYTES: Final = 8 * MiB
-# Packs uploading or waiting to upload: bounds memory to about this many packs (x2 while joining).
+# Packs uploading or waiting to upload: with the open packs, bounds the pack buffers in memory.
 PACKS_IN_FLIGHT: Final = 3
+# Room past a full pack's blobs for its trailer (header entries of the last blobs added).
+PACK_TRAILER_ROOM_BYTES: Final = 64 * KiB
 # Ranged reads merge blobs separated by at most this gap, up to this many bytes per request.
 READ_MERGE_GAP_BYTES: Final = 256 * KiB
 READ_MAX_RANGE_BYTES: Final = 8 * MiB
@@ -118,9 +127,47 @@ class RepositoryStats:
 
 @dataclass
 class _OpenPack:
+    """A pack being filled: blobs are sealed straight into ``buffer`` at offsets reserved under
+    the repository lock; it is uploaded once closed and its last writer is done."""
+
     name: str
-    blobs: list[SealedBlob] = field(default_factory=list)
+    buffer: AlignedBuffer
+    entries: list[PackEntry] = field(default_factory=list)
     size: int = 0
+    writers: int = 0  # blobs reserved but not yet written
+    closed: bool = False
+    failed: bool = False  # a writer failed: the pack holds a torn blob and is never uploaded
+
+
+class _PackBuffers:
+    """Reusable pack buffers (a fresh mapping costs a page fault per 4 KiB on every pack)."""
+
+    def __init__(self, capacity: int, keep: int) -> None:
+        self.capacity = capacity
+        self._keep = keep
+        self._free: list[AlignedBuffer] = []
+        self._lock = threading.Lock()
+
+    def take(self, needed: int) -> AlignedBuffer:
+        if needed <= self.capacity:
+            with self._lock:
+                if self._free:
+                    return self._free.pop()
+            return AlignedBuffer(self.capacity)
+        return AlignedBuffer(needed)  # one oversized blob (a huge tree): a buffer of its own
+
+    def give(self, buffer: AlignedBuffer) -> None:
+        with self._lock:
+            if buffer.capacity == round_up(self.capacity, PAGE_BYTES) and len(self._free) < self._keep:
+                self._free.append(buffer)
+                return
+        buffer.close()
+
+    def close(self) -> None:
+        with self._lock:
+            free, self._free = self._free, []
+        for buffer in free:
+            buffer.close()
 
 
 def new_pack_name() -> str:
@@ -148,7 +195,10 @@ class Repository:
         self._open: dict[int, _OpenPack | None] = {k: None for k in KIND_NAMES}
         self._unindexed: list[tuple[bytes, Location]] = []
         self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
-        self._in_flight = threading.BoundedSemaphore(max(PACKS_IN_FLIGHT, upload_parallel))
+        in_flight = max(PACKS_IN_FLIGHT, upload_parallel)
+        self._in_flight = threading.BoundedSemaphore(in_flight)
+        largest_blob = max(config.cdc_max_bytes, config.block_size) + BLOB_OVERHEAD_BYTES
+        self._buffers = _PackBuffers(config.pack_target_bytes + largest_blob + PACK_TRAILER_ROOM_BYTES, in_flight)
         self._futures: set[Future[None]] = set()
         self._upload_error: BaseException | None = None
         self._locks = LockManager(storage, keys.encryption)
@@ -224,6 +274,7 @@ class Repository:
         """Release locks and stop the upload pool (does not flush)."""
         self._locks.close()
         self._uploader.shutdown(wait=True)
+        self._buffers.close()
 
     def __enter__(self) -> Repository:
         return self
@@ -256,29 +307,81 @@ class Repository:
                 return 0
             self._pending.add(cid)
         code = KIND_CODES[kind]
-        blob = seal_blob(self._keys.encryption, code, cid, data)
-        self._append(blob)
-        return blob.length
+        flag, payload = compress_chunk(data)
+        length = sealed_blob_length(payload)
+        pack, out = self._reserve(PackEntry(cid, code, 0, length, len(data), flag == FLAG_SNAPPY))
+        ok = False
+        try:
+            seal_blob_into(self._keys.encryption, code, cid, flag, payload, out)
+            ok = True
+        finally:
+            self._written(pack, ok)
+        return length
 
-    def _append(self, blob: SealedBlob) -> None:
-        full: _OpenPack | None = None
+    def append_sealed(self, chunk_id: bytes, kind: int, sealed: memoryview, raw_length: int, compressed: bool) -> None:
+        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``."""
         with self._lock:
-            pack = self._open[blob.kind]
+            self._pending.add(chunk_id)
+        pack, out = self._reserve(PackEntry(chunk_id, kind, 0, len(sealed), raw_length, compressed))
+        ok = False
+        try:
+            out[:] = sealed
+            ok = True
+        finally:
+            self._written(pack, ok)
+
+    def _reserve(self, entry: PackEntry) -> tuple[_OpenPack, memoryview]:
+        """Room for one blob in the open pack of its kind (closing that pack when it is full)."""
+        ready: list[_OpenPack] = []
+        length = entry.length
+        with self._lock:
+            pack = self._open[entry.kind]
+            if (
+                pack is not None
+                and pack.size + length + pack_trailer_length(len(pack.entries) + 1) > pack.buffer.capacity
+            ):
+                ready += self._close(pack)
+                pack = None
             if pack is None:
-                pack = self._open[blob.kind] = _OpenPack(new_pack_name())
-            pack.blobs.append(blob)
-            pack.size += blob.length
-            if pack.size >= self.config.pack_target_bytes:
-                full, self._open[blob.kind] = pack, None
-        if full is not None:
+                buffer = self._buffers.take(length + pack_trailer_length(1))
+                pack = self._open[entry.kind] = _OpenPack(new_pack_name(), buffer)
+            offset = pack.size
+            pack.entries.append(dataclasses.replace(entry, offset=offset))
+            pack.size += length
+            pack.writers += 1
+            if pack.size + pack_trailer_length(len(pack.entries)) >= self.config.pack_target_bytes:
+                ready += self._close(pack)
+        for full in ready:
             self._submit(full)
+        return pack, pack.buffer.view[offset : offset + length]
+
+    def _close(self, pack: _OpenPack) -> list[_OpenPack]:
+        """Under the lock: no more blobs go into ``pack``; returns it when it can be uploaded now."""
+        pack.closed = True
+        if self._open[pack.entries[0].kind] is pack:
+            self._open[pack.entries[0].kind] = None
+        return [pack] if pack.writers == 0 else []
+
+    def _written(self, pack: _OpenPack, ok: bool) -> None:
+        with self._lock:
+            pack.writers -= 1
+            pack.failed = pack.failed or not ok
+            ready = pack.closed and pack.writers == 0
+        if ready:
+            self._submit(pack)
 
     def _submit(self, pack: _OpenPack) -> None:
+        if pack.failed:  # never store a pack with a torn blob; the error that tore it is already raised
+            with self._lock:
+                self._pending.difference_update(e.chunk_id for e in pack.entries)
+            self._buffers.give(pack.buffer)
+            return
         self._in_flight.acquire()
         try:
             future = self._uploader.submit(self._upload, pack)
         except BaseException:
             self._in_flight.release()
+            self._buffers.give(pack.buffer)
             raise
         with self._lock:
             self._futures.add(future)
@@ -293,23 +396,21 @@ class Repository:
             self._upload_error = error
 
     def _upload(self, pack: _OpenPack) -> None:
-        trailer = encode_pack_trailer(self._keys.encryption, pack.blobs)
-        entries: list[tuple[bytes, Location]] = []
-        offset = 0
-        for blob in pack.blobs:
-            entries.append(
-                (blob.chunk_id, Location(pack.name, blob.kind, offset, blob.length, blob.raw_length, blob.compressed))
-            )
-            offset += blob.length
-        data = b"".join([piece for blob in pack.blobs for piece in blob.pieces] + [trailer])
-        pack.blobs.clear()
-        self.storage.put(pack.name, data)
-        del data
+        try:
+            trailer = encode_pack_trailer(self._keys.encryption, pack.entries)
+            end = pack.size + len(trailer)
+            pack.buffer.view[pack.size : end] = trailer  # _reserve keeps room for it
+            self.storage.put_aligned(pack.name, pack.buffer, end)
+        finally:
+            self._buffers.give(pack.buffer)
         with self._lock:
-            for cid, loc in entries:
-                self._index.add(cid, loc)
-                self._pending.discard(cid)
-            self._unindexed.extend(entries)
+            for e in pack.entries:
+                self._index.add(e.chunk_id, Location(pack.name, e.kind, e.offset, e.length, e.raw_length, e.compressed))
+                self._pending.discard(e.chunk_id)
+            self._unindexed.extend(
+                (e.chunk_id, Location(pack.name, e.kind, e.offset, e.length, e.raw_length, e.compressed))
+                for e in pack.entries
+            )
 
     def _raise_upload_error(self) -> None:
         if self._upload_error is not None:
@@ -324,13 +425,19 @@ class Repository:
             wait(futures)
         self._raise_upload_error()
 
+    def _close_open_packs(self) -> None:
+        """Close and submit every open pack (callers have no ``add_blob`` running)."""
+        ready: list[_OpenPack] = []
+        with self._lock:
+            for pack in list(self._open.values()):
+                if pack is not None:
+                    ready += self._close(pack)
+        for pack in ready:
+            self._submit(pack)
+
     def flush(self) -> None:
         """Upload open packs, wait for every upload, then write one index file for them."""
-        with self._lock:
-            packs = [p for p in self._open.values() if p is not None and p.blobs]
-            self._open = {k: None for k in KIND_NAMES}
-        for pack in packs:
-            self._submit(pack)
+        self._close_open_packs()
         self._wait_uploads()
         with self._lock:
             entries, self._unindexed = self._unindexed, []
@@ -591,19 +698,9 @@ class Repository:
             raise UsageError("the new password is empty")
         return add_key(self.storage, self._keys, password, kdf_params or KdfParams())
 
-    def append_sealed(self, blob: SealedBlob) -> None:
-        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``."""
-        with self._lock:
-            self._pending.add(blob.chunk_id)
-        self._append(blob)
-
     def flush_packs(self) -> list[tuple[bytes, Location]]:
         """Upload open packs and return their entries without writing an index (prune writes its own)."""
-        with self._lock:
-            packs = [p for p in self._open.values() if p is not None and p.blobs]
-            self._open = {k: None for k in KIND_NAMES}
-        for pack in packs:
-            self._submit(pack)
+        self._close_open_packs()
         self._wait_uploads()
         with self._lock:
             entries, self._unindexed = self._unindexed, []

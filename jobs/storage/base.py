@@ -13,6 +13,9 @@ Contract every implementation keeps (and every caller may rely on):
 * ``get`` with a range returns exactly ``length`` bytes or raises; a short read is an error.
 * ``list`` yields every object under a prefix, however many (pagination is internal).
 * ``delete`` is idempotent: deleting a missing object succeeds.
+* ``put_aligned`` stores the first ``length`` bytes of an :class:`AlignedBuffer`; a backend that
+  can write page-aligned memory without copying it (``file://`` with ``O_DIRECT``) overrides it,
+  the others store ``buffer.view[:length]`` through ``put``.
 * All methods are thread safe. Transient failures raise
   :class:`~jobs.errors.StorageUnavailableError` (``retryable = True``); a missing object raises
   :class:`~jobs.errors.ObjectNotFoundError`.
@@ -20,9 +23,41 @@ Contract every implementation keeps (and every caller may rely on):
 
 from __future__ import annotations
 
+import mmap
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
+
+PAGE_BYTES: Final = mmap.PAGESIZE
+
+
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``."""
+    return -(-n // multiple) * multiple
+
+
+class AlignedBuffer:
+    """A writable, page-aligned buffer (anonymous memory map) that outlives many uses.
+
+    Packs are assembled in these so that blobs are encrypted straight into the bytes that are
+    stored, and so that ``file://`` can write them with ``O_DIRECT``: the mapping is rounded up to
+    whole pages, so a write padded to the next page boundary stays inside it.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._map = mmap.mmap(-1, round_up(max(1, capacity), PAGE_BYTES))
+        self.view = memoryview(self._map)
+
+    @property
+    def capacity(self) -> int:
+        """Usable bytes (whole pages)."""
+        return len(self._map)
+
+    def close(self) -> None:
+        """Unmap the memory; the buffer must not be used afterwards."""
+        self.view.release()
+        self._map.close()
 
 
 @dataclass(frozen=True)
@@ -48,6 +83,10 @@ class Storage(ABC):
     @abstractmethod
     def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
         """Store the object atomically; create-only when ``overwrite`` is False."""
+
+    def put_aligned(self, name: str, buffer: AlignedBuffer, length: int, *, overwrite: bool = True) -> None:
+        """Store ``buffer.view[:length]`` like :meth:`put` (backends may avoid copying it)."""
+        self.put(name, buffer.view[:length], overwrite=overwrite)
 
     @abstractmethod
     def delete(self, name: str) -> None:

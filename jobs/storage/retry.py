@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from jobs.errors import MoverError, StorageUnavailableError
-from jobs.storage.base import ObjectInfo, Storage
+from jobs.storage.base import AlignedBuffer, ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,6 +80,9 @@ class RetryingStorage(Storage):
 
     def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
         self._call(f"put {name}", lambda: self._inner.put(name, data, overwrite=overwrite))
+
+    def put_aligned(self, name: str, buffer: AlignedBuffer, length: int, *, overwrite: bool = True) -> None:
+        self._call(f"put {name}", lambda: self._inner.put_aligned(name, buffer, length, overwrite=overwrite))
 
     def delete(self, name: str) -> None:
         self._call(f"delete {name}", lambda: self._inner.delete(name))

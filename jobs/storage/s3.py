@@ -10,6 +10,7 @@ botocore error is translated at this boundary; messages never carry credentials.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,38 @@ S3_MAX_KEYS_PER_PAGE = 1000  # S3's limit; moto returns more when asked, so we n
 BOTOCORE_ATTEMPTS = 3
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 60
+
+
+class _ViewReader(io.RawIOBase):
+    """A seekable read-only file over a memoryview: botocore streams (and re-reads on a retry)
+    the request body from the caller's buffer instead of a copy of it."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view.cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos : self._pos + len(buffer)]
+        n = len(chunk)
+        memoryview(buffer).cast("B")[:n] = chunk
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
 
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 _PERMISSION_CODES = {
@@ -150,7 +183,7 @@ class S3Storage(Storage):
         return data
 
     def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
-        body = data if isinstance(data, bytes) else bytes(data)  # no second copy of a 16 MiB pack
+        body = data if isinstance(data, bytes) else _ViewReader(memoryview(data))  # never a copy of a pack
         kwargs: dict[str, Any] = {"Bucket": self._opt.bucket, "Key": self._key(name), "Body": body}
         if not overwrite:
             kwargs["IfNoneMatch"] = "*"

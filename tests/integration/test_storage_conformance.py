@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from jobs.errors import ObjectExistsError, ObjectNotFoundError, UsageError
-from jobs.storage.base import Storage
+from jobs.storage.base import AlignedBuffer, Storage
+from jobs.storage.file import FileStorage
 from jobs.storage.url import open_storage
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,32 @@ def test_large_object_roundtrip(storage: Storage) -> None:
     storage.put("packs/big", memoryview(data))
     assert storage.get("packs/big") == data
     assert storage.get("packs/big", 16 * 1024 * 1024, 4096) == data[16 * 1024 * 1024 : 16 * 1024 * 1024 + 4096]
+
+
+@pytest.mark.parametrize("length", [0, 1, 4095, 4096, 4097, 3 * 1024 * 1024 + 17])
+def test_aligned_put_stores_exactly_the_first_length_bytes(storage: Storage, length: int) -> None:
+    buffer = AlignedBuffer(4 * 1024 * 1024)
+    buffer.view[:] = b"\xee" * buffer.capacity  # bytes past `length` must never be stored
+    payload = os.urandom(length)
+    buffer.view[:length] = payload
+    storage.put_aligned("data/ab/aligned", buffer, length)
+    assert storage.get("data/ab/aligned") == payload
+    storage.put_aligned("data/ab/aligned", buffer, length // 2)  # overwriting a longer object
+    assert storage.get("data/ab/aligned") == payload[: length // 2]
+    with pytest.raises(ObjectExistsError):
+        storage.put_aligned("data/ab/aligned", buffer, length, overwrite=False)
+    buffer.close()
+
+
+def test_file_storage_without_direct_io_writes_the_same_bytes(tmp_path: Path) -> None:
+    buffer = AlignedBuffer(64 * 1024)
+    payload = os.urandom(40_000)
+    buffer.view[: len(payload)] = payload
+    for direct in (True, False):
+        storage = FileStorage(tmp_path / f"direct-{direct}", direct_io=direct)
+        storage.put_aligned("data/aa/p", buffer, len(payload))
+        assert (tmp_path / f"direct-{direct}" / "data/aa/p").read_bytes() == payload
+        assert not [p for p in (tmp_path / f"direct-{direct}" / "data/aa").iterdir() if p.name.startswith(".tmp-")]
 
 
 @pytest.mark.parametrize("name", ["", "/abs", "a/../b", "a//b", "./a"])

@@ -9,16 +9,24 @@ import pytest
 from Crypto.Cipher import AES
 
 from jobs.errors import IntegrityError
-from jobs.repository.crypto import NONCE_BYTES, TAG_BYTES, open_sealed, seal, seal_parts
+from jobs.repository.crypto import NONCE_BYTES, SEAL_OVERHEAD_BYTES, TAG_BYTES, open_sealed, seal, seal_parts_into
 
 KEY = bytes(range(32))
+
+
+def seal_parts(key: bytes, parts: tuple[bytes, ...], aad: bytes) -> bytes:
+    out = bytearray(SEAL_OVERHEAD_BYTES + sum(len(p) for p in parts))
+    seal_parts_into(key, parts, aad, memoryview(out))
+    return bytes(out)
+
+
 AAD = b"snapmover-blob:\x01" + bytes(32)
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, 1 << 20])
 def test_blob_sealed_by_openssl_opens_with_pycryptodome_and_back(size: int) -> None:
     data = os.urandom(size)
-    sealed = b"".join(seal_parts(KEY, (b"\x00", data), AAD))
+    sealed = seal_parts(KEY, (b"\x00", data), AAD)
     assert len(sealed) == NONCE_BYTES + 1 + size + TAG_BYTES
     cipher = AES.new(KEY, AES.MODE_GCM, nonce=sealed[:NONCE_BYTES])
     cipher.update(AAD)
@@ -27,7 +35,7 @@ def test_blob_sealed_by_openssl_opens_with_pycryptodome_and_back(size: int) -> N
 
 
 def test_every_flipped_byte_and_wrong_aad_fail_authentication() -> None:
-    sealed = bytearray(b"".join(seal_parts(KEY, (b"\x01", b"payload"), AAD)))
+    sealed = bytearray(seal_parts(KEY, (b"\x01", b"payload"), AAD))
     for i in range(len(sealed)):
         sealed[i] ^= 1
         with pytest.raises(IntegrityError, match="failed authentication"):

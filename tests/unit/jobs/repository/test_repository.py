@@ -92,6 +92,43 @@ def test_concurrent_add_flush_and_reload(tmp_path: Path) -> None:
     assert reopened.check(read_data=True).errors == []
 
 
+def test_packs_hold_tiny_oversized_and_torn_blobs_correctly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blobs are sealed into reused pack buffers: many tiny blobs (the trailer's room), a blob
+    larger than a whole buffer (a buffer of its own) and a writer that fails (its pack is dropped,
+    never stored with a torn blob) all end in packs that check and read back."""
+    storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    tiny = [b"%06d" % i for i in range(30_000)]
+    tiny_ids = [store(repo, "data", t) for t in tiny]
+    huge = os.urandom(12 * MiB)  # > pack target + largest chunk: an oversized buffer
+    huge_id = store(repo, "data", huge)
+    repo.flush()
+    sizes = [o.size for o in storage.list("data/")]
+    # the tiny blobs are split at about the target (a pack closes at the first blob reaching it)
+    assert max(sizes) > 12 * MiB and sum(1 for s in sizes if s <= MiB + 1024) >= 3
+
+    import jobs.repository.repository as module
+
+    def torn(*_args: object) -> None:
+        raise OSError("simulated failure while sealing")
+
+    monkeypatch.setattr(module, "seal_blob_into", torn)
+    lost = os.urandom(1000)
+    with pytest.raises(OSError, match="simulated"):
+        store(repo, "data", lost)
+    monkeypatch.undo()
+    repo.flush()
+    assert not repo.has_blob(repo.chunk_id(lost))  # not indexed, not pending: a later backup stores it
+    assert store(repo, "data", lost) and repo.flush() is None
+
+    reopened = Repository.open(storage, PASSWORD)
+    assert dict(reopened.load_blobs([*tiny_ids[::997], huge_id], parallel=2)) == {
+        **{cid: tiny[i * 997] for i, cid in enumerate(tiny_ids[::997])},
+        huge_id: huge,
+    }
+    assert reopened.load_blob(repo.chunk_id(lost)) == lost
+    assert reopened.check(read_data=True).errors == []
+
+
 def test_compressible_data_is_stored_smaller(tmp_path: Path) -> None:
     _, repo = new_repo(tmp_path)
     text = b"2026-11-24 INFO request served in 12ms path=/api/v1/things\n" * 20_000

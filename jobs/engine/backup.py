@@ -41,6 +41,7 @@ from typing import Final, Protocol
 from jobs.engine.pipeline import Abort, BufferPool, CdcConfig, Chunker, SharedBuffer, Stage, Stopped
 from jobs.engine.progress import ProgressTracker
 from jobs.errors import MoverError, VolumeIOError
+from jobs.repository.packs import BlobData
 from jobs.repository.tree import (
     NODE_BLOCK_VOLUME,
     NODE_DIR,
@@ -79,9 +80,9 @@ class BackupRepository(Protocol):
 
     def add_blob(self, kind: str, chunk_id: str, data: bytes | memoryview) -> int: ...
 
-    def load_blob(self, chunk_id: str) -> bytes: ...
+    def load_blob(self, chunk_id: str) -> BlobData: ...
 
-    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]: ...
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, BlobData]]: ...
 
 
 class RepoConfig(CdcConfig, Protocol):
@@ -127,7 +128,7 @@ def store_tree(repo: BackupRepository, nodes: list[Node]) -> tuple[str, int]:
 class BlobLoader(Protocol):
     """Bulk blob reading (the part of the Repository that tree loading needs)."""
 
-    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]: ...
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, BlobData]]: ...
 
 
 def load_trees(repo: BlobLoader, tree_ids: Iterable[str], parallel: int) -> dict[str, list[Node]]:

@@ -34,6 +34,7 @@ from jobs.engine.backup import load_trees
 from jobs.engine.pipeline import Abort, Stage, Stopped
 from jobs.engine.progress import ProgressTracker
 from jobs.errors import IntegrityError, UsageError, VolumeIOError
+from jobs.repository.packs import BlobData
 from jobs.repository.tree import (
     NODE_BLOCK_VOLUME,
     NODE_BLOCKDEV,
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 MiB: Final = 1024 * 1024
 OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunks arrive close together)
 WRITERS: Final = 2
+SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64
 WRITE_BATCH_BYTES: Final = 4 * MiB
@@ -71,9 +73,9 @@ _DEVICE_TYPES: Final = frozenset({NODE_CHARDEV, NODE_BLOCKDEV})
 class RestoreRepository(Protocol):
     """What the restore pipeline needs from :class:`jobs.repository.repository.Repository`."""
 
-    def load_blob(self, chunk_id: str) -> bytes: ...
+    def load_blob(self, chunk_id: str) -> BlobData: ...
 
-    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]: ...
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, BlobData]]: ...
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,16 @@ class _Plan:
     zero_runs: list[tuple[str, int, int]] = field(default_factory=list)
     # Files created at their first write (one open instead of two): path -> (truncate to, fresh)
     deferred: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    # Small files: their writes go to the writer of their directory (see shard_filesystem)
+    by_directory: set[str] = field(default_factory=set)
+
+    def shard_filesystem(self, path: str, _offset: int) -> int:
+        """Small files by directory, larger files by path.
+
+        Creating a file holds its directory's lock while the filesystem allocates an inode; one
+        writer per directory means the other writer never spins on that lock but creates files
+        in another directory meanwhile."""
+        return hash(os.path.dirname(path)) if path in self.by_directory else hash(path)
 
     def add_content(self, path: str, node: Node) -> None:
         offset = 0
@@ -114,7 +126,7 @@ class _Write:
     """One unit of work for a writer: a blob for some places, or a zero run to fill."""
 
     places: list[tuple[str, int]]
-    data: bytes = b""
+    data: BlobData = b""
     zero_length: int = 0  # > 0: fill [offset, offset + zero_length) of the single place with zeros
 
 
@@ -132,7 +144,7 @@ class _FileWriter:
         open_fd: Callable[[str], int],
         close_fd: Callable[[int], None],
         zero_fill: Callable[[int, str, int, int], None] | None,
-        write_data: Callable[[int, str, bytes, int], None],
+        write_data: Callable[[int, str, BlobData, int], None],
     ) -> None:
         self._plan = plan
         self._progress = progress
@@ -180,13 +192,8 @@ class _FileWriter:
         return create_file_for_write(path, size, fresh=fresh)
 
 
-def _write_file(fd: int, path: str, data: bytes, offset: int) -> None:
+def _write_file(fd: int, path: str, data: BlobData, offset: int) -> None:
     write_at(fd, data, offset, path=path)
-
-
-def shard_by_path(path: str, _offset: int) -> int:
-    """Filesystem restore: all writes to one file go to one writer."""
-    return hash(path)
 
 
 def shard_by_offset(_path: str, offset: int) -> int:
@@ -213,10 +220,10 @@ class _DataWriter:
         progress: ProgressTracker,
         abort: Abort,
         zero_fill: Callable[[int, str, int, int], None] | None,
-        shard: Callable[[str, int], int] = shard_by_path,
+        shard: Callable[[str, int], int],
         open_fd: Callable[[str], int] = open_for_write,
         close_fd: Callable[[int], None] = os.close,
-        write_data: Callable[[int, str, bytes, int], None] = _write_file,
+        write_data: Callable[[int, str, BlobData, int], None] = _write_file,
     ) -> None:
         self._repo = repo
         self._plan = plan
@@ -337,6 +344,8 @@ def restore_filesystem(
                     size = node.size if ends_in_hole else 0  # otherwise the last data write sets the size
                     if any(cid is not None for cid, _ in node.content):
                         plan.deferred[path] = (size, fresh)
+                        if node.size < SMALL_FILE_BYTES:
+                            plan.by_directory.add(path)
                     else:
                         create_file(path, size, fresh=fresh)
                     plan.add_content(path, node)
@@ -352,6 +361,7 @@ def restore_filesystem(
         progress=progress,
         abort=abort,
         zero_fill=None if write_sparse else _zero_fill_file,
+        shard=plan.shard_filesystem,
     ).run()
     for existing, path in links:
         create_hardlink(existing, path)

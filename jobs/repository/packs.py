@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
+import cramjam
 import snappy
 
 from jobs.errors import IntegrityError
@@ -37,6 +38,9 @@ PACK_HEADER_AAD: Final = b"snapmover-pack-header"
 HEADER_ENTRY: Final = struct.Struct("<32sBBII")
 HEADER_LENGTH: Final = struct.Struct("<I")
 CHUNK_ID_BYTES: Final = 32
+
+# An opened blob: the chunk's bytes, in whatever buffer holding them cost no extra copy.
+BlobData: TypeAlias = bytes | bytearray | memoryview
 
 
 def blob_aad(kind: int, chunk_id: bytes) -> bytes:
@@ -66,17 +70,23 @@ def seal_blob_into(
     seal_parts_into(key, (flag, payload), blob_aad(kind, chunk_id), out)
 
 
-def open_blob(key: bytes, kind: int, chunk_id: bytes, sealed: bytes | memoryview, where: str) -> bytes:
-    """Decrypt, authenticate and decompress one blob; IntegrityError naming ``where``."""
+def open_blob(key: bytes, kind: int, chunk_id: bytes, sealed: bytes | memoryview, where: str) -> BlobData:
+    """Decrypt, authenticate and decompress one blob; IntegrityError naming ``where``.
+
+    No copies beyond the decryption: a stored chunk is a view past the flag byte, a compressed
+    one is decompressed straight into a buffer of its (snappy-encoded) length."""
     plain = open_sealed(key, sealed, blob_aad(kind, chunk_id), f"blob {chunk_id.hex()[:16]} in {where}")
     flag, body = plain[:1], memoryview(plain)[1:]
     if flag == FLAG_RAW:
-        return bytes(body)
+        return body
     if flag == FLAG_SNAPPY:
         try:
-            return bytes(snappy.decompress(body))
-        except Exception as e:
-            raise IntegrityError(f"blob {chunk_id.hex()[:16]} in {where} does not decompress") from e
+            out = bytearray(cramjam.snappy.decompress_raw_len(body))
+            if cramjam.snappy.decompress_raw_into(body, out) == len(out):
+                return out
+        except cramjam.DecompressionError:
+            pass
+        raise IntegrityError(f"blob {chunk_id.hex()[:16]} in {where} does not decompress")
     raise IntegrityError(f"blob {chunk_id.hex()[:16]} in {where} has an unknown compression flag")
 
 

@@ -49,6 +49,7 @@ from jobs.repository.packs import (
     FLAG_SNAPPY,
     KIND_CODES,
     KIND_NAMES,
+    BlobData,
     PackEntry,
     compress_chunk,
     encode_pack_trailer,
@@ -188,6 +189,7 @@ class Repository:
         self.id = config.id
         self._lock = threading.Lock()
         self._index = Index()
+        self._read_buffers = threading.local()  # load_blobs: one reused read buffer per thread
         self.index_files: list[str] = []
         self.damaged: list[str] = []  # objects found corrupted while opening (reported by check)
         self._pending: set[bytes] = set()
@@ -284,7 +286,7 @@ class Repository:
 
     # --- chunks ---------------------------------------------------------------------------------
 
-    def chunk_id(self, data: bytes | memoryview) -> str:
+    def chunk_id(self, data: BlobData) -> str:
         """Keyed BLAKE3 of the chunk, as 64 hex characters. Thread safe."""
         return blake3.blake3(data, key=self._keys.chunk_id).hexdigest()
 
@@ -510,12 +512,12 @@ class Repository:
             raise IntegrityError(f"blob {cid.hex()[:16]} is referenced but in no index (missing or damaged index)")
         return loc
 
-    def _verify(self, cid: bytes, data: bytes, where: str) -> bytes:
+    def _verify(self, cid: bytes, data: BlobData, where: str) -> BlobData:
         if blake3.blake3(data, key=self._keys.chunk_id).digest() != cid:
             raise IntegrityError(f"blob {cid.hex()[:16]} in {where} does not match its id")
         return data
 
-    def load_blob(self, chunk_id: str) -> bytes:
+    def load_blob(self, chunk_id: str) -> BlobData:
         """Read, decrypt and verify one blob; IntegrityError (naming the pack) when it is damaged."""
         cid = bytes.fromhex(chunk_id)
         loc = self._location(cid)
@@ -525,7 +527,7 @@ class Repository:
             raise IntegrityError(f"pack {loc.pack} holding blob {chunk_id[:16]} is missing or truncated") from e
         return self._verify(cid, open_blob(self._keys.encryption, loc.kind, cid, sealed, loc.pack), loc.pack)
 
-    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, bytes]]:
+    def load_blobs(self, chunk_ids: Iterable[str], *, parallel: int = 4) -> Iterator[tuple[str, BlobData]]:
         """Read many blobs with merged, parallel ranged reads; yields each requested id once, any order."""
         by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
         seen: set[bytes] = set()
@@ -540,7 +542,7 @@ class Repository:
         if not ranges:
             return
         with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="blob-read") as pool:
-            pending: set[Future[list[tuple[str, bytes]]]] = set()
+            pending: set[Future[list[tuple[str, BlobData]]]] = set()
             todo = iter(ranges)
             window = max(1, parallel) * 2
             for r in todo:
@@ -555,12 +557,17 @@ class Repository:
                     if nxt is not None:
                         pending.add(pool.submit(self._read_range, nxt))
 
-    def _read_range(self, entries: list[tuple[bytes, Location]]) -> list[tuple[str, bytes]]:
+    def _read_range(self, entries: list[tuple[bytes, Location]]) -> list[tuple[str, BlobData]]:
         pack = entries[0][1].pack
         start = entries[0][1].offset
         end = entries[-1][1].offset + entries[-1][1].length
+        # One read buffer per loading thread, reused range after range: the opened blobs never
+        # point into it (decryption copies), so it is free again when this returns.
+        buffer: bytearray | None = getattr(self._read_buffers, "buffer", None)
+        if buffer is None or len(buffer) < end - start:
+            buffer = self._read_buffers.buffer = bytearray(max(end - start, READ_MAX_RANGE_BYTES))
         try:
-            data = memoryview(self.storage.get(pack, start, end - start))
+            data = self.storage.get_into(pack, start, memoryview(buffer)[: end - start])
         except ObjectNotFoundError as e:
             raise IntegrityError(f"pack {pack} is missing or truncated") from e
         out = []

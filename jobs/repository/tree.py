@@ -111,10 +111,10 @@ def encode_tree(nodes: list[Node]) -> bytes:
     )
 
 
-def decode_tree(data: bytes) -> list[Node]:
+def decode_tree(data: bytes | bytearray | memoryview) -> list[Node]:
     """Parse a tree blob plaintext; raises IntegrityError when it is not a valid tree."""
     try:
-        doc = json.loads(data.decode("utf-8", "surrogatepass"))
+        doc = json.loads(str(data, "utf-8", "surrogatepass"))
     except (UnicodeDecodeError, ValueError) as e:
         raise IntegrityError(f"malformed tree blob: {e}") from e
     if not isinstance(doc, dict) or doc.get("v") != TREE_FORMAT_VERSION or not isinstance(doc.get("entries"), list):

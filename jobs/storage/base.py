@@ -11,6 +11,8 @@ Contract every implementation keeps (and every caller may rely on):
   even if the writer crashes mid-way. With ``overwrite=False`` it is create-only: if the object
   exists it raises :class:`~jobs.errors.ObjectExistsError` (S3 ``If-None-Match: *``).
 * ``get`` with a range returns exactly ``length`` bytes or raises; a short read is an error.
+  ``get_into`` is the same ranged read of ``len(buffer)`` bytes; a backend that can read into
+  the caller's (reused) buffer does so (``file://``), the others return a fresh object.
 * ``list`` yields every object under a prefix, however many (pagination is internal).
 * ``delete`` is idempotent: deleting a missing object succeeds.
 * ``put_aligned`` stores the first ``length`` bytes of an :class:`AlignedBuffer`; a backend that
@@ -79,6 +81,12 @@ class Storage(ABC):
     @abstractmethod
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         """Return the object's bytes, or ``length`` bytes from ``offset``."""
+
+    def get_into(self, name: str, offset: int, buffer: memoryview) -> memoryview:
+        """``len(buffer)`` bytes from ``offset``, read into ``buffer`` where the backend can.
+
+        Returns the bytes read: ``buffer`` itself, or a view of a fresh object."""
+        return memoryview(self.get(name, offset, len(buffer)))
 
     @abstractmethod
     def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:

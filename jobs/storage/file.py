@@ -71,11 +71,30 @@ class FileStorage(Storage):
             raise ObjectNotFoundError(f"object {name} not found in {self.location}") from e
         except OSError as e:
             raise _translate(e, name) from e
-        if len(data) != length:
-            raise ObjectNotFoundError(
-                f"object {name}: short read ({len(data)} of {length} bytes at offset {offset}); it is truncated"
-            )
+        _check_length(name, len(data), length, offset)
         return data
+
+    def get_into(self, name: str, offset: int, buffer: memoryview) -> memoryview:
+        path = self._path(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise ObjectNotFoundError(f"object {name} not found in {self.location}") from e
+        except OSError as e:
+            raise _translate(e, name) from e
+        try:
+            got = 0
+            while got < len(buffer):
+                n = os.preadv(fd, [buffer[got:]], offset + got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as e:
+            raise _translate(e, name) from e
+        finally:
+            os.close(fd)
+        _check_length(name, got, len(buffer), offset)
+        return buffer
 
     def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
         self._store(name, overwrite, lambda fd: _write_all(fd, memoryview(data)))
@@ -177,6 +196,13 @@ def _write_all(fd: int, view: memoryview) -> None:
 def _remove_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def _check_length(name: str, got: int, length: int, offset: int) -> None:
+    if got != length:
+        raise ObjectNotFoundError(
+            f"object {name}: short read ({got} of {length} bytes at offset {offset}); it is truncated"
+        )
 
 
 def _translate(e: OSError, name: str) -> Exception:

@@ -78,6 +78,9 @@ class RetryingStorage(Storage):
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         return self._call(f"get {name}", lambda: self._inner.get(name, offset, length))
 
+    def get_into(self, name: str, offset: int, buffer: memoryview) -> memoryview:
+        return self._call(f"get {name}", lambda: self._inner.get_into(name, offset, buffer))
+
     def put(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> None:
         self._call(f"put {name}", lambda: self._inner.put(name, data, overwrite=overwrite))
 

@@ -92,7 +92,7 @@ class BlockTarget:
         self._bounce: list[AlignedBuffer] = []
         self._bounce_lock = threading.Lock()
 
-    def write(self, data: bytes | memoryview, offset: int) -> None:
+    def write(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         """Write ``data`` at ``offset`` (thread safe); ``O_DIRECT`` when both are whole pages."""
         n = len(data)
         fd = self._direct_fd

@@ -109,7 +109,7 @@ def open_for_write(path: str) -> int:
         raise _volume_error(path, "open for writing", e) from e
 
 
-def write_at(fd: int, data: bytes | memoryview, offset: int, *, path: str) -> None:
+def write_at(fd: int, data: bytes | bytearray | memoryview, offset: int, *, path: str) -> None:
     """Write all of ``data`` at ``offset`` (``os.pwrite``; safe for concurrent writers)."""
     view = memoryview(data)
     done = 0

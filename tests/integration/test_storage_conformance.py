@@ -39,6 +39,20 @@ def test_put_get_roundtrip_and_ranges(storage: Storage) -> None:
     assert storage.exists("data/ab/object")
 
 
+def test_get_into_reads_the_range_into_the_callers_buffer_or_a_fresh_object(storage: Storage) -> None:
+    data = os.urandom(100_000)
+    storage.put("data/ab/object", data)
+    buffer = bytearray(b"\xff" * 2000)
+    got = storage.get_into("data/ab/object", 10, memoryview(buffer)[:1000])
+    assert bytes(got) == data[10:1010]
+    if got.obj is buffer:  # read in place: the rest of the buffer is untouched
+        assert buffer[1000:] == b"\xff" * 1000
+    with pytest.raises(ObjectNotFoundError, match=r"truncated|past its end"):
+        storage.get_into("data/ab/object", 99_500, memoryview(buffer)[:1000])
+    with pytest.raises(ObjectNotFoundError):
+        storage.get_into("nope", 0, memoryview(buffer)[:10])
+
+
 def test_overwrite_replaces_whole_object(storage: Storage) -> None:
     storage.put("config", b"a" * 1000)
     storage.put("config", b"b" * 10)

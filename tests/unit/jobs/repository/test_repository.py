@@ -16,6 +16,7 @@ from jobs.errors import (
     WrongPasswordError,
 )
 from jobs.repository.crypto import KdfParams
+from jobs.repository.packs import FLAG_RAW, FLAG_SNAPPY, KIND_DATA, open_blob, seal_blob_into, sealed_blob_length
 from jobs.repository.repository import MiB, Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.repository.tree import NODE_DIR, NODE_FILE, Node, decode_tree, encode_tree
@@ -127,6 +128,32 @@ def test_packs_hold_tiny_oversized_and_torn_blobs_correctly(tmp_path: Path, monk
     }
     assert reopened.load_blob(repo.chunk_id(lost)) == lost
     assert reopened.check(read_data=True).errors == []
+
+
+def test_load_blobs_results_stay_intact_while_read_buffers_are_reused(tmp_path: Path) -> None:
+    """Each loading thread reads range after range into one buffer: every blob handed out, stored
+    or compressed, must own its bytes (checked only after all ranges were read)."""
+    _, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    blobs = {}
+    for i in range(40):
+        data = os.urandom(300_000) if i % 2 else b"line %d of a compressible log\n" % i * 9000
+        blobs[store(repo, "data", data)] = data
+    repo.flush()
+    loaded = list(Repository.open(repo.storage, PASSWORD).load_blobs(list(blobs), parallel=2))
+    assert len(loaded) == len(blobs)
+    assert all(bytes(data) == blobs[cid] for cid, data in loaded)
+
+
+def test_an_authentic_blob_that_does_not_decompress_is_an_integrity_error() -> None:
+    key, cid = os.urandom(32), os.urandom(32)
+    payload = b"\xff\xff\xff\xff\x0f" + os.urandom(100)  # not a snappy stream
+    out = bytearray(sealed_blob_length(payload))
+    seal_blob_into(key, KIND_DATA, cid, FLAG_SNAPPY, payload, memoryview(out))
+    with pytest.raises(IntegrityError, match="does not decompress"):
+        open_blob(key, KIND_DATA, cid, bytes(out), "pack-x")
+    stored = bytearray(sealed_blob_length(b"plain"))
+    seal_blob_into(key, KIND_DATA, cid, FLAG_RAW, b"plain", memoryview(stored))
+    assert open_blob(key, KIND_DATA, cid, bytes(stored), "pack-x") == b"plain"
 
 
 def test_compressible_data_is_stored_smaller(tmp_path: Path) -> None:

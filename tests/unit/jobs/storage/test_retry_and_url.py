@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,11 @@ def test_malformed_urls_are_usage_errors(url: str) -> None:
 def test_redaction_drops_userinfo() -> None:
     assert "secret" not in redact_url("s3://key:secret@bucket/prefix?endpoint=http://h:1")
     assert redact_url("file:///a/b") == "file:///a/b"
+
+
+def test_file_storage_reads_ranges_into_the_callers_buffer(tmp_path: Path) -> None:
+    storage = RetryingStorage(FileStorage(tmp_path))
+    storage.put("data/pack", bytes(range(256)) * 4)
+    buffer = bytearray(64)
+    got = storage.get_into("data/pack", 250, memoryview(buffer)[:10])
+    assert got.obj is buffer and bytes(got) == bytes([250, 251, 252, 253, 254, 255, 0, 1, 2, 3])

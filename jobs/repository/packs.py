@@ -48,14 +48,27 @@ def blob_aad(kind: int, chunk_id: bytes) -> bytes:
     return b"snapmover-blob:" + bytes((kind,)) + chunk_id
 
 
-def compress_chunk(data: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
-    """``(flag, payload)``: the snappy-compressed chunk when that pays, else the chunk itself."""
+def compress_chunk(data: bytes | memoryview, scratch: bytearray | None = None) -> tuple[bytes, bytes | memoryview]:
+    """``(flag, payload)``: the snappy-compressed chunk when that pays, else the chunk itself.
+
+    With ``scratch`` (at least :func:`compress_bound` bytes, reused by the caller) the chunk is
+    compressed into it and the payload is a view of it, valid until the next call: no large
+    allocation per chunk. The output is the same raw snappy stream either way."""
     raw_length = len(data)
     if raw_length >= COMPRESSION_MIN_BYTES:
-        packed = snappy.compress(data)
+        packed: bytes | memoryview
+        if scratch is None:
+            packed = snappy.compress(data)
+        else:
+            packed = memoryview(scratch)[: cramjam.snappy.compress_raw_into(data, scratch)]
         if len(packed) <= raw_length - (raw_length >> COMPRESSION_MIN_SAVING_SHIFT):
             return FLAG_SNAPPY, packed
     return FLAG_RAW, data
+
+
+def compress_bound(raw_length: int) -> int:
+    """The most bytes snappy can produce for ``raw_length`` input bytes (its worst case)."""
+    return 32 + raw_length + raw_length // 6
 
 
 def sealed_blob_length(payload: bytes | memoryview) -> int:

@@ -51,6 +51,7 @@ from jobs.repository.packs import (
     KIND_NAMES,
     BlobData,
     PackEntry,
+    compress_bound,
     compress_chunk,
     encode_pack_trailer,
     open_blob,
@@ -89,6 +90,7 @@ PACK_TRAILER_ROOM_BYTES: Final = 64 * KiB
 # Ranged reads merge blobs separated by at most this gap, up to this many bytes per request.
 READ_MERGE_GAP_BYTES: Final = 256 * KiB
 READ_MAX_RANGE_BYTES: Final = 8 * MiB
+SCRATCH_MIN_RAW_BYTES: Final = 1 * MiB  # a compression buffer starts this big (grows to the largest chunk)
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ class Repository:
         self._lock = threading.Lock()
         self._index = Index()
         self._read_buffers = threading.local()  # load_blobs: one reused read buffer per thread
+        self._scratch = threading.local()  # add_blob: one reused compression buffer per thread
         self.index_files: list[str] = []
         self.damaged: list[str] = []  # objects found corrupted while opening (reported by check)
         self._pending: set[bytes] = set()
@@ -309,7 +312,7 @@ class Repository:
                 return 0
             self._pending.add(cid)
         code = KIND_CODES[kind]
-        flag, payload = compress_chunk(data)
+        flag, payload = compress_chunk(data, self._compress_scratch(len(data)))
         length = sealed_blob_length(payload)
         pack, out = self._reserve(PackEntry(cid, code, 0, length, len(data), flag == FLAG_SNAPPY))
         ok = False
@@ -319,6 +322,16 @@ class Repository:
         finally:
             self._written(pack, ok)
         return length
+
+    def _compress_scratch(self, raw_length: int) -> bytearray:
+        """This thread's compression buffer, grown to fit ``raw_length``: reused chunk after chunk,
+        so compressing allocates nothing (large short-lived allocations by several threads
+        are what bloats a process's heap beyond its data)."""
+        need = compress_bound(raw_length)
+        scratch: bytearray | None = getattr(self._scratch, "buffer", None)
+        if scratch is None or len(scratch) < need:
+            scratch = self._scratch.buffer = bytearray(max(need, compress_bound(SCRATCH_MIN_RAW_BYTES)))
+        return scratch
 
     def append_sealed(self, chunk_id: bytes, kind: int, sealed: memoryview, raw_length: int, compressed: bool) -> None:
         """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``."""

@@ -16,7 +16,16 @@ from jobs.errors import (
     WrongPasswordError,
 )
 from jobs.repository.crypto import KdfParams
-from jobs.repository.packs import FLAG_RAW, FLAG_SNAPPY, KIND_DATA, open_blob, seal_blob_into, sealed_blob_length
+from jobs.repository.packs import (
+    FLAG_RAW,
+    FLAG_SNAPPY,
+    KIND_DATA,
+    compress_bound,
+    compress_chunk,
+    open_blob,
+    seal_blob_into,
+    sealed_blob_length,
+)
 from jobs.repository.repository import MiB, Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.repository.tree import NODE_DIR, NODE_FILE, Node, decode_tree, encode_tree
@@ -142,6 +151,14 @@ def test_load_blobs_results_stay_intact_while_read_buffers_are_reused(tmp_path: 
     loaded = list(Repository.open(repo.storage, PASSWORD).load_blobs(list(blobs), parallel=2))
     assert len(loaded) == len(blobs)
     assert all(bytes(data) == blobs[cid] for cid, data in loaded)
+
+
+def test_compressing_into_a_reused_scratch_buffer_gives_the_same_payloads() -> None:
+    scratch = bytearray(compress_bound(64 * 1024))
+    for data in (b"x" * 100, os.urandom(64 * 1024), b"a compressible log line\n" * 2700, b"y" * 300):
+        flag, payload = compress_chunk(data, scratch)
+        assert (flag, bytes(payload)) == tuple(map(bytes, compress_chunk(data)))
+    assert compress_chunk(b"z" * 5000, scratch)[0] == FLAG_SNAPPY
 
 
 def test_an_authentic_blob_that_does_not_decompress_is_an_integrity_error() -> None:

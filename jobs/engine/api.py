@@ -25,7 +25,7 @@ from jobs.engine.pipeline import Abort
 from jobs.engine.progress import Progress, ProgressCallback, ProgressTracker
 from jobs.engine.restore import RestoreStats, restore_block, restore_filesystem
 from jobs.errors import ConfigError, UsageError, VolumeIOError
-from jobs.repository.repository import PACKS_IN_FLIGHT, Repository
+from jobs.repository.repository import OPEN_PACKS, PACKS_IN_FLIGHT, Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.storage.url import open_storage
 
@@ -91,7 +91,7 @@ class DataPathOptions:
         (data and tree): blobs are sealed into it and it is written as is.
         """
         in_flight = max(PACKS_IN_FLIGHT, self.upload_parallel)
-        packs = (in_flight + 2) * self.pack_target_bytes
+        packs = (in_flight + OPEN_PACKS) * self.pack_target_bytes
         return max(MIN_DATA_BUDGET_BYTES, self.pipeline_limit_bytes(resident) - packs)
 
 

@@ -85,6 +85,7 @@ DEFAULT_CDC_AVG_BYTES: Final = 1 * MiB
 DEFAULT_CDC_MAX_BYTES: Final = 8 * MiB
 # Packs uploading or waiting to upload: with the open packs, bounds the pack buffers in memory.
 PACKS_IN_FLIGHT: Final = 3
+OPEN_PACKS: Final = 2  # one being filled per blob kind (data, tree)
 # Room past a full pack's blobs for its trailer (header entries of the last blobs added).
 PACK_TRAILER_ROOM_BYTES: Final = 64 * KiB
 # Ranged reads merge blobs separated by at most this gap, up to this many bytes per request.
@@ -143,15 +144,21 @@ class _OpenPack:
 
 
 class _PackBuffers:
-    """Reusable pack buffers (a fresh mapping costs a page fault per 4 KiB on every pack)."""
+    """Reusable pack buffers (a fresh mapping costs a page fault per 4 KiB on every pack), at
+    most ``limit`` in use at once: packs being filled, waiting for an upload slot and uploading
+    all hold one, so this, not the number of uploads, is what bounds their memory."""
 
-    def __init__(self, capacity: int, keep: int) -> None:
+    def __init__(self, capacity: int, keep: int, limit: int) -> None:
         self.capacity = capacity
         self._keep = keep
         self._free: list[AlignedBuffer] = []
         self._lock = threading.Lock()
+        self._permits = threading.Semaphore(limit)
 
-    def take(self, needed: int) -> AlignedBuffer:
+    def try_take(self, needed: int) -> AlignedBuffer | None:
+        """A buffer for at least ``needed`` bytes, or None when ``limit`` are in use (never blocks)."""
+        if not self._permits.acquire(blocking=False):
+            return None
         if needed <= self.capacity:
             with self._lock:
                 if self._free:
@@ -159,12 +166,20 @@ class _PackBuffers:
             return AlignedBuffer(self.capacity)
         return AlignedBuffer(needed)  # one oversized blob (a huge tree): a buffer of its own
 
+    def wait(self) -> None:
+        """Block until a buffer is given back (or one is free); does not take it."""
+        self._permits.acquire()
+        self._permits.release()
+
     def give(self, buffer: AlignedBuffer) -> None:
-        with self._lock:
-            if buffer.capacity == round_up(self.capacity, PAGE_BYTES) and len(self._free) < self._keep:
-                self._free.append(buffer)
-                return
-        buffer.close()
+        try:
+            with self._lock:
+                if buffer.capacity == round_up(self.capacity, PAGE_BYTES) and len(self._free) < self._keep:
+                    self._free.append(buffer)
+                    return
+            buffer.close()
+        finally:
+            self._permits.release()
 
     def close(self) -> None:
         with self._lock:
@@ -203,7 +218,9 @@ class Repository:
         in_flight = max(PACKS_IN_FLIGHT, upload_parallel)
         self._in_flight = threading.BoundedSemaphore(in_flight)
         largest_blob = max(config.cdc_max_bytes, config.block_size) + BLOB_OVERHEAD_BYTES
-        self._buffers = _PackBuffers(config.pack_target_bytes + largest_blob + PACK_TRAILER_ROOM_BYTES, in_flight)
+        self._buffers = _PackBuffers(
+            config.pack_target_bytes + largest_blob + PACK_TRAILER_ROOM_BYTES, in_flight, in_flight + OPEN_PACKS
+        )
         self._futures: set[Future[None]] = set()
         self._upload_error: BaseException | None = None
         self._locks = LockManager(storage, keys.encryption)
@@ -346,29 +363,37 @@ class Repository:
             self._written(pack, ok)
 
     def _reserve(self, entry: PackEntry) -> tuple[_OpenPack, memoryview]:
-        """Room for one blob in the open pack of its kind (closing that pack when it is full)."""
-        ready: list[_OpenPack] = []
+        """Room for one blob in the open pack of its kind (closing that pack when it is full).
+
+        When a new pack needs a buffer and all are in use, wait for one outside the lock: the
+        packs holding them are uploaded (or completed by their writers) meanwhile."""
         length = entry.length
-        with self._lock:
-            pack = self._open[entry.kind]
-            if (
-                pack is not None
-                and pack.size + length + pack_trailer_length(len(pack.entries) + 1) > pack.buffer.capacity
-            ):
-                ready += self._close(pack)
-                pack = None
-            if pack is None:
-                buffer = self._buffers.take(length + pack_trailer_length(1))
-                pack = self._open[entry.kind] = _OpenPack(new_pack_name(), buffer)
-            offset = pack.size
-            pack.entries.append(dataclasses.replace(entry, offset=offset))
-            pack.size += length
-            pack.writers += 1
-            if pack.size + pack_trailer_length(len(pack.entries)) >= self.config.pack_target_bytes:
-                ready += self._close(pack)
-        for full in ready:
-            self._submit(full)
-        return pack, pack.buffer.view[offset : offset + length]
+        while True:
+            ready: list[_OpenPack] = []
+            with self._lock:
+                pack = self._open[entry.kind]
+                if (
+                    pack is not None
+                    and pack.size + length + pack_trailer_length(len(pack.entries) + 1) > pack.buffer.capacity
+                ):
+                    ready += self._close(pack)
+                    pack = None
+                if pack is None:
+                    buffer = self._buffers.try_take(length + pack_trailer_length(1))
+                    if buffer is not None:
+                        pack = self._open[entry.kind] = _OpenPack(new_pack_name(), buffer)
+                if pack is not None:
+                    offset = pack.size
+                    pack.entries.append(dataclasses.replace(entry, offset=offset))
+                    pack.size += length
+                    pack.writers += 1
+                    if pack.size + pack_trailer_length(len(pack.entries)) >= self.config.pack_target_bytes:
+                        ready += self._close(pack)
+            for full in ready:
+                self._submit(full)
+            if pack is not None:
+                return pack, pack.buffer.view[offset : offset + length]
+            self._buffers.wait()
 
     def _close(self, pack: _OpenPack) -> list[_OpenPack]:
         """Under the lock: no more blobs go into ``pack``; returns it when it can be uploaded now."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,10 @@ from jobs.repository.packs import (
     seal_blob_into,
     sealed_blob_length,
 )
-from jobs.repository.repository import MiB, Repository
+from jobs.repository.repository import OPEN_PACKS, PACKS_IN_FLIGHT, MiB, Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.repository.tree import NODE_DIR, NODE_FILE, Node, decode_tree, encode_tree
+from jobs.storage.base import AlignedBuffer
 from jobs.storage.file import FileStorage
 
 FAST_KDF = KdfParams(n=1 << 10, r=8, p=1)
@@ -171,6 +173,52 @@ def test_an_authentic_blob_that_does_not_decompress_is_an_integrity_error() -> N
     stored = bytearray(sealed_blob_length(b"plain"))
     seal_blob_into(key, KIND_DATA, cid, FLAG_RAW, b"plain", memoryview(stored))
     assert open_blob(key, KIND_DATA, cid, bytes(stored), "pack-x") == b"plain"
+
+
+def test_pack_buffers_in_use_stay_bounded_while_uploads_are_slow(tmp_path: Path) -> None:
+    """Packs waiting for an upload slot hold their buffers too: with slow uploads and many
+    storing threads, no more than uploads-in-flight + open packs buffers exist at once."""
+
+    class SlowStorage(FileStorage):
+        def put_aligned(self, name: str, buffer: AlignedBuffer, length: int, *, overwrite: bool = True) -> None:
+            time.sleep(0.03)
+            super().put_aligned(name, buffer, length, overwrite=overwrite)
+
+    storage = SlowStorage(tmp_path / "repo")
+    Repository.init(storage, PASSWORD, kdf_params=FAST_KDF, pack_target_bytes=1 * MiB)
+    repo = Repository.open(storage, PASSWORD, upload_parallel=2)
+    pool = repo._buffers  # noqa: SLF001 - the bound under test
+    in_use, peak, lock = [0], [0], threading.Lock()
+    take, give = pool.try_take, pool.give
+
+    def counted_take(needed: int) -> AlignedBuffer | None:
+        buffer = take(needed)
+        if buffer is not None:
+            with lock:
+                in_use[0] += 1
+                peak[0] = max(peak[0], in_use[0])
+        return buffer
+
+    def counted_give(buffer: AlignedBuffer) -> None:
+        with lock:
+            in_use[0] -= 1
+        give(buffer)
+
+    pool.try_take, pool.give = counted_take, counted_give  # type: ignore[method-assign]
+    chunks = [os.urandom(200_000) for _ in range(120)]  # ~24 packs of 1 MiB
+
+    def add(part: list[bytes]) -> None:
+        for data in part:
+            store(repo, "data", data)
+
+    threads = [threading.Thread(target=add, args=(chunks[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    repo.flush()
+    assert peak[0] <= PACKS_IN_FLIGHT + OPEN_PACKS
+    assert all(bytes(repo.load_blob(repo.chunk_id(c))) == c for c in chunks[::7])
 
 
 def test_compressible_data_is_stored_smaller(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64
 WRITE_BATCH_BYTES: Final = 4 * MiB
-WRITE_QUEUE_BATCHES: Final = 4  # per writer: at most ~4 x (4 MiB + one 8 MiB chunk) queued
+WRITE_QUEUE_BATCHES: Final = 2  # per writer: at most ~2 x (4 MiB + one 8 MiB chunk) queued
 _DEVICE_TYPES: Final = frozenset({NODE_CHARDEV, NODE_BLOCKDEV})
 
 

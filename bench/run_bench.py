@@ -1,9 +1,10 @@
 """`make bench`: snapmover side by side with restic and borg on the same data, in one run.
 
-Steps per tool (all repositories local and encrypted; data hot in the page cache for every tool
-— the source before a backup, the repository before a restore — and earlier steps' writeback
-flushed before each timed step, the same conditions for each): init, initial backup, no-change backup, backup after ~1 % of the
-files changed, full restore (verified against the source afterwards; verification not timed).
+Steps per tool (all repositories local and encrypted): init, initial backup, no-change backup,
+backup after ~1 % of the files changed, full restore (verified against the source afterwards;
+verification not timed). The same conditions for each tool: data hot in the page cache (the
+source before a backup, the repository before a restore), earlier steps' writeback flushed before
+each timed step, and no tree deleted until the run ends (see filesystem_round).
 Also: a raw block image (half zeros) backed up and restored by snapmover in block mode (restic and
 borg back the image file up as a file, for reference), and an S3 variant (snapmover vs restic
 against the same local moto server). Every command runs under /usr/bin/time -v for wall time and
@@ -390,8 +391,10 @@ def filesystem_round(report: Report, tools: list[Tool], orig: Path, stats: dict[
         if not ok:
             report.steps[-1].note = "RESTORED DATA DIFFERS"
             print(f"   !! {tool.name}: restored data differs", flush=True)
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.rmtree(src, ignore_errors=True)
+        # The trees stay until the run ends (the whole run directory is removed then): on an ext4
+        # without a journal, files created within minutes of many deletions cost extra kernel
+        # time (inodes freed recently are skipped one by one), which would slow down whichever
+        # tool happened to restore right after another tool's trees were deleted.
         tool.maintain(report, label)  # repository maintenance on the repository just built
 
 

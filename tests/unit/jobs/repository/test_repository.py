@@ -187,7 +187,7 @@ def test_pack_buffers_in_use_stay_bounded_while_uploads_are_slow(tmp_path: Path)
     storage = SlowStorage(tmp_path / "repo")
     Repository.init(storage, PASSWORD, kdf_params=FAST_KDF, pack_target_bytes=1 * MiB)
     repo = Repository.open(storage, PASSWORD, upload_parallel=2)
-    pool = repo._buffers  # noqa: SLF001 - the bound under test
+    pool = repo._buffers  # the bound under test
     in_use, peak, lock = [0], [0], threading.Lock()
     take, give = pool.try_take, pool.give
 

@@ -11,7 +11,8 @@ Called by :func:`jobs.engine.api.restore`. Filesystem restore runs in four steps
    blob is ``pwrite``n to all its places by ``WRITERS`` writer threads (each owns a shard of
    the files). Only verified bytes ever reach the target; an
    :class:`~jobs.errors.IntegrityError` stops everything. Files are sized with ``ftruncate``
-   so zero runs are holes.
+   so zero runs are holes. Files of ``DIRECT_FILE_BYTES`` and more get the whole pages of each
+   write through a second ``O_DIRECT`` descriptor (:func:`jobs.volume.target.write_split`).
 3. **Hardlinks**: the other names of a multiply linked inode become links to the first name.
 4. **Metadata**: owners, xattrs, modes and times of files, then of directories deepest first,
    and finally of the target directory itself (the snapshot's root).
@@ -44,6 +45,7 @@ from jobs.repository.tree import (
     Node,
     decode_tree,
 )
+from jobs.storage.base import AlignedBuffer
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import apply_metadata
 from jobs.volume.target import (
@@ -52,8 +54,10 @@ from jobs.volume.target import (
     create_file_for_write,
     create_hardlink,
     create_special,
+    open_direct,
     open_for_write,
     write_at,
+    write_split,
 )
 from jobs.volume.target import write_zeros as write_zero_range
 
@@ -62,6 +66,10 @@ log = logging.getLogger(__name__)
 MiB: Final = 1024 * 1024
 OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunks arrive close together)
 WRITERS: Final = 2
+# Files this large get their whole pages written with O_DIRECT: no copy into (and no growth of) the
+# page cache, the largest kernel cost of a restore; the partial pages at chunk edges stay buffered.
+DIRECT_FILE_BYTES: Final = 4 * MiB
+DIRECT_BOUNCE_BYTES: Final = 8 * MiB + 2 * 4096  # the largest chunk (default CDC maximum), whole pages
 SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64
@@ -98,6 +106,8 @@ class _Plan:
     deferred: dict[str, tuple[int, bool]] = field(default_factory=dict)
     # Small files: their writes go to the writer of their directory (see shard_filesystem)
     by_directory: set[str] = field(default_factory=set)
+    # Large files: created at full size, the whole pages of each write go with O_DIRECT
+    direct: set[str] = field(default_factory=set)
 
     def shard_filesystem(self, path: str, _offset: int) -> int:
         """Small files by directory, larger files by path.
@@ -153,6 +163,8 @@ class _FileWriter:
         self._zero_fill = zero_fill
         self._write_data = write_data
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self._direct_fds: dict[str, int | None] = {}  # O_DIRECT descriptors of plan.direct files
+        self._bounce: AlignedBuffer | None = None
 
     def write_batch(self, items: list[_Write]) -> None:
         for item in items:
@@ -166,13 +178,32 @@ class _FileWriter:
             self._progress.add(bytes_done=item.zero_length)
             return
         for path, offset in item.places:
-            self._write_data(self._fd(path), path, item.data, offset)
+            fd = self._fd(path)
+            direct_fd = self._direct_fds.get(path)
+            if direct_fd is None:
+                self._write_data(fd, path, item.data, offset)
+            elif not write_split(fd, direct_fd, item.data, offset, self._bounce_buffer(), path=path):
+                self._direct_fds[path] = None  # O_DIRECT refused after all: the page cache from now on
+                os.close(direct_fd)
         self._progress.add(bytes_done=len(item.data) * len(item.places))
 
+    def _bounce_buffer(self) -> AlignedBuffer:
+        if self._bounce is None:
+            self._bounce = AlignedBuffer(DIRECT_BOUNCE_BYTES)
+        return self._bounce
+
     def close(self) -> None:
-        for fd in self._fds.values():
-            self._close_fd(fd)
-        self._fds.clear()
+        for path in list(self._fds):
+            self._forget(path)
+        if self._bounce is not None:
+            self._bounce.close()
+            self._bounce = None
+
+    def _forget(self, path: str) -> None:
+        self._close_fd(self._fds.pop(path))
+        direct_fd = self._direct_fds.pop(path, None)
+        if direct_fd is not None:
+            os.close(direct_fd)
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
@@ -180,8 +211,10 @@ class _FileWriter:
             self._fds.move_to_end(path)
             return fd
         if len(self._fds) >= OPEN_FILES:
-            self._close_fd(self._fds.popitem(last=False)[1])
+            self._forget(next(iter(self._fds)))
         self._fds[path] = fd = self._open_or_create(path)
+        if path in self._plan.direct:
+            self._direct_fds[path] = open_direct(path)
         return fd
 
     def _open_or_create(self, path: str) -> int:
@@ -341,11 +374,14 @@ def restore_filesystem(
                     if node.nlink > 1:
                         first_names[key] = path
                     ends_in_hole = not node.content or node.content[-1][0] is None
-                    size = node.size if ends_in_hole else 0  # otherwise the last data write sets the size
+                    direct = node.size >= DIRECT_FILE_BYTES  # O_DIRECT writes stay within the file's size
+                    size = node.size if ends_in_hole or direct else 0  # else the last data write sets it
                     if any(cid is not None for cid, _ in node.content):
                         plan.deferred[path] = (size, fresh)
                         if node.size < SMALL_FILE_BYTES:
                             plan.by_directory.add(path)
+                        if direct:
+                            plan.direct.add(path)
                     else:
                         create_file(path, size, fresh=fresh)
                     plan.add_content(path, node)

@@ -24,19 +24,11 @@ from typing import Final
 from jobs.errors import VolumeIOError
 from jobs.storage.base import PAGE_BYTES, AlignedBuffer
 from jobs.volume.source import open_for_read
-from jobs.volume.target import open_for_write, write_at, write_zeros
+from jobs.volume.target import open_direct, open_for_write, write_at, write_zeros
 
 BLKZEROOUT: Final = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 SECTOR_BYTES: Final = 512
 BOUNCE_BYTES: Final = 1024 * 1024  # the default block size: one bounce buffer per writer thread
-
-
-def _open_direct(path: str) -> int | None:
-    """A second descriptor with O_DIRECT, or None where the filesystem/device refuses it."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
-    except OSError:
-        return None
 
 
 class BlockSource:
@@ -87,7 +79,7 @@ class BlockTarget:
                 os.ftruncate(self.fd, size)  # after O_TRUNC: every block reads as zero (a hole)
             except OSError as e:
                 raise VolumeIOError(f"{path}: cannot create image file: {e.strerror}") from e
-        self._direct_fd: int | None = _open_direct(path)
+        self._direct_fd: int | None = open_direct(path)
         self._local = threading.local()
         self._bounce: list[AlignedBuffer] = []
         self._bounce_lock = threading.Lock()

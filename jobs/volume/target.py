@@ -9,11 +9,14 @@ type at a path is replaced; nothing outside the target directory is ever followe
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
+from typing import Final
 
 from jobs.errors import VolumeIOError
+from jobs.storage.base import PAGE_BYTES, AlignedBuffer
 from jobs.volume.metadata import FORMAT_BY_TYPE, NODE_SYMLINK
 from jobs.volume.source import ZERO_BYTES
 
@@ -118,6 +121,51 @@ def write_at(fd: int, data: bytes | bytearray | memoryview, offset: int, *, path
             done += os.pwrite(fd, view[done:], offset + done)
     except OSError as e:
         raise _volume_error(path, f"write at offset {offset + done}", e) from e
+
+
+DIRECT_MIN_BYTES: Final = 64 * 1024  # whole-page middles shorter than this go through the page cache
+
+
+def open_direct(path: str) -> int | None:
+    """A second write descriptor with ``O_DIRECT``, or None where the filesystem/device refuses it."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def write_split(
+    fd: int, direct_fd: int, data: bytes | bytearray | memoryview, offset: int, bounce: AlignedBuffer, *, path: str
+) -> bool:
+    """Write ``data`` at ``offset``: the whole pages in its middle with ``O_DIRECT`` (copied into
+    the page-aligned ``bounce``), the partial pages at both ends through the page cache (``fd``).
+
+    Writes of neighbouring ranges never share a page between the two paths: a partial end page
+    always goes through the page cache. Returns False when the kernel refused ``O_DIRECT``
+    (EINVAL), after writing everything through the page cache: the caller stops trying.
+    """
+    view = memoryview(data).cast("B")
+    end = offset + len(view)
+    first, last = -(-offset // PAGE_BYTES) * PAGE_BYTES, end // PAGE_BYTES * PAGE_BYTES
+    if last - first < DIRECT_MIN_BYTES or last - first > bounce.capacity:
+        write_at(fd, view, offset, path=path)
+        return True
+    if first > offset:
+        write_at(fd, view[: first - offset], offset, path=path)
+    middle = bounce.view[: last - first]
+    middle[:] = view[first - offset : last - offset]
+    done = 0
+    try:
+        while done < len(middle):
+            done += os.pwrite(direct_fd, middle[done:], first + done)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise _volume_error(path, f"write at offset {first + done}", e) from e
+        write_at(fd, view[first - offset + done :], first + done, path=path)
+        return False
+    if end > last:
+        write_at(fd, view[last - offset :], last, path=path)
+    return True
 
 
 def write_zeros(fd: int, offset: int, length: int, *, path: str) -> None:

@@ -137,7 +137,7 @@ def test_block_target_writes_from_many_threads_with_and_without_o_direct(
     import jobs.volume.block as block
 
     if not direct:
-        monkeypatch.setattr(block, "_open_direct", lambda _path: None)
+        monkeypatch.setattr(block, "open_direct", lambda _path: None)
     img = tmp_path / "out.img"
     size = 16 * MiB + 1234
     target = BlockTarget(str(img), size, write_sparse=True)
@@ -154,3 +154,46 @@ def test_block_target_writes_from_many_threads_with_and_without_o_direct(
         expected[offset : offset + len(data)] = data
     assert img.read_bytes() == bytes(expected)
     assert allocated_bytes(img) < 10 * MiB  # the odd blocks stayed holes
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_write_split_sends_whole_pages_direct_and_page_edges_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    """Unaligned chunks back to back (as a restore writes them): the file holds exactly the data,
+    whether O_DIRECT takes the middles or is refused (EINVAL) and everything goes buffered."""
+    import errno
+    import random
+    from itertools import pairwise
+
+    import jobs.volume.target as target_module
+    from jobs.storage.base import AlignedBuffer
+    from jobs.volume.target import DIRECT_MIN_BYTES, open_direct, write_split
+
+    path = tmp_path / "file"
+    size = 9 * MiB + 321
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.ftruncate(fd, size)
+    direct_fd = open_direct(str(path))
+    assert direct_fd is not None  # tmp_path is on a filesystem with O_DIRECT here
+    real_pwrite = os.pwrite
+    direct_bytes = [0]
+
+    def pwrite(f: int, data: memoryview, offset: int) -> int:
+        if f == direct_fd:
+            if refused:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            direct_bytes[0] += len(data)
+        return real_pwrite(f, data, offset)
+
+    monkeypatch.setattr(target_module.os, "pwrite", pwrite)
+    expected = os.urandom(size)
+    rng = random.Random(7)
+    cuts = sorted({0, size, *(rng.randrange(size) for _ in range(12)), 5000, 5000 + DIRECT_MIN_BYTES - 1})
+    bounce = AlignedBuffer(4 * MiB + 8192)  # one chunk is larger: that one goes buffered whole
+    results = [write_split(fd, direct_fd, expected[a:b], a, bounce, path=str(path)) for a, b in pairwise(cuts)]
+    os.close(direct_fd)
+    os.close(fd)
+    assert path.read_bytes() == expected
+    assert all(results) is not refused
+    assert (direct_bytes[0] > MiB) is not refused

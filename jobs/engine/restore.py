@@ -45,7 +45,7 @@ from jobs.repository.tree import (
     Node,
     decode_tree,
 )
-from jobs.storage.base import AlignedBuffer
+from jobs.storage.base import PAGE_BYTES, AlignedBuffer
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import apply_metadata
 from jobs.volume.target import (
@@ -69,7 +69,7 @@ WRITERS: Final = 2
 # Files this large get their whole pages written with O_DIRECT: no copy into (and no growth of) the
 # page cache, the largest kernel cost of a restore; the partial pages at chunk edges stay buffered.
 DIRECT_FILE_BYTES: Final = 4 * MiB
-DIRECT_BOUNCE_BYTES: Final = 8 * MiB + 2 * 4096  # the largest chunk (default CDC maximum), whole pages
+DIRECT_BOUNCE_BYTES: Final = 8 * MiB + 2 * PAGE_BYTES  # the largest chunk (default CDC maximum), whole pages
 SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64

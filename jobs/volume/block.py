@@ -13,7 +13,6 @@ available, by writing zeros; ``write_sparse=False`` forces explicit zero writes 
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import stat
@@ -24,7 +23,7 @@ from typing import Final
 from jobs.errors import VolumeIOError
 from jobs.storage.base import PAGE_BYTES, AlignedBuffer
 from jobs.volume.source import open_for_read
-from jobs.volume.target import open_direct, open_for_write, write_at, write_zeros
+from jobs.volume.target import open_direct, open_for_write, write_at, write_direct, write_zeros
 
 BLKZEROOUT: Final = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 SECTOR_BYTES: Final = 512
@@ -91,17 +90,10 @@ class BlockTarget:
         if fd is None or offset % PAGE_BYTES or n % PAGE_BYTES:
             write_at(self.fd, data, offset, path=self.path)
             return
-        view = self._bounce_view(n)
-        view[:] = data
-        done = 0
-        try:
-            while done < n:
-                done += os.pwrite(fd, view[done:], offset + done)
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise VolumeIOError(f"{self.path}: write at offset {offset + done}: {e.strerror}") from e
+        done = write_direct(fd, data, offset, self._bounce_view(n), path=self.path)
+        if done < n:
             self._direct_fd = None  # refused after all (alignment of this device): the page cache from now on
-            write_at(self.fd, data, offset, path=self.path)
+            write_at(self.fd, memoryview(data)[done:], offset + done, path=self.path)
 
     def _bounce_view(self, n: int) -> memoryview:
         buffer: AlignedBuffer | None = getattr(self._local, "buffer", None)

@@ -152,20 +152,31 @@ def write_split(
         return True
     if first > offset:
         write_at(fd, view[: first - offset], offset, path=path)
-    middle = bounce.view[: last - first]
-    middle[:] = view[first - offset : last - offset]
-    done = 0
-    try:
-        while done < len(middle):
-            done += os.pwrite(direct_fd, middle[done:], first + done)
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise _volume_error(path, f"write at offset {first + done}", e) from e
+    done = write_direct(direct_fd, view[first - offset : last - offset], first, bounce.view, path=path)
+    if done < last - first:
         write_at(fd, view[first - offset + done :], first + done, path=path)
         return False
     if end > last:
         write_at(fd, view[last - offset :], last, path=path)
     return True
+
+
+def write_direct(
+    direct_fd: int, data: bytes | bytearray | memoryview, offset: int, bounce: memoryview, *, path: str
+) -> int:
+    """Copy whole-page ``data`` into the page-aligned ``bounce`` and write it at ``offset`` with
+    ``O_DIRECT``. Returns the bytes written: ``len(data)``, or fewer when the kernel refused
+    ``O_DIRECT`` (EINVAL) — the caller writes the rest through the page cache."""
+    n = len(data)
+    bounce[:n] = data
+    done = 0
+    try:
+        while done < n:
+            done += os.pwrite(direct_fd, bounce[done:n], offset + done)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise _volume_error(path, f"write at offset {offset + done}", e) from e
+    return done
 
 
 def write_zeros(fd: int, offset: int, length: int, *, path: str) -> None:

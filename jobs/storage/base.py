@@ -25,6 +25,7 @@ Contract every implementation keeps (and every caller may rely on):
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -56,10 +57,20 @@ class AlignedBuffer:
         """Usable bytes (whole pages)."""
         return len(self._map)
 
+    @property
+    def unmapped(self) -> bool:
+        """True once :meth:`close` has unmapped the memory (False while a view of it is held)."""
+        return self._map.closed
+
     def close(self) -> None:
-        """Unmap the memory; the buffer must not be used afterwards."""
+        """Unmap the memory; the buffer must not be used afterwards.
+
+        A view of it that someone else still holds (a library's retried request kept alive by
+        an exception's traceback until the garbage collector runs) makes an immediate unmap
+        impossible; the mapping is then freed with that last view instead of failing the job."""
         self.view.release()
-        self._map.close()
+        with contextlib.suppress(BufferError):  # else unmapped when the last outstanding view is collected
+            self._map.close()
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,8 @@ class Storage(ABC):
 
     def put_aligned(self, name: str, buffer: AlignedBuffer, length: int, *, overwrite: bool = True) -> None:
         """Store ``buffer.view[:length]`` like :meth:`put` (backends may avoid copying it)."""
-        self.put(name, buffer.view[:length], overwrite=overwrite)
+        with buffer.view[:length] as view:  # released even if a failed attempt's traceback lives on
+            self.put(name, view, overwrite=overwrite)
 
     @abstractmethod
     def delete(self, name: str) -> None:

@@ -66,6 +66,12 @@ class _ViewReader(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def close(self) -> None:
+        """Release the view: botocore's retry bookkeeping may keep this reader alive (in an
+        exception's traceback) long after the request, and the caller reuses or unmaps the buffer."""
+        self._view.release()
+        super().close()
+
 
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 _PERMISSION_CODES = {
@@ -195,6 +201,9 @@ class S3Storage(Storage):
             raise self._translate(e, name) from e
         except botocore.exceptions.BotoCoreError as e:
             raise self._translate(e, name) from e
+        finally:
+            if isinstance(body, _ViewReader):
+                body.close()
 
     def delete(self, name: str) -> None:
         try:

@@ -143,6 +143,19 @@ def test_aligned_put_stores_exactly_the_first_length_bytes(storage: Storage, len
     buffer.close()
 
 
+def test_a_failed_aligned_put_keeps_no_view_of_the_buffer(storage: Storage) -> None:
+    """A pack buffer is reused or unmapped after its upload, even when the failed attempt's
+    exception (and the request frames in its traceback) is still alive, as a retry loop keeps it."""
+    buffer = AlignedBuffer(64 * 1024)
+    buffer.view[:5000] = os.urandom(5000)
+    storage.put_aligned("data/ab/held", buffer, 5000)
+    with pytest.raises(ObjectExistsError) as failed:
+        storage.put_aligned("data/ab/held", buffer, 5000, overwrite=False)
+    buffer.close()
+    assert buffer.unmapped, "a view of the buffer outlived the request"
+    assert failed.value.__traceback__ is not None  # the traceback really was still alive
+
+
 def test_file_storage_without_direct_io_writes_the_same_bytes(tmp_path: Path) -> None:
     buffer = AlignedBuffer(64 * 1024)
     payload = os.urandom(40_000)

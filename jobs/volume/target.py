@@ -9,6 +9,7 @@ type at a path is replaced; nothing outside the target directory is ever followe
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -161,6 +162,58 @@ def write_split(
     return True
 
 
+class _PyBuffer(ctypes.Structure):
+    """CPython's ``Py_buffer`` (the buffer protocol's view of an object's memory)."""
+
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.c_void_p),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+_get_buffer.restype = ctypes.c_int
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+_release_buffer.restype = None
+_PYBUF_SIMPLE: Final = 0
+_PYBUF_WRITABLE: Final = 1
+
+
+def _address(data: bytes | bytearray | memoryview, flags: int) -> tuple[int, int]:
+    """``(address, length)`` of a contiguous buffer's memory (BufferError if it is not usable)."""
+    view = _PyBuffer()
+    _get_buffer(data, ctypes.byref(view), flags)
+    try:
+        return view.buf or 0, view.len
+    finally:
+        _release_buffer(ctypes.byref(view))
+
+
+def copy_released(dst: memoryview, src: bytes | bytearray | memoryview) -> None:
+    """``dst[:len(src)] = src`` with the GIL released during the copy.
+
+    A slice assignment copies while holding the GIL; a restore's bounce copies (every large
+    file's bytes) then stall the loading threads' Python work. ``ctypes.memmove`` is a foreign
+    call, which releases it. Both objects are referenced here for the whole copy, so their
+    memory cannot go away meanwhile."""
+    src_address, n = _address(src, _PYBUF_SIMPLE)
+    dst_address, room = _address(dst, _PYBUF_WRITABLE)
+    if n > room:
+        raise ValueError(f"copy of {n} bytes into a {room}-byte buffer")
+    ctypes.memmove(dst_address, src_address, n)
+
+
 def write_direct(
     direct_fd: int, data: bytes | bytearray | memoryview, offset: int, bounce: memoryview, *, path: str
 ) -> int:
@@ -168,7 +221,7 @@ def write_direct(
     ``O_DIRECT``. Returns the bytes written: ``len(data)``, or fewer when the kernel refused
     ``O_DIRECT`` (EINVAL) — the caller writes the rest through the page cache."""
     n = len(data)
-    bounce[:n] = data
+    copy_released(bounce[:n], data)
     done = 0
     try:
         while done < n:

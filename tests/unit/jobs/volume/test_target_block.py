@@ -197,3 +197,19 @@ def test_write_split_sends_whole_pages_direct_and_page_edges_buffered(
     assert path.read_bytes() == expected
     assert all(results) is not refused
     assert (direct_bytes[0] > MiB) is not refused
+
+
+def test_copy_released_copies_every_kind_of_chunk_buffer() -> None:
+    from jobs.storage.base import AlignedBuffer
+    from jobs.volume.target import copy_released
+
+    bounce = AlignedBuffer(64 * 1024)
+    stored = bytes(range(256)) * 64  # a stored chunk: a read-only view past the flag byte
+    for src in (memoryview(b"\x00" + stored)[1:], bytearray(stored[:5000]), stored[:1]):
+        copy_released(bounce.view[: len(src)], src)
+        assert bytes(bounce.view[: len(src)]) == bytes(src)
+    with pytest.raises(ValueError, match="into a 10-byte buffer"):
+        copy_released(bounce.view[:10], stored[:11])
+    with pytest.raises(BufferError):
+        copy_released(memoryview(stored), stored[:1])  # a read-only destination
+    bounce.close()

@@ -47,7 +47,7 @@ from jobs.repository.tree import (
 )
 from jobs.storage.base import PAGE_BYTES, AlignedBuffer
 from jobs.volume.block import BlockTarget
-from jobs.volume.metadata import apply_metadata
+from jobs.volume.metadata import CreationRules, apply_metadata
 from jobs.volume.target import (
     create_dir,
     create_file,
@@ -102,8 +102,8 @@ class _Plan:
     lengths: dict[str, int] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     zero_runs: list[tuple[str, int, int]] = field(default_factory=list)
-    # Files created at their first write (one open instead of two): path -> (truncate to, fresh)
-    deferred: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    # Files created at their first write (one open instead of two): path -> (truncate to, fresh, mode)
+    deferred: dict[str, tuple[int, bool, int]] = field(default_factory=dict)
     # Small files: their writes go to the writer of their directory (see shard_filesystem)
     by_directory: set[str] = field(default_factory=set)
     # Large files: created at full size, the whole pages of each write go with O_DIRECT
@@ -221,8 +221,8 @@ class _FileWriter:
         deferred = self._plan.deferred.pop(path, None)
         if deferred is None:
             return self._open_fd(path)
-        size, fresh = deferred
-        return create_file_for_write(path, size, fresh=fresh)
+        size, fresh, mode = deferred
+        return create_file_for_write(path, size, fresh=fresh, mode=mode)
 
 
 def _write_file(fd: int, path: str, data: BlobData, offset: int) -> None:
@@ -349,9 +349,10 @@ def restore_filesystem(
         os.makedirs(target, exist_ok=True)
     except OSError as e:
         raise VolumeIOError(f"{target}: cannot create restore target: {e.strerror}") from e
+    rules = CreationRules.probe(target)
     plan = _Plan()
     dirs: list[tuple[str, Node]] = [(target, root)]
-    others: list[tuple[str, Node]] = []
+    others: list[tuple[str, Node, bool]] = []  # (path, node, created with its mode and owner)
     links: list[tuple[str, str]] = []
     first_names: dict[tuple[int, int], str] = {}
     level = [(target, root, target_is_new)]  # (path, node, the directory was empty when we started)
@@ -376,19 +377,21 @@ def restore_filesystem(
                     ends_in_hole = not node.content or node.content[-1][0] is None
                     direct = node.size >= DIRECT_FILE_BYTES  # O_DIRECT writes stay within the file's size
                     size = node.size if ends_in_hole or direct else 0  # else the last data write sets it
+                    preset = fresh and rules.preset(node)
+                    mode = node.mode if preset else 0o600
                     if any(cid is not None for cid, _ in node.content):
-                        plan.deferred[path] = (size, fresh)
+                        plan.deferred[path] = (size, fresh, mode)
                         if node.size < SMALL_FILE_BYTES:
                             plan.by_directory.add(path)
                         if direct:
                             plan.direct.add(path)
                     else:
-                        create_file(path, size, fresh=fresh)
+                        create_file(path, size, fresh=fresh, mode=mode)
                     plan.add_content(path, node)
                     progress.add(total_bytes=node.size, files_total=1)
-                elif not _create_special(path, node, fresh=fresh):
-                    continue
-                others.append((path, node))
+                    others.append((path, node, preset))
+                elif _create_special(path, node, fresh=fresh):
+                    others.append((path, node, False))
         level = next_level
     _DataWriter(
         repo,
@@ -401,13 +404,13 @@ def restore_filesystem(
     ).run()
     for existing, path in links:
         create_hardlink(existing, path)
-    for path, node in others:
-        apply_metadata(path, node)
+    for path, node, preset in others:
+        apply_metadata(path, node, preset=preset)
         if node.type == NODE_FILE:
             progress.add(files_done=1)
     for path, node in reversed(dirs):  # breadth-first order reversed: deepest first, the root last
         apply_metadata(path, node)
-    files = sum(1 for _, n in others if n.type == NODE_FILE) + len(links)
+    files = sum(1 for _, n, _ in others if n.type == NODE_FILE) + len(links)
     return RestoreStats(files=files, total_bytes=progress.total_bytes)
 
 

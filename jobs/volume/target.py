@@ -61,17 +61,18 @@ def create_dir(path: str, *, fresh: bool = False) -> bool:
         raise _volume_error(path, "create directory", e) from e
 
 
-def create_file(path: str, size: int, *, fresh: bool = False) -> None:
-    """Create (or replace) a regular file; ``size`` > 0 extends it with a hole to that size."""
-    os.close(create_file_for_write(path, size, fresh=fresh))
+def create_file(path: str, size: int, *, fresh: bool = False, mode: int = 0o600) -> None:
+    """Create (or replace) a regular file with ``mode`` (less the umask); ``size`` > 0 extends
+    it with a hole to that size."""
+    os.close(create_file_for_write(path, size, fresh=fresh, mode=mode))
 
 
-def create_file_for_write(path: str, size: int, *, fresh: bool = False) -> int:
+def create_file_for_write(path: str, size: int, *, fresh: bool = False, mode: int = 0o600) -> int:
     """Like :func:`create_file`, but return the open descriptor for positional writes."""
     try:
         if not fresh:
             _clear(path, keep_dir=False)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | _WRITE_FLAGS, 0o600)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | _WRITE_FLAGS, mode)
     except OSError as e:
         raise _volume_error(path, "create file", e) from e
     try:

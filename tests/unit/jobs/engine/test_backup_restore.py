@@ -18,7 +18,7 @@ from jobs.engine.restore import restore_block, restore_filesystem
 from jobs.errors import CanceledError, IntegrityError, StorageUnavailableError, UsageError, VolumeIOError
 from jobs.volume.source import bytes_read_total
 from tests.unit.jobs.engine.fakerepo import FakeRepository, MiB
-from tests.unit.jobs.volume.treecompare import allocated_bytes, compare_trees, make_sample_tree, write_sparse
+from tests.unit.jobs.volume.treecompare import IS_ROOT, allocated_bytes, compare_trees, make_sample_tree, write_sparse
 
 
 def run_backup(
@@ -397,3 +397,78 @@ def test_restore_cancel_stops_with_canceled_error(sample: Path, tmp_path: Path) 
             abort=Abort(cancel),
         )
     assert not (tmp_path / "out" / "large.bin").exists()
+
+
+MODES = (0o644, 0o600, 0o755, 0o640, 0o444, 0o000, 0o666, 0o4755, 0o2750, 0o1644)
+
+
+def mode_tree(src: Path, owner: tuple[int, int] | None = None) -> None:
+    """Files of many modes (and, as root, owners: ``owner`` or one per file), with data and
+    without, in nested directories."""
+    for i, mode in enumerate(MODES):
+        for sub in ("", "a/b/"):
+            f = src / f"{sub}m{mode:04o}"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"x" * (i * 100))  # the first one is empty
+            if IS_ROOT:
+                os.chown(f, *(owner or (1000 + i, 2000 + i)))  # before chmod: chown clears setuid
+            os.chmod(f, mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o000])
+def test_restored_modes_are_exact_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    src = tmp_path / "src"
+    mode_tree(src)
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, src)
+    old = os.umask(umask)
+    try:
+        run_restore(repo, stats.root, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert compare_trees(src, tmp_path / "out") == []
+    assert not [p for p in (tmp_path / "out").rglob(".snapmover-probe-*")]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: files of other owners and a setgid directory of another group")
+def test_restore_into_a_setgid_directory_of_another_group_keeps_each_files_group(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    mode_tree(src, owner=(0, 0))  # owned like the files the restore creates: only a probe tells them apart
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, src)
+    target = tmp_path / "out"
+    target.mkdir()
+    os.chown(target, 0, 4321)
+    os.chmod(target, 0o2775)  # new entries inherit group 4321
+    run_restore(repo, stats.root, target)
+    assert compare_trees(src, target) == []
+    for f in src.rglob("m*"):
+        restored = target / f.relative_to(src)
+        assert (restored.stat().st_uid, restored.stat().st_gid) == (f.stat().st_uid, f.stat().st_gid), f
+
+
+def test_files_created_with_their_final_mode_skip_the_chmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.volume import metadata as metadata_module
+
+    src = tmp_path / "src"
+    mode_tree(src, owner=(os.geteuid(), os.getegid()))
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, src)
+    changed: list[str] = []
+    real_chmod = os.chmod
+
+    def chmod(path: str, mode: int, **kwargs: object) -> None:
+        changed.append(os.path.basename(path))
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(metadata_module.os, "chmod", chmod)
+    old = os.umask(0o022)
+    try:
+        run_restore(repo, stats.root, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert compare_trees(src, tmp_path / "out") == []
+    files_chmodded = sorted({n for n in changed if n.startswith("m")})
+    # group/other write bits (umask 022) and special bits still need one; plain modes do not
+    expected = {f"m{m:04o}" for m in MODES if m & 0o7022 or not (IS_ROOT or m & 0o200)}
+    assert set(files_chmodded) == expected

@@ -109,3 +109,29 @@ def test_vanished_entry_is_a_volume_error(tmp_path: Path) -> None:
     os.unlink(tmp_path / "l")
     with pytest.raises(VolumeIOError, match="vanished"):
         capture_metadata("l", str(tmp_path / "l"), st)
+
+
+def test_creation_rules_probe_learns_owner_and_umask_and_leaves_nothing(tmp_path: Path) -> None:
+    from jobs.volume.metadata import CreationRules
+
+    old = os.umask(0o027)
+    try:
+        rules = CreationRules.probe(str(tmp_path))
+    finally:
+        os.umask(old)
+    assert rules.owner == (os.geteuid(), os.getegid())
+    assert rules.umask == 0o027
+    assert list(tmp_path.iterdir()) == []
+    assert rules.creation_mode(0o640) == 0o640
+    assert rules.creation_mode(0o644) is None  # the umask would take the other-read bit
+    assert rules.creation_mode(0o4750) is None  # special bits: chown clears them, so chmod comes last
+    assert rules.creation_mode(0o440) == (0o440 if IS_ROOT else None)  # reopening it needs root
+
+
+def test_creation_rules_in_an_unusable_target_predict_nothing(tmp_path: Path) -> None:
+    from jobs.volume.metadata import CreationRules
+
+    rules = CreationRules.probe(str(tmp_path / "missing"))
+    assert (rules.owner, rules.umask) == (None, None)
+    node = Node(name="f", type=NODE_FILE, mode=0o600, uid=os.geteuid(), gid=os.getegid())
+    assert not rules.preset(node)

@@ -4,18 +4,22 @@ Called by :func:`jobs.engine.api.restore`. Filesystem restore runs in four steps
 
 1. **Plan**: read the trees level by level (each level's tree blobs in one bulk
    ``load_blobs`` call), create directories, symlinks, FIFOs, device nodes and the files that
-   hold no data; files with data are created at their first write. Each chunk id is mapped to
-   every place it goes (a chunk shared by many files is downloaded once).
+   hold no data or are large; other files with data are created at their first write. Each
+   chunk id is mapped to every place it goes (a chunk shared by many files is downloaded once).
 2. **Data**: all chunk ids, in file order, go to one bulk ``load_blobs`` (ranged, coalesced reads
    in N threads; every blob verified against its keyed hash before it is handed out) and each
    blob is ``pwrite``n to all its places by ``WRITERS`` writer threads (each owns a shard of
    the files). Only verified bytes ever reach the target; an
    :class:`~jobs.errors.IntegrityError` stops everything. Files are sized with ``ftruncate``
-   so zero runs are holes. Files of ``DIRECT_FILE_BYTES`` and more get the whole pages of each
-   write through a second ``O_DIRECT`` descriptor (:func:`jobs.volume.target.write_split`).
+   so zero runs are holes. Files of ``DIRECT_FILE_BYTES`` and more are written by both writers
+   (alternating ``DIRECT_SHARD_BYTES`` ranges) and get the whole pages of each write through a
+   second ``O_DIRECT`` descriptor, queued to a thread per writer while a bounce buffer is free
+   and through the page cache otherwise (:func:`jobs.volume.target.write_split`).
 3. **Hardlinks**: the other names of a multiply linked inode become links to the first name.
 4. **Metadata**: owners, xattrs, modes and times of files, then of directories deepest first,
-   and finally of the target directory itself (the snapshot's root).
+   and finally of the target directory itself (the snapshot's root). Files in new directories
+   are created with their final mode, and skip the chown when a probe shows new files get the
+   node's owner anyway (:class:`jobs.volume.metadata.CreationRules`).
 
 Zero runs stay holes unless ``write_sparse`` is off, in which case zeros are written. Block
 restore maps the single ``block`` node's chunks onto the target volume the same way.
@@ -45,10 +49,11 @@ from jobs.repository.tree import (
     Node,
     decode_tree,
 )
-from jobs.storage.base import PAGE_BYTES, AlignedBuffer
+from jobs.storage.base import PAGE_BYTES
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import CreationRules, apply_metadata
 from jobs.volume.target import (
+    DirectWrites,
     create_dir,
     create_file,
     create_file_for_write,
@@ -70,6 +75,8 @@ WRITERS: Final = 2
 # page cache, the largest kernel cost of a restore; the partial pages at chunk edges stay buffered.
 DIRECT_FILE_BYTES: Final = 4 * MiB
 DIRECT_BOUNCE_BYTES: Final = 8 * MiB + 2 * PAGE_BYTES  # the largest chunk (default CDC maximum), whole pages
+DIRECT_SHARD_BYTES: Final = 4 * MiB  # a large file's writes alternate between writers per range
+DIRECT_BUFFERS: Final = 2  # per writer: one chunk written by the device while the next is copied
 SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64
@@ -109,12 +116,16 @@ class _Plan:
     # Large files: created at full size, the whole pages of each write go with O_DIRECT
     direct: set[str] = field(default_factory=set)
 
-    def shard_filesystem(self, path: str, _offset: int) -> int:
-        """Small files by directory, larger files by path.
+    def shard_filesystem(self, path: str, offset: int) -> int:
+        """Small files by directory, large files by offset range, the others by path.
 
         Creating a file holds its directory's lock while the filesystem allocates an inode; one
         writer per directory means the other writer never spins on that lock but creates files
-        in another directory meanwhile."""
+        in another directory meanwhile. A large file's chunks arrive one after another: sent to
+        one writer they filled its queue and stalled the dispatch while the other writer idled,
+        so its ranges alternate between writers (it is created before the data phase)."""
+        if path in self.direct:
+            return hash(path) + offset // DIRECT_SHARD_BYTES
         return hash(os.path.dirname(path)) if path in self.by_directory else hash(path)
 
     def add_content(self, path: str, node: Node) -> None:
@@ -164,7 +175,7 @@ class _FileWriter:
         self._write_data = write_data
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._direct_fds: dict[str, int | None] = {}  # O_DIRECT descriptors of plan.direct files
-        self._bounce: AlignedBuffer | None = None
+        self._direct: DirectWrites | None = None  # started at the first large file
 
     def write_batch(self, items: list[_Write]) -> None:
         for item in items:
@@ -180,28 +191,36 @@ class _FileWriter:
         for path, offset in item.places:
             fd = self._fd(path)
             direct_fd = self._direct_fds.get(path)
+            if direct_fd is not None and self._direct is not None and path in self._direct.refused:
+                self._direct.drain()  # O_DIRECT refused after all: the page cache from now on
+                os.close(direct_fd)
+                self._direct_fds[path] = direct_fd = None
             if direct_fd is None:
                 self._write_data(fd, path, item.data, offset)
-            elif not write_split(fd, direct_fd, item.data, offset, self._bounce_buffer(), path=path):
-                self._direct_fds[path] = None  # O_DIRECT refused after all: the page cache from now on
-                os.close(direct_fd)
+            else:
+                write_split(fd, direct_fd, item.data, offset, self._direct_writes(), path=path)
         self._progress.add(bytes_done=len(item.data) * len(item.places))
 
-    def _bounce_buffer(self) -> AlignedBuffer:
-        if self._bounce is None:
-            self._bounce = AlignedBuffer(DIRECT_BOUNCE_BYTES)
-        return self._bounce
+    def _direct_writes(self) -> DirectWrites:
+        if self._direct is None:
+            self._direct = DirectWrites(DIRECT_BUFFERS, DIRECT_BOUNCE_BYTES)
+        return self._direct
 
     def close(self) -> None:
-        for path in list(self._fds):
-            self._forget(path)
-        if self._bounce is not None:
-            self._bounce.close()
-            self._bounce = None
+        """Wait for the queued O_DIRECT writes, close every descriptor; raises a write's error."""
+        try:
+            if self._direct is not None:
+                self._direct.close()
+        finally:
+            self._direct = None
+            for path in list(self._fds):
+                self._forget(path)
 
     def _forget(self, path: str) -> None:
-        self._close_fd(self._fds.pop(path))
         direct_fd = self._direct_fds.pop(path, None)
+        if self._direct is not None and path in self._plan.direct:
+            self._direct.drain()  # queued writes use both descriptors
+        self._close_fd(self._fds.pop(path))
         if direct_fd is not None:
             os.close(direct_fd)
 
@@ -359,6 +378,7 @@ def restore_filesystem(
     while level:
         trees = load_trees(repo, [n.subtree for _, n, _ in level if n.subtree is not None], parallel)
         next_level: list[tuple[str, Node, bool]] = []
+        level_files = level_bytes = 0
         for dir_path, dir_node, fresh in level:
             abort.check()
             for node in trees.get(dir_node.subtree or "", []):
@@ -379,19 +399,22 @@ def restore_filesystem(
                     size = node.size if ends_in_hole or direct else 0  # else the last data write sets it
                     preset = fresh and rules.preset(node)
                     mode = node.mode if preset else 0o600
-                    if any(cid is not None for cid, _ in node.content):
+                    has_data = any(cid is not None for cid, _ in node.content)
+                    if has_data and not direct:
                         plan.deferred[path] = (size, fresh, mode)
                         if node.size < SMALL_FILE_BYTES:
                             plan.by_directory.add(path)
-                        if direct:
-                            plan.direct.add(path)
-                    else:
+                    else:  # no data, or written by both writers: it must exist before either starts
                         create_file(path, size, fresh=fresh, mode=mode)
+                        if has_data:
+                            plan.direct.add(path)
                     plan.add_content(path, node)
-                    progress.add(total_bytes=node.size, files_total=1)
+                    level_files += 1
+                    level_bytes += node.size
                     others.append((path, node, preset))
                 elif _create_special(path, node, fresh=fresh):
                     others.append((path, node, False))
+        progress.add(total_bytes=level_bytes, files_total=level_files)  # once per level, not per file
         level = next_level
     _DataWriter(
         repo,
@@ -404,10 +427,14 @@ def restore_filesystem(
     ).run()
     for existing, path in links:
         create_hardlink(existing, path)
+    files_done = 0
     for path, node, preset in others:
         apply_metadata(path, node, preset=preset)
         if node.type == NODE_FILE:
-            progress.add(files_done=1)
+            files_done += 1
+            if files_done % 256 == 0:
+                progress.add(files_done=256)
+    progress.add(files_done=files_done % 256)
     for path, node in reversed(dirs):  # breadth-first order reversed: deepest first, the root last
         apply_metadata(path, node)
     files = sum(1 for _, n, _ in others if n.type == NODE_FILE) + len(links)

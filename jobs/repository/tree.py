@@ -89,8 +89,9 @@ class Node:
     def from_json(cls, data: dict[str, Any]) -> Node:
         """Build a node from its JSON dict; raises IntegrityError when it is malformed."""
         try:
-            node = cls(**{k: v for k, v in data.items() if k != "content"})
-            node.content = [(cid, int(length)) for cid, length in data.get("content", [])]
+            content = data.pop("content", ())  # the dict is ours (fresh from the JSON decoder)
+            node = cls(**data)
+            node.content = [(cid, int(length)) for cid, length in content]
         except (TypeError, ValueError) as e:
             raise IntegrityError(f"malformed tree entry: {e}") from e
         if node.type not in NODE_TYPES:

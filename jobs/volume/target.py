@@ -12,12 +12,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import queue
 import shutil
 import stat
+import threading
 from typing import Final
 
 from jobs.errors import VolumeIOError
-from jobs.storage.base import PAGE_BYTES, AlignedBuffer
+from jobs.storage.base import PAGE_BYTES, AlignedBuffer, round_up
 from jobs.volume.metadata import FORMAT_BY_TYPE, NODE_SYMLINK
 from jobs.volume.source import ZERO_BYTES
 
@@ -137,30 +139,111 @@ def open_direct(path: str) -> int | None:
 
 
 def write_split(
-    fd: int, direct_fd: int, data: bytes | bytearray | memoryview, offset: int, bounce: AlignedBuffer, *, path: str
-) -> bool:
-    """Write ``data`` at ``offset``: the whole pages in its middle with ``O_DIRECT`` (copied into
-    the page-aligned ``bounce``), the partial pages at both ends through the page cache (``fd``).
+    fd: int, direct_fd: int, data: bytes | bytearray | memoryview, offset: int, direct: DirectWrites, *, path: str
+) -> None:
+    """Write ``data`` at ``offset``: the whole pages in its middle with ``O_DIRECT`` (queued on
+    ``direct``) when a bounce buffer is free, else through the page cache like the partial pages
+    at both ends (``fd``).
 
     Writes of neighbouring ranges never share a page between the two paths: a partial end page
-    always goes through the page cache. Returns False when the kernel refused ``O_DIRECT``
-    (EINVAL), after writing everything through the page cache: the caller stops trying.
+    always goes through the page cache. Where the kernel refuses ``O_DIRECT`` the queued write
+    goes through the page cache instead and ``path`` lands in ``direct.refused``.
     """
     view = memoryview(data).cast("B")
     end = offset + len(view)
     first, last = -(-offset // PAGE_BYTES) * PAGE_BYTES, end // PAGE_BYTES * PAGE_BYTES
-    if last - first < DIRECT_MIN_BYTES or last - first > bounce.capacity:
+    if last - first < DIRECT_MIN_BYTES or last - first > direct.capacity:
         write_at(fd, view, offset, path=path)
-        return True
+        return
     if first > offset:
         write_at(fd, view[: first - offset], offset, path=path)
-    done = write_direct(direct_fd, view[first - offset : last - offset], first, bounce.view, path=path)
-    if done < last - first:
-        write_at(fd, view[first - offset + done :], first + done, path=path)
-        return False
+    middle = view[first - offset : last - offset]
+    if not direct.submit(fd, direct_fd, middle, first, path=path):
+        write_at(fd, middle, first, path=path)  # the device is busy: the page cache takes this one
     if end > last:
         write_at(fd, view[last - offset :], last, path=path)
-    return True
+
+
+class DirectWrites:
+    """Whole-page ``O_DIRECT`` writes done by a thread of their own from a few page-aligned
+    bounce buffers.
+
+    An ``O_DIRECT`` write returns only once the device has the data; done inline it stalled
+    the restore writer for every large chunk, and a restore ran no faster than the device
+    wrote. Here the caller copies the pages into a free bounce buffer and goes on; when every
+    buffer is in flight :meth:`submit` declines and the caller uses the page cache instead, so
+    the device takes what it can and the page cache (whose growth costs kernel time) the rest.
+    :meth:`drain` waits for the queued writes: call it before closing a descriptor they use. A
+    write the kernel refuses (EINVAL) is written through the page cache (``fd``) and its path
+    recorded in :attr:`refused`; any other error is raised by the next :meth:`submit` or
+    :meth:`drain`.
+    """
+
+    def __init__(self, buffers: int, capacity: int) -> None:
+        self.capacity = round_up(capacity, PAGE_BYTES)
+        self.refused: set[str] = set()
+        self._buffers = [AlignedBuffer(self.capacity) for _ in range(buffers)]
+        self._free: queue.SimpleQueue[AlignedBuffer] = queue.SimpleQueue()
+        for buffer in self._buffers:
+            self._free.put(buffer)
+        self._jobs: queue.SimpleQueue[tuple[int, int, AlignedBuffer, int, int, str] | None] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="direct-write", daemon=True)
+        self._thread.start()
+
+    def submit(self, fd: int, direct_fd: int, data: memoryview, offset: int, *, path: str) -> bool:
+        """Queue ``data`` (whole pages, at most :attr:`capacity` bytes) for ``offset``; False,
+        queueing nothing, while every bounce buffer is in flight."""
+        self._raise_error()
+        try:
+            buffer = self._free.get_nowait()
+        except queue.Empty:
+            return False
+        copy_released(buffer.view, data)
+        with self._idle:
+            self._pending += 1
+        self._jobs.put((fd, direct_fd, buffer, len(data), offset, path))
+        return True
+
+    def drain(self) -> None:
+        """Wait until every queued write is done; raise the first one's error."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0)
+        self._raise_error()
+
+    def close(self) -> None:
+        """Drain, stop the thread and unmap the buffers."""
+        try:
+            self.drain()
+        finally:
+            self._jobs.put(None)
+            self._thread.join()
+            for buffer in self._buffers:
+                buffer.close()
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fd, direct_fd, buffer, n, offset, path = job
+            try:
+                if self._error is None:
+                    done = write_direct(direct_fd, buffer.view[:n], offset, buffer.view, path=path, copied=True)
+                    if done < n:
+                        self.refused.add(path)
+                        write_at(fd, buffer.view[done:n], offset + done, path=path)
+            except BaseException as e:  # noqa: BLE001 - handed to the submitting thread
+                self._error = self._error or e
+            finally:
+                self._free.put(buffer)
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
 
 
 class _PyBuffer(ctypes.Structure):
@@ -216,13 +299,21 @@ def copy_released(dst: memoryview, src: bytes | bytearray | memoryview) -> None:
 
 
 def write_direct(
-    direct_fd: int, data: bytes | bytearray | memoryview, offset: int, bounce: memoryview, *, path: str
+    direct_fd: int,
+    data: bytes | bytearray | memoryview,
+    offset: int,
+    bounce: memoryview,
+    *,
+    path: str,
+    copied: bool = False,
 ) -> int:
-    """Copy whole-page ``data`` into the page-aligned ``bounce`` and write it at ``offset`` with
-    ``O_DIRECT``. Returns the bytes written: ``len(data)``, or fewer when the kernel refused
-    ``O_DIRECT`` (EINVAL) — the caller writes the rest through the page cache."""
+    """Copy whole-page ``data`` into the page-aligned ``bounce`` (unless it is ``copied`` there
+    already) and write it at ``offset`` with ``O_DIRECT``. Returns the bytes written:
+    ``len(data)``, or fewer when the kernel refused ``O_DIRECT`` (EINVAL) — the caller writes
+    the rest through the page cache."""
     n = len(data)
-    copy_released(bounce[:n], data)
+    if not copied:
+        copy_released(bounce[:n], data)
     done = 0
     try:
         while done < n:

@@ -167,8 +167,7 @@ def test_write_split_sends_whole_pages_direct_and_page_edges_buffered(
     from itertools import pairwise
 
     import jobs.volume.target as target_module
-    from jobs.storage.base import AlignedBuffer
-    from jobs.volume.target import DIRECT_MIN_BYTES, open_direct, write_split
+    from jobs.volume.target import DIRECT_MIN_BYTES, DirectWrites, open_direct, write_split
 
     path = tmp_path / "file"
     size = 9 * MiB + 321
@@ -190,13 +189,28 @@ def test_write_split_sends_whole_pages_direct_and_page_edges_buffered(
     expected = os.urandom(size)
     rng = random.Random(7)
     cuts = sorted({0, size, *(rng.randrange(size) for _ in range(12)), 5000, 5000 + DIRECT_MIN_BYTES - 1})
-    bounce = AlignedBuffer(4 * MiB + 8192)  # one chunk is larger: that one goes buffered whole
-    results = [write_split(fd, direct_fd, expected[a:b], a, bounce, path=str(path)) for a, b in pairwise(cuts)]
+    direct = DirectWrites(2, 4 * MiB + 8192)  # one chunk is larger: that one goes buffered whole
+    for a, b in pairwise(cuts):
+        write_split(fd, direct_fd, expected[a:b], a, direct, path=str(path))
+    direct.close()  # waits for the queued writes
     os.close(direct_fd)
     os.close(fd)
     assert path.read_bytes() == expected
-    assert all(results) is not refused
+    assert direct.refused == ({str(path)} if refused else set())
     assert (direct_bytes[0] > MiB) is not refused
+
+
+def test_a_failed_queued_direct_write_is_raised_to_the_writer(tmp_path: Path) -> None:
+    from jobs.volume.target import DirectWrites
+
+    path = tmp_path / "file"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    direct = DirectWrites(1, MiB)
+    direct.submit(fd, 987654, memoryview(bytes(MiB)), 0, path=str(path))  # not an open descriptor
+    with pytest.raises(VolumeIOError, match="cannot write at offset 0"):
+        direct.drain()
+    direct.close()  # the error was raised once; closing is clean
+    os.close(fd)
 
 
 def test_copy_released_copies_every_kind_of_chunk_buffer() -> None:
@@ -213,3 +227,43 @@ def test_copy_released_copies_every_kind_of_chunk_buffer() -> None:
     with pytest.raises(BufferError):
         copy_released(memoryview(stored), stored[:1])  # a read-only destination
     bounce.close()
+
+
+def test_while_the_device_is_busy_write_split_uses_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With its only bounce buffer in flight, a second chunk is written through the page cache
+    at once (not queued behind the device); both land exactly."""
+    import threading
+
+    import jobs.volume.target as target_module
+    from jobs.volume.target import DirectWrites, open_direct, write_split
+
+    path = tmp_path / "file"
+    size = 4 * MiB
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.ftruncate(fd, size)
+    direct_fd = open_direct(str(path))
+    assert direct_fd is not None
+    device_busy = threading.Event()
+    real_pwrite = os.pwrite
+    routes: list[tuple[str, int]] = []
+
+    def pwrite(f: int, data: memoryview, offset: int) -> int:
+        if f == direct_fd:
+            assert device_busy.wait(10)  # held until the second chunk is written
+        routes.append(("direct" if f == direct_fd else "cache", offset))
+        return real_pwrite(f, data, offset)
+
+    monkeypatch.setattr(target_module.os, "pwrite", pwrite)
+    expected = os.urandom(size)
+    direct = DirectWrites(1, 2 * MiB)
+    write_split(fd, direct_fd, expected[: 2 * MiB], 0, direct, path=str(path))  # queued, stuck
+    write_split(fd, direct_fd, expected[2 * MiB :], 2 * MiB, direct, path=str(path))  # declined
+    assert routes == [("cache", 2 * MiB)]
+    device_busy.set()
+    direct.close()
+    os.close(direct_fd)
+    os.close(fd)
+    assert routes == [("cache", 2 * MiB), ("direct", 0)]
+    assert path.read_bytes() == expected

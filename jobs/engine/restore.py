@@ -33,7 +33,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from jobs.engine.backup import load_trees
 from jobs.engine.pipeline import Abort, Stage, Stopped
@@ -111,8 +111,9 @@ class _Plan:
     zero_runs: list[tuple[str, int, int]] = field(default_factory=list)
     # Files created at their first write (one open instead of two): path -> (truncate to, fresh, mode)
     deferred: dict[str, tuple[int, bool, int]] = field(default_factory=dict)
-    # Small files: their writes go to the writer of their directory (see shard_filesystem)
-    by_directory: set[str] = field(default_factory=set)
+    # Files created at their first write: path -> the key of the one writer that writes them
+    # (small files: their directory's, see shard_filesystem)
+    shard_keys: dict[str, int] = field(default_factory=dict)
     # Large files: created at full size, the whole pages of each write go with O_DIRECT
     direct: set[str] = field(default_factory=set)
 
@@ -123,10 +124,10 @@ class _Plan:
         writer per directory means the other writer never spins on that lock but creates files
         in another directory meanwhile. A large file's chunks arrive one after another: sent to
         one writer they filled its queue and stalled the dispatch while the other writer idled,
-        so its ranges alternate between writers (it is created before the data phase)."""
-        if path in self.direct:
-            return hash(path) + offset // DIRECT_SHARD_BYTES
-        return hash(os.path.dirname(path)) if path in self.by_directory else hash(path)
+        so its ranges alternate between writers (it is created before the data phase), as do
+        the zero runs of files without data."""
+        key = self.shard_keys.get(path)
+        return hash(path) + offset // DIRECT_SHARD_BYTES if key is None else key
 
     def add_content(self, path: str, node: Node) -> None:
         offset = 0
@@ -142,9 +143,9 @@ class _Plan:
             offset += length
 
 
-@dataclass(frozen=True)
-class _Write:
-    """One unit of work for a writer: a blob for some places, or a zero run to fill."""
+class _Write(NamedTuple):
+    """One unit of work for a writer: a blob for some places, or a zero run to fill (a tuple:
+    one is made per blob by the dispatching thread, whose Python time every thread waits on)."""
 
     places: list[tuple[str, int]]
     data: BlobData = b""
@@ -302,18 +303,22 @@ class _DataWriter:
                 stages[shard].put(batches[shard])
                 batches[shard], batch_bytes[shard] = [], 0
 
+        places_of, lengths, shard_of, writers = self._plan.places, self._plan.lengths, self._shard, len(stages)
         try:
             for cid, data in self._repo.load_blobs(self._plan.order, parallel=self._parallel):
                 if self._abort.is_set:
                     break
-                expected = self._plan.lengths[cid]
-                if len(data) != expected:
-                    raise IntegrityError(f"blob {cid} has {len(data)} bytes, the tree says {expected}")
+                if len(data) != lengths[cid]:
+                    raise IntegrityError(f"blob {cid} has {len(data)} bytes, the tree says {lengths[cid]}")
+                places = places_of[cid]
+                if len(places) == 1:  # most blobs: no grouping by writer needed
+                    put(shard_of(*places[0]) % writers, _Write(places, data))
+                    continue
                 shards: dict[int, list[tuple[str, int]]] = {}
-                for path, offset in self._plan.places[cid]:
-                    shards.setdefault(self._shard(path, offset) % len(stages), []).append((path, offset))
-                for shard, places in shards.items():
-                    put(shard, _Write(places, data))
+                for path, offset in places:
+                    shards.setdefault(shard_of(path, offset) % writers, []).append((path, offset))
+                for shard, grouped in shards.items():
+                    put(shard, _Write(grouped, data))
             for path, offset, length in self._plan.zero_runs:
                 for start in range(offset, offset + length, ZERO_PIECE_BYTES):  # pieces spread over writers
                     piece = min(ZERO_PIECE_BYTES, offset + length - start)
@@ -402,8 +407,7 @@ def restore_filesystem(
                     has_data = any(cid is not None for cid, _ in node.content)
                     if has_data and not direct:
                         plan.deferred[path] = (size, fresh, mode)
-                        if node.size < SMALL_FILE_BYTES:
-                            plan.by_directory.add(path)
+                        plan.shard_keys[path] = hash(dir_path if node.size < SMALL_FILE_BYTES else path)
                     else:  # no data, or written by both writers: it must exist before either starts
                         create_file(path, size, fresh=fresh, mode=mode)
                         if has_data:

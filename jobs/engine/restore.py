@@ -49,7 +49,6 @@ from jobs.repository.tree import (
     Node,
     decode_tree,
 )
-from jobs.storage.base import PAGE_BYTES
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import CreationRules, apply_metadata
 from jobs.volume.target import (
@@ -74,9 +73,9 @@ WRITERS: Final = 2
 # Files this large get their whole pages written with O_DIRECT: no copy into (and no growth of) the
 # page cache, the largest kernel cost of a restore; the partial pages at chunk edges stay buffered.
 DIRECT_FILE_BYTES: Final = 4 * MiB
-DIRECT_BOUNCE_BYTES: Final = 8 * MiB + 2 * PAGE_BYTES  # the largest chunk (default CDC maximum), whole pages
+DIRECT_BOUNCE_BYTES: Final = 2 * MiB  # a larger chunk's whole pages go in several pieces
 DIRECT_SHARD_BYTES: Final = 4 * MiB  # a large file's writes alternate between writers per range
-DIRECT_BUFFERS: Final = 2  # per writer: one chunk written by the device while the next is copied
+DIRECT_BUFFERS: Final = 8  # per writer (16 MiB): pieces queued for the device; more go to the page cache
 SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64

@@ -152,14 +152,15 @@ def write_split(
     view = memoryview(data).cast("B")
     end = offset + len(view)
     first, last = -(-offset // PAGE_BYTES) * PAGE_BYTES, end // PAGE_BYTES * PAGE_BYTES
-    if last - first < DIRECT_MIN_BYTES or last - first > direct.capacity:
+    if last - first < DIRECT_MIN_BYTES:
         write_at(fd, view, offset, path=path)
         return
     if first > offset:
         write_at(fd, view[: first - offset], offset, path=path)
-    middle = view[first - offset : last - offset]
-    if not direct.submit(fd, direct_fd, middle, first, path=path):
-        write_at(fd, middle, first, path=path)  # the device is busy: the page cache takes this one
+    for start in range(first, last, direct.capacity):
+        piece = view[start - offset : min(last, start + direct.capacity) - offset]
+        if not direct.submit(fd, direct_fd, piece, start, path=path):
+            write_at(fd, piece, start, path=path)  # the device is busy: the page cache takes this one
     if end > last:
         write_at(fd, view[last - offset :], last, path=path)
 

@@ -189,7 +189,7 @@ def test_write_split_sends_whole_pages_direct_and_page_edges_buffered(
     expected = os.urandom(size)
     rng = random.Random(7)
     cuts = sorted({0, size, *(rng.randrange(size) for _ in range(12)), 5000, 5000 + DIRECT_MIN_BYTES - 1})
-    direct = DirectWrites(2, 4 * MiB + 8192)  # one chunk is larger: that one goes buffered whole
+    direct = DirectWrites(2, MiB)  # chunks larger than this go in pieces
     for a, b in pairwise(cuts):
         write_split(fd, direct_fd, expected[a:b], a, direct, path=str(path))
     direct.close()  # waits for the queued writes

@@ -333,7 +333,10 @@ class _DataWriter:
             for stage in stages:
                 stage.close()
             for w in self._writers:
-                w.close()
+                try:
+                    w.close()  # waits for its queued O_DIRECT writes: their error surfaces here
+                except BaseException as e:  # noqa: BLE001 - every writer's descriptors get closed
+                    self._abort.fail(e)
         self._abort.check()
 
 

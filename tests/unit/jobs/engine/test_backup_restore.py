@@ -472,3 +472,21 @@ def test_files_created_with_their_final_mode_skip_the_chmod(tmp_path: Path, monk
     # group/other write bits (umask 022) and special bits still need one; plain modes do not
     expected = {f"m{m:04o}" for m in MODES if m & 0o7022 or not (IS_ROOT or m & 0o200)}
     assert set(files_chmodded) == expected
+
+
+def test_a_failing_queued_direct_write_fails_the_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An O_DIRECT write runs on its writer's I/O thread; its error still fails the restore."""
+    import jobs.volume.target as target_module
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(random.Random(3).randbytes(12 * MiB))
+    repo = FakeRepository()
+    stats, _ = run_backup(repo, src)
+
+    def failing(*_args: object, path: str, **_kwargs: object) -> int:
+        raise VolumeIOError(f"{path}: cannot write at offset 0: No space left on device")
+
+    monkeypatch.setattr(target_module, "write_direct", failing)
+    with pytest.raises(VolumeIOError, match="No space left on device"):
+        run_restore(repo, stats.root, tmp_path / "out")

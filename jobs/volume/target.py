@@ -234,7 +234,7 @@ class DirectWrites:
             fd, direct_fd, buffer, n, offset, path = job
             try:
                 if self._error is None:
-                    done = write_direct(direct_fd, buffer.view[:n], offset, buffer.view, path=path, copied=True)
+                    done = pwrite_direct(direct_fd, buffer.view[:n], offset, path=path)
                     if done < n:
                         self.refused.add(path)
                         write_at(fd, buffer.view[done:n], offset + done, path=path)
@@ -300,25 +300,23 @@ def copy_released(dst: memoryview, src: bytes | bytearray | memoryview) -> None:
 
 
 def write_direct(
-    direct_fd: int,
-    data: bytes | bytearray | memoryview,
-    offset: int,
-    bounce: memoryview,
-    *,
-    path: str,
-    copied: bool = False,
+    direct_fd: int, data: bytes | bytearray | memoryview, offset: int, bounce: memoryview, *, path: str
 ) -> int:
-    """Copy whole-page ``data`` into the page-aligned ``bounce`` (unless it is ``copied`` there
-    already) and write it at ``offset`` with ``O_DIRECT``. Returns the bytes written:
-    ``len(data)``, or fewer when the kernel refused ``O_DIRECT`` (EINVAL) — the caller writes
-    the rest through the page cache."""
+    """Copy whole-page ``data`` into the page-aligned ``bounce`` and write it at ``offset`` with
+    ``O_DIRECT`` (:func:`pwrite_direct`)."""
     n = len(data)
-    if not copied:
-        copy_released(bounce[:n], data)
+    copy_released(bounce[:n], data)
+    return pwrite_direct(direct_fd, bounce[:n], offset, path=path)
+
+
+def pwrite_direct(direct_fd: int, aligned: memoryview, offset: int, *, path: str) -> int:
+    """Write page-aligned whole pages at ``offset`` with ``O_DIRECT``. Returns the bytes written:
+    ``len(aligned)``, or fewer when the kernel refused ``O_DIRECT`` (EINVAL) — the caller writes
+    the rest through the page cache."""
     done = 0
     try:
-        while done < n:
-            done += os.pwrite(direct_fd, bounce[done:n], offset + done)
+        while done < len(aligned):
+            done += os.pwrite(direct_fd, aligned[done:], offset + done)
     except OSError as e:
         if e.errno != errno.EINVAL:
             raise _volume_error(path, f"write at offset {offset + done}", e) from e

@@ -487,6 +487,6 @@ def test_a_failing_queued_direct_write_fails_the_restore(tmp_path: Path, monkeyp
     def failing(*_args: object, path: str, **_kwargs: object) -> int:
         raise VolumeIOError(f"{path}: cannot write at offset 0: No space left on device")
 
-    monkeypatch.setattr(target_module, "write_direct", failing)
+    monkeypatch.setattr(target_module, "pwrite_direct", failing)
     with pytest.raises(VolumeIOError, match="No space left on device"):
         run_restore(repo, stats.root, tmp_path / "out")

@@ -8,6 +8,7 @@ owned by the CR, so Kubernetes garbage-collects it with the CR.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -160,55 +161,30 @@ def build_rbac(cr: dict[str, Any], namespace: str, owner: dict[str, str] | None 
     ]
 
 
-def build_job(
-    cr: dict[str, Any],
-    config: LauncherConfig,
-    *,
-    claim: str,
-    volume_mode: str,
-    location: StorageLocation,
-    source_namespace: str,
-    source_pvc: str = "",
-) -> dict[str, Any]:
-    """The mover Job for one DataUpload/DataDownload."""
-    upload = cr["kind"] == DATAUPLOAD_KIND
-    spec = cr.get("spec") or {}
-    labels = {**config.job_labels, **common_labels(cr)}
-    block = volume_mode == VOLUME_MODE_BLOCK
-    volume_path = BLOCK_DEVICE_PATH if block else FILESYSTEM_MOUNT_PATH
-    meta_labels = cr["metadata"].get("labels") or {}
-    tags = {
-        k: v
-        for k, v in (
-            (TAG_BACKUP_NAME, meta_labels.get(TAG_BACKUP_NAME)),
-            (TAG_OPERATION_ID, meta_labels.get(TAG_OPERATION_ID)),
+def storage_parts(location: StorageLocation) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts, env) that give a mover its storage location: credentials or repository PVC."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = []
+    if location.provider == "aws" and location.credential_secret:
+        volumes.append(
+            {"name": "cloud-credentials", "secret": {"secretName": location.credential_secret, "defaultMode": 0o400}}
         )
-        if v
-    }
-    env: list[dict[str, Any]] = [
-        {"name": ENV_CR_KIND, "value": cr["kind"]},
-        {"name": ENV_CR_NAMESPACE, "value": cr["metadata"]["namespace"]},
-        {"name": ENV_CR_NAME, "value": cr["metadata"]["name"]},
-        {"name": ENV_CR_UID, "value": cr["metadata"]["uid"]},
-        {"name": ENV_VOLUME_PATH, "value": volume_path},
-        {"name": ENV_VOLUME_MODE, "value": volume_mode},
-        {"name": ENV_REPOSITORY, "value": repository_url(location, source_namespace)},
-        {"name": ENV_PASSWORD_FILE, "value": PASSWORD_FILE_PATH},
-        {"name": ENV_SOURCE_NAMESPACE, "value": source_namespace},
-        {"name": ENV_SOURCE_PVC, "value": source_pvc},
-        {"name": ENV_TAGS, "value": json.dumps(tags, sort_keys=True)},
-        {"name": ENV_DATAMOVER_CONFIG, "value": json.dumps(spec.get("dataMoverConfig") or {}, sort_keys=True)},
-        {"name": ENV_CACHE_DIR, "value": CACHE_DIR_PATH},
-        {"name": ENV_LOG_FORMAT, "value": config.log_format},
-        {"name": ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        {"name": "HOME", "value": "/tmp"},
-    ]
-    if not upload:
-        env.append({"name": ENV_SNAPSHOT_ID, "value": str(spec.get("snapshotID", ""))})
-    if config.parallelism:
-        env.append({"name": ENV_PARALLEL, "value": str(config.parallelism)})
+        mounts.append({"name": "cloud-credentials", "mountPath": CLOUD_CREDENTIALS_MOUNT_PATH, "readOnly": True})
+        env.append(
+            {"name": ENV_AWS_CREDENTIALS_FILE, "value": f"{CLOUD_CREDENTIALS_MOUNT_PATH}/{location.credential_key}"}
+        )
+        if location.profile:
+            env.append({"name": ENV_AWS_PROFILE, "value": location.profile})
+    if location.provider == "filesystem":
+        volumes.append({"name": "repository", "persistentVolumeClaim": {"claimName": location.pvc}})
+        mounts.append({"name": "repository", "mountPath": REPOSITORY_MOUNT_PATH})
+    return volumes, mounts, env
+
+
+def base_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts) every mover has: the password Secret, ``/tmp`` and the cache."""
     volumes: list[dict[str, Any]] = [
-        {"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": upload}},
         {
             "name": "repository-password",
             "secret": {
@@ -225,29 +201,22 @@ def build_job(
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "cache", "mountPath": CACHE_DIR_PATH},
     ]
-    devices: list[dict[str, Any]] = []
-    if block:
-        devices.append({"name": "data", "devicePath": BLOCK_DEVICE_PATH})
-    else:
-        mounts.append({"name": "data", "mountPath": FILESYSTEM_MOUNT_PATH, "readOnly": upload})
-    if location.provider == "aws" and location.credential_secret:
-        volumes.append(
-            {"name": "cloud-credentials", "secret": {"secretName": location.credential_secret, "defaultMode": 0o400}}
-        )
-        mounts.append({"name": "cloud-credentials", "mountPath": CLOUD_CREDENTIALS_MOUNT_PATH, "readOnly": True})
-        env.append(
-            {"name": ENV_AWS_CREDENTIALS_FILE, "value": f"{CLOUD_CREDENTIALS_MOUNT_PATH}/{location.credential_key}"}
-        )
-        if location.profile:
-            env.append({"name": ENV_AWS_PROFILE, "value": location.profile})
-    if location.provider == "filesystem":
-        volumes.append({"name": "repository", "persistentVolumeClaim": {"claimName": location.pvc}})
-        mounts.append({"name": "repository", "mountPath": REPOSITORY_MOUNT_PATH})
+    return volumes, mounts
+
+
+def mover_container(
+    config: LauncherConfig,
+    command: str,
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    capabilities: list[str],
+) -> dict[str, Any]:
+    """The hardened mover container running ``snapmover job <command>``."""
     container: dict[str, Any] = {
         "name": "mover",
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["snapmover", "job", ROLE_UPLOAD if upload else ROLE_DOWNLOAD],
+        "command": ["snapmover", "job", command],
         "env": env,
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
@@ -258,18 +227,21 @@ def build_job(
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": UPLOAD_CAPABILITIES if upload else DOWNLOAD_CAPABILITIES},
+            "capabilities": {"drop": ["ALL"], "add": list(capabilities)},
         },
     }
-    if devices:
-        container["volumeDevices"] = devices
     if config.job_resources:
         container["resources"] = config.job_resources
-    pod_spec: dict[str, Any] = {
+    return container
+
+
+def job_body(
+    config: LauncherConfig, meta: dict[str, Any], pod_spec: dict[str, Any], backoff_limit: int
+) -> dict[str, Any]:
+    """The Job around ``pod_spec`` with the configured scheduling, labels and annotations."""
+    pod_spec = {
+        **pod_spec,
         "restartPolicy": "Never",
-        "serviceAccountName": object_name(cr),
-        "containers": [container],
-        "volumes": volumes,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": 30,
     }
@@ -279,43 +251,128 @@ def build_job(
         pod_spec["nodeSelector"] = config.node_selector
     if config.tolerations:
         pod_spec["tolerations"] = config.tolerations
-    meta = metadata(cr, config.namespace)
-    meta["labels"] = labels
     if config.job_annotations:
-        meta["annotations"] = dict(config.job_annotations)
+        meta = {**meta, "annotations": dict(config.job_annotations)}
+    template_meta = {"labels": meta["labels"], "annotations": dict(config.job_annotations)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
         "spec": {
-            "backoffLimit": BACKOFF_LIMIT,
+            "backoffLimit": backoff_limit,
             "activeDeadlineSeconds": config.job_deadline_seconds,
-            "template": {"metadata": {"labels": labels, "annotations": dict(config.job_annotations)}, "spec": pod_spec},
+            "template": {"metadata": template_meta, "spec": pod_spec},
         },
     }
+
+
+def cr_tags(cr: dict[str, Any]) -> dict[str, str]:
+    """The Velero backup name / operation id labels of the CR, as snapshot tags."""
+    meta_labels = cr["metadata"].get("labels") or {}
+    return {k: meta_labels[k] for k in (TAG_BACKUP_NAME, TAG_OPERATION_ID) if meta_labels.get(k)}
+
+
+def build_job(
+    cr: dict[str, Any],
+    config: LauncherConfig,
+    *,
+    claim: str,
+    volume_mode: str,
+    location: StorageLocation,
+    source_namespace: str,
+    source_pvc: str = "",
+) -> dict[str, Any]:
+    """The mover Job for one DataUpload/DataDownload."""
+    upload = cr["kind"] == DATAUPLOAD_KIND
+    spec = cr.get("spec") or {}
+    block = volume_mode == VOLUME_MODE_BLOCK
+    volume_path = BLOCK_DEVICE_PATH if block else FILESYSTEM_MOUNT_PATH
+    env: list[dict[str, Any]] = [
+        {"name": ENV_CR_KIND, "value": cr["kind"]},
+        {"name": ENV_CR_NAMESPACE, "value": cr["metadata"]["namespace"]},
+        {"name": ENV_CR_NAME, "value": cr["metadata"]["name"]},
+        {"name": ENV_CR_UID, "value": cr["metadata"]["uid"]},
+        {"name": ENV_VOLUME_PATH, "value": volume_path},
+        {"name": ENV_VOLUME_MODE, "value": volume_mode},
+        {"name": ENV_REPOSITORY, "value": repository_url(location, source_namespace)},
+        {"name": ENV_PASSWORD_FILE, "value": PASSWORD_FILE_PATH},
+        {"name": ENV_SOURCE_NAMESPACE, "value": source_namespace},
+        {"name": ENV_SOURCE_PVC, "value": source_pvc},
+        {"name": ENV_TAGS, "value": json.dumps(cr_tags(cr), sort_keys=True)},
+        {"name": ENV_DATAMOVER_CONFIG, "value": json.dumps(spec.get("dataMoverConfig") or {}, sort_keys=True)},
+        {"name": ENV_CACHE_DIR, "value": CACHE_DIR_PATH},
+        {"name": ENV_LOG_FORMAT, "value": config.log_format},
+        {"name": ENV_NODE_NAME, "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    if not upload:
+        env.append({"name": ENV_SNAPSHOT_ID, "value": str(spec.get("snapshotID", ""))})
+    if config.parallelism:
+        env.append({"name": ENV_PARALLEL, "value": str(config.parallelism)})
+    volumes, mounts = base_volumes()
+    volumes.insert(0, {"name": "data", "persistentVolumeClaim": {"claimName": claim, "readOnly": upload}})
+    if not block:
+        mounts.append({"name": "data", "mountPath": FILESYSTEM_MOUNT_PATH, "readOnly": upload})
+    storage_volumes, storage_mounts, storage_env = storage_parts(location)
+    capabilities = UPLOAD_CAPABILITIES if upload else DOWNLOAD_CAPABILITIES
+    container = mover_container(
+        config, ROLE_UPLOAD if upload else ROLE_DOWNLOAD, env + storage_env, mounts + storage_mounts, capabilities
+    )
+    if block:
+        container["volumeDevices"] = [{"name": "data", "devicePath": BLOCK_DEVICE_PATH}]
+    pod_spec = {"serviceAccountName": object_name(cr), "containers": [container], "volumes": volumes + storage_volumes}
+    meta = metadata(cr, config.namespace)
+    meta["labels"] = {**config.job_labels, **common_labels(cr)}
+    return job_body(config, meta, pod_spec, BACKOFF_LIMIT)
+
+
+def build_repository_job(
+    config: LauncherConfig,
+    *,
+    meta: dict[str, Any],
+    location: StorageLocation,
+    source_namespace: str,
+    command: str,
+    backoff_limit: int,
+    snapshot_id: str | None = None,
+) -> dict[str, Any]:
+    """A Job working on one repository only (forget, maintain): no volume, no API access."""
+    env: list[dict[str, Any]] = [
+        {"name": ENV_REPOSITORY, "value": repository_url(location, source_namespace)},
+        {"name": ENV_PASSWORD_FILE, "value": PASSWORD_FILE_PATH},
+        {"name": ENV_SOURCE_NAMESPACE, "value": source_namespace},
+        {"name": ENV_CACHE_DIR, "value": CACHE_DIR_PATH},
+        {"name": ENV_LOG_FORMAT, "value": config.log_format},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    if snapshot_id is not None:
+        env.append({"name": ENV_SNAPSHOT_ID, "value": snapshot_id})
+    volumes, mounts = base_volumes()
+    storage_volumes, storage_mounts, storage_env = storage_parts(location)
+    container = mover_container(config, command, env + storage_env, mounts + storage_mounts, [])
+    pod_spec = {"automountServiceAccountToken": False, "containers": [container], "volumes": volumes + storage_volumes}
+    return job_body(config, meta, pod_spec, backoff_limit)
 
 
 def build_forget_job(
     cr: dict[str, Any], config: LauncherConfig, *, location: StorageLocation, source_namespace: str
 ) -> dict[str, Any]:
     """A Job forgetting the snapshot of a deleted, Completed DataUpload (no volume, no API access)."""
-    job = build_job(
-        cr, config, claim="unused", volume_mode="Filesystem", location=location, source_namespace=source_namespace
+    meta = {
+        "name": forget_job_name(cr),
+        "namespace": config.namespace,
+        "labels": {**config.job_labels, **common_labels(cr)},
+        "ownerReferences": [],  # the CR is going away; the launcher deletes this Job
+    }
+    return build_repository_job(
+        config,
+        meta=meta,
+        location=location,
+        source_namespace=source_namespace,
+        command="forget",
+        backoff_limit=FORGET_RETRIES,
+        snapshot_id=str((cr.get("status") or {}).get("snapshotID", "")),
     )
-    job["metadata"]["name"] = forget_job_name(cr)
-    job["metadata"]["ownerReferences"] = []  # the CR is going away; the launcher deletes this Job
-    job["spec"]["backoffLimit"] = FORGET_RETRIES
-    pod = job["spec"]["template"]["spec"]
-    pod.pop("serviceAccountName")
-    pod["automountServiceAccountToken"] = False
-    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "data"]
-    container = pod["containers"][0]
-    container["command"] = ["snapmover", "job", "forget"]
-    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "data"]
-    container["securityContext"]["capabilities"]["add"] = []
-    container["env"] = [e for e in container["env"] if e["name"] != ENV_SNAPSHOT_ID]
-    container["env"].append({"name": ENV_SNAPSHOT_ID, "value": str((cr.get("status") or {}).get("snapshotID", ""))})
-    return job
 
 
 def forget_job_name(cr: dict[str, Any]) -> str:
@@ -328,8 +385,6 @@ MAINTENANCE_LABEL = "snapmover.io/maintenance"
 
 def maintenance_key(location: str, source_namespace: str) -> str:
     """A label-safe key naming one repository (storage location + source namespace)."""
-    import hashlib
-
     return hashlib.sha256(f"{location}/{source_namespace}".encode()).hexdigest()[:16]
 
 
@@ -338,24 +393,13 @@ def build_maintenance_job(
 ) -> dict[str, Any]:
     """A Job pruning one repository (no volume, no API access), kept for its logs."""
     key = maintenance_key(location.name, source_namespace)
-    fake_cr = {
-        "kind": DATAUPLOAD_KIND,
-        "metadata": {"name": f"maintain-{key}-{suffix}", "namespace": config.namespace, "uid": key},
-        "spec": {},
-    }
-    job = build_forget_job(fake_cr, config, location=location, source_namespace=source_namespace)
     labels = {
         LABEL_APP: LABEL_APP_VALUE,
         MAINTENANCE_LABEL: key,
         "snapmover.io/source-namespace": label_value(source_namespace),
         "snapmover.io/storage-location": label_value(location.name),
     }
-    job["metadata"]["name"] = f"snapmover-maintain-{key}-{suffix}"
-    job["metadata"]["labels"] = labels
-    job["spec"]["backoffLimit"] = 0
-    template = job["spec"]["template"]
-    template["metadata"]["labels"] = labels
-    container = template["spec"]["containers"][0]
-    container["command"] = ["snapmover", "job", "maintain"]
-    container["env"] = [e for e in container["env"] if e["name"] != ENV_SNAPSHOT_ID]
-    return job
+    meta = {"name": f"snapmover-maintain-{key}-{suffix}", "namespace": config.namespace, "labels": labels}
+    return build_repository_job(
+        config, meta=meta, location=location, source_namespace=source_namespace, command="maintain", backoff_limit=0
+    )

@@ -489,3 +489,18 @@ def test_per_node_limit(velero_crds: ClusterHandle, tmp_path: Path) -> None:
 
         wait_for("4 completed uploads", all_done, timeout=300)
         assert most == 1  # one node, one mover at a time
+
+
+@pytest.mark.parametrize("config", [{"jobLabels": json.dumps({"not a label key!": "x"}), "prepareTimeout": "10m"}])
+def test_a_job_the_api_server_rejects_fails_the_cr_with_its_message(
+    velero_crds: ClusterHandle, tmp_path: Path, config: dict[str, str]
+) -> None:
+    with launcher_env(velero_crds, tmp_path, config) as env:
+        env.start_launcher()
+        env.apply(pvc("data"), env.app)
+        env.snapshot("snap", "data")
+        du = env.data_upload("snap", "data")
+        status = env.wait_phase("dataupload", du, {"Failed", "Completed"}, timeout=90)["status"]
+        assert status["phase"] == "Failed"
+        assert "rejected Job" in status["message"] and "not a label key!" in status["message"]
+        assert env.procs[0].poll() is None

@@ -62,6 +62,7 @@ def launcher(
         cfg: LauncherConfig = load_config(data, ns)
     except ConfigurationError as e:
         raise click.ClickException(f"invalid ConfigMap {ns}/{config_map}: {e}") from e
+    metrics.configure(cfg.datamover_name)
     me = identity or f"{socket.gethostname()}-{os.getpid()}"
     controller = Controller(api, cfg, me)
     server = metrics.serve(metrics_port, lambda: not controller.stop.is_set())

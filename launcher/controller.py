@@ -43,7 +43,7 @@ from jobs.contract import (
     Phase,
     decode_termination_message,
 )
-from launcher import metrics
+from launcher import logfmt, metrics
 from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, parse_duration
 from launcher.informer import Informer, Recent, meta_of
 from launcher.jobspec import (
@@ -192,7 +192,7 @@ class Controller:
             if not self.is_leader.is_set():
                 continue
             try:
-                self.reconcile(*key)
+                logfmt.reconciling(self.reconcile, self.ns, *key)
             except Exception as e:  # noqa: BLE001 - the launcher must keep serving other CRs
                 metrics.API_ERRORS.inc()
                 log.warning("reconcile %s/%s failed, retrying: %s", key[0], key[1], e)

@@ -502,6 +502,24 @@ def prune(repo_url: str | None, password_file: str | None, as_json: bool) -> Non
     _emit(as_json, stats, ["prune done"] + [f"  {k}: {v}" for k, v in sorted(stats.items())])
 
 
+@cli.command()
+@_repository_options
+def doctor(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
+    """Pre-flight check of a storage location: access, a probe object, the repository password.
+
+    One line per check with its fix; exits 1 when any check fails."""
+    from jobs.doctor import storage_checks
+
+    results = list(storage_checks(_require_url(repo_url), password_file))
+    _emit(
+        as_json,
+        {"ok": all(r.ok for r in results), "checks": [_as_dict(r) for r in results]},
+        [r.line() for r in results],
+    )
+    if not all(r.ok for r in results):
+        sys.exit(ExitCode.FAILED)
+
+
 def _load_plugins() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in cli.commands:

@@ -44,7 +44,7 @@ from jobs.contract import (
     decode_termination_message,
 )
 from launcher import logfmt, metrics
-from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, parse_duration
+from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, decode_ca_cert, parse_duration
 from launcher.informer import Informer, Recent, meta_of
 from launcher.jobspec import (
     FORGET_RETRIES,
@@ -853,7 +853,9 @@ class Controller:
         if pvc is None:
             raise Wait(f"PVC {self.ns}/{claim} to appear")
         owner = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": claim, "uid": pvc.metadata.uid}
-        sa, role, binding = build_rbac(cr, self.ns, owner=owner)
+        sa, role, binding = build_rbac(
+            cr, self.ns, owner=owner, annotations=self.config.mover_service_account_annotations
+        )
         for create, body in (
             (self.core.create_namespaced_service_account, sa),
             (self.rbac.create_namespaced_role, role),
@@ -1200,7 +1202,18 @@ def location_from_bsl(bsl: dict[str, Any]) -> StorageLocation:
         credential_secret=credential.get("name", "cloud-credentials"),
         credential_key=credential.get("key", "cloud"),
         profile=config.get("profile", ""),
+        ca_cert=bsl_ca_cert(bsl),
     )
+
+
+def bsl_ca_cert(bsl: dict[str, Any]) -> str:
+    """The PEM of a BackupStorageLocation's ``objectStorage.caCert``; a malformed one fails the CR."""
+    try:
+        return decode_ca_cert(
+            ((bsl.get("spec") or {}).get("objectStorage") or {}).get("caCert"), "objectStorage.caCert"
+        )
+    except ConfigurationError as e:
+        raise Fail(f"BackupStorageLocation {bsl['metadata']['name']}: {e}") from e
 
 
 def pod_start_problem(pod: Any) -> str:

@@ -22,6 +22,7 @@ from jobs.contract import (
     DATAUPLOAD_PLURAL,
     ENV_AWS_CREDENTIALS_FILE,
     ENV_AWS_PROFILE,
+    ENV_CA_CERT,
     ENV_CACHE_DIR,
     ENV_CR_KIND,
     ENV_CR_NAME,
@@ -47,6 +48,7 @@ from jobs.contract import (
     LABEL_OWNER_UID,
     LABEL_ROLE,
     PASSWORD_FILE_PATH,
+    PROXY_ENV_NAMES,
     ROLE_DOWNLOAD,
     ROLE_UPLOAD,
     SECRETS_MOUNT_PATH,
@@ -128,15 +130,35 @@ def repository_url(location: StorageLocation, source_namespace: str) -> str:
     return f"s3://{location.bucket}/{path}" + ("?" + "&".join(query) if query else "")
 
 
-def build_rbac(cr: dict[str, Any], namespace: str, owner: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def network_env(config: LauncherConfig, location: StorageLocation) -> list[dict[str, Any]]:
+    """The mover's proxy variables (upper and lower case: tools differ in which they read) and
+    the object store's CA (PEM, which the mover turns into AWS_CA_BUNDLE)."""
+    env: list[dict[str, Any]] = []
+    for name, value in zip(PROXY_ENV_NAMES, (config.http_proxy, config.https_proxy, config.no_proxy), strict=True):
+        if value:
+            env += [{"name": name, "value": value}, {"name": name.lower(), "value": value}]
+    if location.provider == "aws" and location.ca_cert:
+        env.append({"name": ENV_CA_CERT, "value": location.ca_cert})
+    return env
+
+
+def build_rbac(
+    cr: dict[str, Any],
+    namespace: str,
+    owner: dict[str, str] | None = None,
+    *,
+    annotations: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """ServiceAccount + Role (its own CR only) + RoleBinding for the mover Job, owned by ``owner``
-    (the launcher passes the mover's PVC, so they go away with it) or else by the CR."""
+    (the launcher passes the mover's PVC, so they go away with it) or else by the CR.
+    ``annotations`` go on the ServiceAccount only (IRSA, GKE/Azure workload identity)."""
     meta = metadata(cr, namespace)
     if owner is not None:
         meta["ownerReferences"] = [owner]
+    sa_meta = {**meta, "annotations": dict(annotations)} if annotations else meta
     plural = DATAUPLOAD_PLURAL if cr["kind"] == DATAUPLOAD_KIND else DATADOWNLOAD_PLURAL
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": True},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": sa_meta, "automountServiceAccountToken": True},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -240,6 +262,7 @@ def build_job(
         )
         if location.profile:
             env.append({"name": ENV_AWS_PROFILE, "value": location.profile})
+    env += network_env(config, location)
     if location.provider == "filesystem":
         volumes.append({"name": "repository", "persistentVolumeClaim": {"claimName": location.pvc}})
         mounts.append({"name": "repository", "mountPath": REPOSITORY_MOUNT_PATH})
@@ -273,6 +296,8 @@ def build_job(
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": 30,
     }
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
     if config.priority_class_name:
         pod_spec["priorityClassName"] = config.priority_class_name
     if config.node_selector:

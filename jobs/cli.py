@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import click
 
 from jobs import __version__
+from jobs.cli_help import add_epilogs, completion
 from jobs.contract import ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_REPOSITORY, ExitCode
 from jobs.errors import IntegrityError, MoverError, UsageError, VolumeIOError
 from jobs.kube.commands import job
@@ -44,6 +45,8 @@ def cli() -> None:
 
 
 cli.add_command(job)
+job.hidden = True  # the mover Job's entry point: `snapmover job --help` still works
+cli.add_command(completion)
 
 
 # --- shared options and output ----------------------------------------------------------------
@@ -63,6 +66,7 @@ def _repository_options(func: F) -> F:
         help=f"File holding the repository password (else ${ENV_PASSWORD_FILE}, else ${ENV_PASSWORD}).",
     )(func)
     func = click.option(
+        "-r",
         "--repo",
         "repo_url",
         envvar=ENV_REPOSITORY,
@@ -140,27 +144,65 @@ def _duration_text(total_bytes: int, seconds: float) -> str:
     return f"duration: {seconds:.2f} s ({_human_bytes(total_bytes / max(seconds, 1e-9))}/s)"
 
 
-def _progress_printer(enabled: bool) -> Callable[[Progress], None] | None:
-    """A callback printing a progress line to stderr at most every few seconds (text mode only)."""
-    if not enabled:
-        return None
-    started = time.monotonic()
-    last = [started]
+PROGRESS_TTY_INTERVAL_SECONDS = 0.5
 
-    def show(p: Progress) -> None:
+
+class ProgressReporter:
+    """The progress callback of upload/download, writing to stderr (stdout stays the result).
+
+    On a terminal: one line rewritten in place twice a second; under ``--json``: one NDJSON object
+    per interval (``{"progress": {...}}``); otherwise a plain line every few seconds (logs).
+    Call :meth:`close` at the end so a terminal line ends with a newline."""
+
+    def __init__(self, as_json: bool, *, tty: bool | None = None) -> None:
+        self.as_json = as_json
+        self.tty = (sys.stderr.isatty() if tty is None else tty) and not as_json
+        self.interval = PROGRESS_TTY_INTERVAL_SECONDS if self.tty else PROGRESS_PRINT_INTERVAL_SECONDS
+        self.started = time.monotonic()
+        self.last = self.started
+        self.width = 0
+
+    def __call__(self, p: Progress) -> None:
         now = time.monotonic()
-        if now - last[0] < PROGRESS_PRINT_INTERVAL_SECONDS:
+        if now - self.last < self.interval:
             return
-        last[0] = now
-        rate = p.bytes_done / max(now - started, 1e-9)
+        self.last = now
+        rate = p.bytes_done / max(now - self.started, 1e-9)
         pct = 100.0 * p.bytes_done / p.total_bytes if p.total_bytes else 0.0
-        click.echo(
+        if self.as_json:
+            fields = {
+                "bytes_done": p.bytes_done,
+                "total_bytes": p.total_bytes,
+                "files_done": p.files_done,
+                "files_total": p.files_total,
+                "percent": round(pct, 1),
+                "bytes_per_second": round(rate),
+            }
+            click.echo(json.dumps({"progress": fields}, sort_keys=True), err=True)
+            return
+        line = (
             f"progress: {_human_bytes(p.bytes_done)} of {_human_bytes(p.total_bytes)} ({pct:.0f}%), "
-            f"{p.files_done}/{p.files_total} files, {_human_bytes(rate)}/s",
-            err=True,
+            f"{p.files_done}/{p.files_total} files, {_human_bytes(rate)}/s"
         )
+        if self.tty:
+            click.echo("\r" + line.ljust(self.width), err=True, nl=False)
+            self.width = len(line)
+        else:
+            click.echo(line, err=True)
 
-    return show
+    def close(self) -> None:
+        if self.width:
+            click.echo(err=True)
+            self.width = 0
+
+
+@contextmanager
+def _progress(as_json: bool) -> Iterator[ProgressReporter]:
+    reporter = ProgressReporter(as_json)
+    try:
+        yield reporter
+    finally:
+        reporter.close()
 
 
 @contextmanager
@@ -305,6 +347,7 @@ def upload(
             repo_url, password_file, parallel=options.upload_parallel * 2, upload_parallel=options.upload_parallel
         ) as repository,
         _cancel_on_signals() as cancel,
+        _progress(as_json) as progress,
     ):
         result = backup(
             repository,
@@ -313,7 +356,7 @@ def upload(
             tags=tag_map,
             parent=parent,
             options=options,
-            on_progress=_progress_printer(not as_json),
+            on_progress=progress,
             cancel=cancel,
         )
     _emit(
@@ -355,14 +398,18 @@ def download(
     from jobs.engine.api import restore
 
     options = _options(parallel, write_sparse=sparse)
-    with _opened(repo_url, password_file, parallel=options.parallel * 2) as repository, _cancel_on_signals() as cancel:
+    with (
+        _opened(repo_url, password_file, parallel=options.parallel * 2) as repository,
+        _cancel_on_signals() as cancel,
+        _progress(as_json) as progress,
+    ):
         result = restore(
             repository,
             snapshot_id,
             Path(target),
             mode=mode,
             options=options,
-            on_progress=_progress_printer(not as_json),
+            on_progress=progress,
             cancel=cancel,
         )
     _emit(
@@ -455,6 +502,24 @@ def prune(repo_url: str | None, password_file: str | None, as_json: bool) -> Non
     _emit(as_json, stats, ["prune done"] + [f"  {k}: {v}" for k, v in sorted(stats.items())])
 
 
+@cli.command()
+@_repository_options
+def doctor(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
+    """Pre-flight check of a storage location: access, a probe object, the repository password.
+
+    One line per check with its fix; exits 1 when any check fails."""
+    from jobs.doctor import storage_checks
+
+    results = list(storage_checks(_require_url(repo_url), password_file))
+    _emit(
+        as_json,
+        {"ok": all(r.ok for r in results), "checks": [_as_dict(r) for r in results]},
+        [r.line() for r in results],
+    )
+    if not all(r.ok for r in results):
+        sys.exit(ExitCode.FAILED)
+
+
 def _load_plugins() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in cli.commands:
@@ -482,6 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI, turning errors into one line and an exit code."""
     _limit_malloc_arenas()
     _load_plugins()
+    add_epilogs(cli)
     try:
         cli.main(args=argv, prog_name="snapmover", standalone_mode=False)
     except click.exceptions.Abort:

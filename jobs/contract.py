@@ -137,6 +137,10 @@ ENV_DATAMOVER_CONFIG: Final = "SNAPMOVER_DATAMOVER_CONFIG"  # JSON of spec.dataM
 ENV_PACK_SIZE_MIB: Final = "SNAPMOVER_PACK_SIZE_MIB"
 ENV_CACHE_DIR: Final = "SNAPMOVER_CACHE_DIR"
 ENV_LOG_FORMAT: Final = "SNAPMOVER_LOG_FORMAT"  # text | json
+ENV_CA_CERT: Final = (
+    "SNAPMOVER_CA_CERT"  # PEM of the object store's CA (not a secret); the mover makes it AWS_CA_BUNDLE
+)
+PROXY_ENV_NAMES: Final = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")  # passed to movers as given (and lowercase)
 ENV_NODE_NAME: Final = "SNAPMOVER_NODE_NAME"  # from fieldRef spec.nodeName
 ENV_TERMINATION_MESSAGE_PATH: Final = "SNAPMOVER_TERMINATION_MESSAGE_PATH"
 # boto3 reads the mounted Velero-format credentials file from this standard variable.

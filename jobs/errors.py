@@ -45,6 +45,12 @@ class StorageUnavailableError(MoverError):
     retryable = True
 
 
+class TLSVerificationError(StorageUnavailableError):
+    """The storage endpoint's TLS certificate is not signed by a trusted CA (never retried)."""
+
+    retryable = False
+
+
 class StoragePermissionError(MoverError):
     """The storage refuses access (credentials, bucket policy, file permissions)."""
 

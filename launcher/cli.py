@@ -11,6 +11,7 @@ import threading
 
 import click
 
+from launcher import logfmt
 from launcher.config import ConfigurationError, LauncherConfig, load_config
 
 
@@ -30,8 +31,19 @@ def _namespace(explicit: str | None) -> str:
 @click.option("--config-map", default="snapmover-config", show_default=True, help="ConfigMap with the settings.")
 @click.option("--metrics-port", default=8080, show_default=True, help="Port of /metrics and /healthz (0: any).")
 @click.option("--identity", default=None, help="Leader election identity (default: hostname-pid).")
+@click.option(
+    "--log-format",
+    type=click.Choice(logfmt.FORMATS),
+    default=None,
+    help="Log lines as text or json (default: the ConfigMap's logFormat, else text).",
+)
 def launcher(
-    kubeconfig: str | None, namespace: str | None, config_map: str, metrics_port: int, identity: str | None
+    kubeconfig: str | None,
+    namespace: str | None,
+    config_map: str,
+    metrics_port: int,
+    identity: str | None,
+    log_format: str | None,
 ) -> None:
     """Watch DataUploads/DataDownloads and run one mover Job per CR."""
     from kubernetes import client, config
@@ -42,9 +54,7 @@ def launcher(
     from launcher.controller import Controller
     from launcher.leader import LeaderElector
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
-    for noisy in ("kubernetes", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logfmt.setup(log_format or "text")
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig)
     else:
@@ -62,6 +72,8 @@ def launcher(
         cfg: LauncherConfig = load_config(data, ns)
     except ConfigurationError as e:
         raise click.ClickException(f"invalid ConfigMap {ns}/{config_map}: {e}") from e
+    logfmt.setup(logfmt.chosen(log_format, cfg.log_format))
+    metrics.configure(cfg.datamover_name)
     me = identity or f"{socket.gethostname()}-{os.getpid()}"
     controller = Controller(api, cfg, me)
     server = metrics.serve(metrics_port, lambda: not controller.stop.is_set())

@@ -7,6 +7,7 @@ into silent default behaviour. See README "Launcher configuration" for the refer
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class StorageLocation:
     credential_key: str = "cloud"
     profile: str = ""
     pvc: str = ""  # filesystem: an RWX PVC in the launcher namespace mounted by every mover Job
+    ca_cert: str = ""  # PEM of the CA signing the S3 endpoint (decoded from Velero's base64 caCert)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class LauncherConfig:
     resync_seconds: float = 10.0
     maintenance_interval_seconds: float = 86400.0  # 0 disables scheduled maintenance
     maintenance_jobs_kept: int = 3
+    http_proxy: str = ""
+    https_proxy: str = ""
+    no_proxy: str = ""
+    mover_service_account_annotations: dict[str, str] = field(default_factory=dict)
+    image_pull_secrets: list[str] = field(default_factory=list)
 
 
 _INT_KEYS = {
@@ -104,6 +111,9 @@ _STRING_KEYS = {
     "imagePullPolicy": "image_pull_policy",
     "priorityClassName": "priority_class_name",
     "logFormat": "log_format",
+    "httpProxy": "http_proxy",
+    "httpsProxy": "https_proxy",
+    "noProxy": "no_proxy",
 }
 _JSON_KEYS = {
     "jobResources": ("job_resources", dict),
@@ -112,6 +122,8 @@ _JSON_KEYS = {
     "jobLabels": ("job_labels", dict),
     "jobAnnotations": ("job_annotations", dict),
     "backupPVCOverrides": ("backup_pvc_overrides", dict),
+    "moverServiceAccountAnnotations": ("mover_service_account_annotations", dict),
+    "imagePullSecrets": ("image_pull_secrets", list),
 }
 KNOWN_KEYS = (
     set(_INT_KEYS)
@@ -127,6 +139,28 @@ def _bool(value: str, key: str) -> bool:
     if text not in ("true", "false"):
         raise ConfigurationError(f"{key}: must be true or false, not {value!r}")
     return text == "true"
+
+
+def decode_ca_cert(value: Any, what: str) -> str:
+    """Velero's ``caCert`` (base64 of a PEM bundle) as PEM text; '' when absent."""
+    if not value:
+        return ""
+    try:
+        pem = base64.b64decode(str(value), validate=True).decode("ascii")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigurationError(f"{what}: not base64 of a PEM certificate bundle") from e
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigurationError(f"{what}: the decoded value holds no PEM certificate")
+    return pem
+
+
+def _string_lists_and_maps(values: dict[str, Any]) -> None:
+    pull = values.get("image_pull_secrets", [])
+    if not all(isinstance(n, str) and n for n in pull):
+        raise ConfigurationError('imagePullSecrets: must be a JSON list of Secret names, e.g. ["regcred"]')
+    notes = values.get("mover_service_account_annotations", {})
+    if not all(isinstance(v, str) for v in notes.values()):
+        raise ConfigurationError("moverServiceAccountAnnotations: values must be strings")
 
 
 def parse_location(name: str, raw: Any) -> StorageLocation:
@@ -151,6 +185,7 @@ def parse_location(name: str, raw: Any) -> StorageLocation:
         credential_key=str((raw.get("credential") or {}).get("key", "cloud")),
         profile=str(raw.get("profile", "")),
         pvc=str(raw.get("pvc", "")),
+        ca_cert=decode_ca_cert(raw.get("caCert"), f"storageLocations.{name}.caCert"),
     )
     if provider == "aws" and not loc.bucket:
         raise ConfigurationError(f"storageLocations.{name}.bucket is required for provider aws")
@@ -191,6 +226,7 @@ def load_config(data: dict[str, str], namespace: str) -> LauncherConfig:
             if not isinstance(parsed, kind):
                 raise ConfigurationError(f"{key}: must be a JSON {kind.__name__}")
             values[attr] = parsed
+    _string_lists_and_maps(values)
     if "restoreIgnoreDelayBinding" in data:
         values["restore_ignore_delay_binding"] = _bool(data["restoreIgnoreDelayBinding"], "restoreIgnoreDelayBinding")
     if "storageLocations" in data:

@@ -42,7 +42,7 @@ from jobs.contract import (
     TERMINAL_PHASES,
     Phase,
 )
-from launcher import api, metrics, objects, phases
+from launcher import api, logfmt, metrics, objects, phases
 from launcher.config import LauncherConfig
 from launcher.exposure import Exposer, LocationError
 from launcher.informer import Informer, Recent, meta_of
@@ -149,7 +149,7 @@ class Controller:
             if key is None or not self.is_leader.is_set():
                 continue
             try:
-                self.reconcile(*key)
+                logfmt.reconciling(self.reconcile, self.ns, *key)
             except Exception as e:  # noqa: BLE001 - the launcher must keep serving other CRs
                 metrics.API_ERRORS.inc()
                 delay = self.queue.failed(key)
@@ -441,7 +441,12 @@ class Controller:
                 "name": exposed.claim,
                 "uid": exposed.claim_uid,
             }
-            sa, role, binding = build_rbac(cr, self.ns, owner=owner)  # type: ignore[arg-type]
+            sa, role, binding = build_rbac(
+                cr,
+                self.ns,
+                owner=owner,  # type: ignore[arg-type]
+                annotations=self.config.mover_service_account_annotations,
+            )
             for what, create, body in (
                 ("ServiceAccount", self.core.create_namespaced_service_account, sa),
                 ("Role", self.rbac.create_namespaced_role, role),

@@ -21,7 +21,7 @@ from kubernetes import client
 
 from jobs.contract import DATAUPLOAD_KIND, LABEL_OWNER_UID, VOLUME_MODE_FILESYSTEM
 from launcher import api, objects
-from launcher.config import ConfigurationError, LauncherConfig, StorageLocation
+from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, decode_ca_cert
 from launcher.informer import Informer, Recent
 from launcher.jobspec import PASSWORD_KEY, PASSWORD_SECRET, object_name
 from launcher.objects import RESTORED_FOR_LABEL, SNAP_GROUP, SNAP_VERSION
@@ -68,7 +68,18 @@ def location_from_bsl(bsl: dict[str, Any]) -> StorageLocation:
         credential_secret=credential.get("name", "cloud-credentials"),
         credential_key=credential.get("key", "cloud"),
         profile=config.get("profile", ""),
+        ca_cert=bsl_ca_cert(bsl),
     )
+
+
+def bsl_ca_cert(bsl: dict[str, Any]) -> str:
+    """The PEM of a BackupStorageLocation's ``objectStorage.caCert``; a malformed one is a LocationError."""
+    try:
+        return decode_ca_cert(
+            ((bsl.get("spec") or {}).get("objectStorage") or {}).get("caCert"), "objectStorage.caCert"
+        )
+    except ConfigurationError as e:
+        raise LocationError(f"BackupStorageLocation {bsl['metadata']['name']}: {e}") from e
 
 
 @dataclass

@@ -112,6 +112,10 @@ class Informer:
             gone = [o for key, o in self._objects.items() if key not in fresh]
             self._objects = fresh
         self.synced.set()
+        for o in objects:
+            metrics.observe_cr(o)
+        for o in gone:
+            metrics.observe_cr(o, deleted=True)
         self._notify([*objects, *gone])
         return rv
 
@@ -122,6 +126,7 @@ class Informer:
         ):
             obj = event["object"]
             self._store(obj, deleted=event["type"] == "DELETED")
+            metrics.observe_cr(obj, deleted=event["type"] == "DELETED")
             rv = meta_of(obj)[2] or rv
             self._notify([obj])
             if stop.is_set():

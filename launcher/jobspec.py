@@ -23,6 +23,7 @@ from jobs.contract import (
     DATAUPLOAD_PLURAL,
     ENV_AWS_CREDENTIALS_FILE,
     ENV_AWS_PROFILE,
+    ENV_CA_CERT,
     ENV_CACHE_DIR,
     ENV_CR_KIND,
     ENV_CR_NAME,
@@ -48,6 +49,7 @@ from jobs.contract import (
     LABEL_OWNER_UID,
     LABEL_ROLE,
     PASSWORD_FILE_PATH,
+    PROXY_ENV_NAMES,
     ROLE_DOWNLOAD,
     ROLE_UPLOAD,
     SECRETS_MOUNT_PATH,
@@ -129,15 +131,35 @@ def repository_url(location: StorageLocation, source_namespace: str) -> str:
     return f"s3://{location.bucket}/{path}" + ("?" + "&".join(query) if query else "")
 
 
-def build_rbac(cr: dict[str, Any], namespace: str, owner: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def network_env(config: LauncherConfig, location: StorageLocation) -> list[dict[str, Any]]:
+    """The mover's proxy variables (upper and lower case: tools differ in which they read) and
+    the object store's CA (PEM, which the mover turns into AWS_CA_BUNDLE)."""
+    env: list[dict[str, Any]] = []
+    for name, value in zip(PROXY_ENV_NAMES, (config.http_proxy, config.https_proxy, config.no_proxy), strict=True):
+        if value:
+            env += [{"name": name, "value": value}, {"name": name.lower(), "value": value}]
+    if location.provider == "aws" and location.ca_cert:
+        env.append({"name": ENV_CA_CERT, "value": location.ca_cert})
+    return env
+
+
+def build_rbac(
+    cr: dict[str, Any],
+    namespace: str,
+    owner: dict[str, str] | None = None,
+    *,
+    annotations: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """ServiceAccount + Role (its own CR only) + RoleBinding for the mover Job, owned by ``owner``
-    (the launcher passes the mover's PVC, so they go away with it) or else by the CR."""
+    (the launcher passes the mover's PVC, so they go away with it) or else by the CR.
+    ``annotations`` go on the ServiceAccount only (IRSA, GKE/Azure workload identity)."""
     meta = metadata(cr, namespace)
     if owner is not None:
         meta["ownerReferences"] = [owner]
+    sa_meta = {**meta, "annotations": dict(annotations)} if annotations else meta
     plural = DATAUPLOAD_PLURAL if cr["kind"] == DATAUPLOAD_KIND else DATADOWNLOAD_PLURAL
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": True},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": sa_meta, "automountServiceAccountToken": True},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
@@ -245,6 +267,8 @@ def job_body(
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": 30,
     }
+    if config.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
     if config.priority_class_name:
         pod_spec["priorityClassName"] = config.priority_class_name
     if config.node_selector:
@@ -316,7 +340,11 @@ def build_job(
     storage_volumes, storage_mounts, storage_env = storage_parts(location)
     capabilities = UPLOAD_CAPABILITIES if upload else DOWNLOAD_CAPABILITIES
     container = mover_container(
-        config, ROLE_UPLOAD if upload else ROLE_DOWNLOAD, env + storage_env, mounts + storage_mounts, capabilities
+        config,
+        ROLE_UPLOAD if upload else ROLE_DOWNLOAD,
+        env + storage_env + network_env(config, location),
+        mounts + storage_mounts,
+        capabilities,
     )
     if block:
         container["volumeDevices"] = [{"name": "data", "devicePath": BLOCK_DEVICE_PATH}]
@@ -349,7 +377,9 @@ def build_repository_job(
         env.append({"name": ENV_SNAPSHOT_ID, "value": snapshot_id})
     volumes, mounts = base_volumes()
     storage_volumes, storage_mounts, storage_env = storage_parts(location)
-    container = mover_container(config, command, env + storage_env, mounts + storage_mounts, [])
+    container = mover_container(
+        config, command, env + storage_env + network_env(config, location), mounts + storage_mounts, []
+    )
     pod_spec = {"automountServiceAccountToken": False, "containers": [container], "volumes": volumes + storage_volumes}
     return job_body(config, meta, pod_spec, backoff_limit)
 

@@ -6,10 +6,13 @@ import json
 import logging
 import os
 import sys
+import tempfile
+from collections.abc import MutableMapping
+from typing import Final
 
 import click
 
-from jobs.contract import ENV_LOG_FORMAT
+from jobs.contract import ENV_CA_CERT, ENV_LOG_FORMAT
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +27,23 @@ class JsonFormatter(logging.Formatter):
                 "msg": record.getMessage(),
             }
         )
+
+
+CA_BUNDLE_FILE: Final = "snapmover-ca.pem"
+
+
+def install_ca_bundle(environ: MutableMapping[str, str], directory: str | None = None) -> str | None:
+    """Write ``$SNAPMOVER_CA_CERT`` (the object store's CA, PEM, set by the launcher from the
+    location's caCert) to a file in ``directory`` (default the temp dir, an emptyDir in Jobs) and
+    point ``AWS_CA_BUNDLE`` at it; returns its path, or None when no CA is configured."""
+    pem = environ.get(ENV_CA_CERT, "")
+    if not pem:
+        return None
+    path = os.path.join(directory or tempfile.gettempdir(), CA_BUNDLE_FILE)
+    with open(path, "w", encoding="ascii") as f:
+        f.write(pem if pem.endswith("\n") else pem + "\n")
+    environ["AWS_CA_BUNDLE"] = path
+    return path
 
 
 def setup_logging(log_format: str) -> None:
@@ -49,6 +69,7 @@ def setup_logging(log_format: str) -> None:
 def job(log_format: str) -> None:
     """Run inside a mover Job: read the Job environment, move data, write the CR status."""
     setup_logging(log_format)
+    install_ca_bundle(os.environ)
 
 
 @job.command()

@@ -26,6 +26,7 @@ from jobs.errors import (
     ObjectNotFoundError,
     StoragePermissionError,
     StorageUnavailableError,
+    TLSVerificationError,
 )
 from jobs.storage.base import ObjectInfo, Storage
 from jobs.storage.file import check_name
@@ -97,6 +98,7 @@ class S3Options:
     path_style: bool = False
     insecure: bool = False
     profile: str | None = None
+    ca_bundle: str | None = None  # PEM file of the CA signing the endpoint (else AWS_CA_BUNDLE, else the system's)
 
 
 class S3Storage(Storage):
@@ -123,7 +125,8 @@ class S3Storage(Storage):
                 endpoint_url=options.endpoint,
                 region_name=options.region,
                 config=config,
-                verify=not options.insecure,
+                # None lets botocore honour AWS_CA_BUNDLE; True would ignore it
+                verify=False if options.insecure else (options.ca_bundle or None),
             )
         except botocore.exceptions.BotoCoreError as e:
             raise StorageUnavailableError(f"cannot set up the S3 client for {self.location}: {e}") from e
@@ -262,6 +265,11 @@ class S3Storage(Storage):
             return StorageUnavailableError(f"S3 error on {name} at {self.location}: {code}")
         if isinstance(e, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
             return StoragePermissionError(f"no S3 credentials found for {self.location}; configure them")
+        if isinstance(e, botocore.exceptions.SSLError):
+            return TLSVerificationError(
+                f"TLS certificate of {self._opt.endpoint or 'the S3 endpoint'} not trusted; give its CA "
+                "(BackupStorageLocation objectStorage.caCert, the ConfigMap's caCert, or AWS_CA_BUNDLE)"
+            )
         if isinstance(e, botocore.exceptions.EndpointConnectionError | botocore.exceptions.ConnectTimeoutError):
             return StorageUnavailableError(f"cannot reach {self.location}")
         return StorageUnavailableError(f"S3 request for {name} at {self.location} failed: {type(e).__name__}")

@@ -17,7 +17,7 @@ from jobs.storage.retry import RetryingStorage, RetryPolicy
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-S3_QUERY_KEYS = {"endpoint", "region", "path_style", "insecure", "profile"}
+S3_QUERY_KEYS = {"endpoint", "region", "path_style", "insecure", "profile", "ca_bundle"}
 
 
 def redact_url(url: str) -> str:
@@ -84,5 +84,6 @@ def _open_s3(url: str, bucket: str, path: str, query: dict[str, list[str]], para
         path_style=_flag(query, "path_style", url),
         insecure=_flag(query, "insecure", url),
         profile=query.get("profile", [None])[0],
+        ca_bundle=query.get("ca_bundle", [None])[0],
     )
     return S3Storage(options, parallel=parallel)

@@ -237,7 +237,7 @@ def test_concurrency_limit_and_metrics(velero_crds: ClusterHandle, tmp_path: Pat
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "snapmover_phase_transitions_total" in body and "snapmover_queue_depth" in body
         moved = [
-            line for line in body.splitlines() if line.startswith('snapmover_bytes_moved_total{kind="DataUpload"}')
+            line for line in body.splitlines() if line.startswith('snapmover_moved_bytes_total{kind="DataUpload"}')
         ]
         assert moved and float(moved[0].split()[-1]) >= 20 * len("small\n")
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read() == b"ok\n"

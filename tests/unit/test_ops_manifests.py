@@ -1,0 +1,31 @@
+"""Operator-facing manifests: the doctor Job example runs `snapmover doctor` hardened, with the
+credentials and password mounted as files (never env literals), and its URL parses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from jobs.storage.url import open_backend
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+
+
+def test_doctor_job_example() -> None:
+    job = yaml.safe_load((EXAMPLES / "doctor-job.yaml").read_text())
+    assert job["kind"] == "Job" and job["metadata"]["namespace"] == "snapmover"
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"][:3] == ["snapmover", "doctor", "-r"]
+    open_backend(container["command"][3]).close()  # a URL the mover accepts
+    ctx = container["securityContext"]
+    assert (
+        ctx["readOnlyRootFilesystem"] and not ctx["allowPrivilegeEscalation"] and ctx["capabilities"]["drop"] == ["ALL"]
+    )
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AWS_EC2_METADATA_DISABLED"] == "true"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent.as_posix() in mounts
+    assert Path(env["SNAPMOVER_PASSWORD_FILE"]).parent.as_posix() in mounts
+    assert not any("SECRET" in name or name == "SNAPMOVER_PASSWORD" for name in env)

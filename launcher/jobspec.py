@@ -160,6 +160,20 @@ def build_rbac(cr: dict[str, Any], namespace: str, owner: dict[str, str] | None 
     ]
 
 
+def mover_security_context(upload: bool) -> dict[str, Any]:
+    """The mover container's security context (DESIGN §4): UID 0 (Kubernetes grants added
+    capabilities only to it) with every capability dropped but the role's few, no privilege
+    escalation, a read-only root file system."""
+    return {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"], "add": UPLOAD_CAPABILITIES if upload else DOWNLOAD_CAPABILITIES},
+    }
+
+
 def build_job(
     cr: dict[str, Any],
     config: LauncherConfig,
@@ -252,14 +266,7 @@ def build_job(
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": UPLOAD_CAPABILITIES if upload else DOWNLOAD_CAPABILITIES},
-        },
+        "securityContext": mover_security_context(upload),
     }
     if devices:
         container["volumeDevices"] = devices

@@ -10,7 +10,9 @@ packet counter must be 0 and the teardown must leave nothing behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,21 +20,16 @@ from typing import Any
 
 import pytest
 
+from launcher.jobspec import mover_security_context
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.node import BRIDGE, CGROUP_ROOT, GUARD_COMMENT, NodeUnavailable, RealNode, check_host
 from tests.e2e.test_cluster import wait_for
 from tests.e2e.test_image import image, project_version  # noqa: F401 - image: the module-scoped image fixture
+from tests.unit.jobs.volume.treecompare import MiB, compare_trees, make_sample_tree
 
 pytestmark = pytest.mark.e2e
 
-HARDENED = {
-    "runAsUser": 0,
-    "runAsNonRoot": False,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "privileged": False,
-    "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]},
-}
+HARDENED = mover_security_context(upload=True)  # the launcher's own, for a backup
 
 
 class Node:
@@ -53,6 +50,12 @@ class Node:
         )
 
     def pod(self, name: str, script: str, **container: Any) -> None:
+        """A one-shot pod running ``sh -c SCRIPT`` from the image, with an emptyDir /tmp."""
+        self.run_pod(name, {"command": ["sh", "-c", script], **container}, [])
+
+    def run_pod(self, name: str, container: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
+        """Create a one-shot pod of one container from the image (plus an emptyDir on /tmp)."""
+        mounts = [{"name": "tmp", "mountPath": "/tmp"}, *container.pop("volumeMounts", [])]
         spec = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -60,16 +63,9 @@ class Node:
             "spec": {
                 "restartPolicy": "Never",
                 "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                "volumes": [{"name": "tmp", "emptyDir": {}}],
+                "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes],
                 "containers": [
-                    {
-                        "name": "c",
-                        "image": self.image,
-                        "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", script],
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        **container,
-                    }
+                    {"name": "c", "image": self.image, "imagePullPolicy": "Never", "volumeMounts": mounts, **container}
                 ],
             },
         }
@@ -165,3 +161,163 @@ def test_node_state_is_private_and_guarded(real_node: Node) -> None:
     assert Path(f"/sys/class/net/{BRIDGE}").exists()
     assert Path(f"/sys/fs/cgroup/memory/{CGROUP_ROOT}/kubepods").is_dir()
     assert real_node.node.metadata_packets() == 0
+
+
+class Repository:
+    """A file repository on a hostPath and the password in a real Secret; runs the mover CLI in
+    pods with the launcher's mover security context (launcher/jobspec.py) for the role."""
+
+    def __init__(self, node: Node, work: Path, name: str) -> None:
+        self.node = node
+        self.name = name
+        self.repo = work / "repo"
+        self.repo.mkdir()
+        self.count = 0
+        node.kubectl("create", "secret", "generic", f"{name}-password", f"--from-literal=password={name} password")
+
+    def run(self, upload: bool, args: list[str], data: dict[str, Any], mount: dict[str, Any]) -> str:
+        """Run ``snapmover ARGS`` in a pod on the node; returns its logs (fails when the pod fails)."""
+        self.count += 1
+        pod = f"{self.name}-{self.count}"
+        container = {
+            "command": ["snapmover", *args],
+            "env": [
+                {"name": "SNAPMOVER_REPOSITORY", "value": "file:///repository"},
+                {"name": "SNAPMOVER_PASSWORD_FILE", "value": "/secrets/password"},
+                {"name": "HOME", "value": "/tmp"},
+            ],
+            "volumeMounts": [
+                {"name": "repository", "mountPath": "/repository"},
+                {"name": "secret", "mountPath": "/secrets", "readOnly": True},
+                *([mount] if "mountPath" in mount else []),
+            ],
+            **({"volumeDevices": [mount]} if "devicePath" in mount else {}),
+            "securityContext": mover_security_context(upload),
+        }
+        volumes = [
+            {"name": "repository", "hostPath": {"path": str(self.repo), "type": "Directory"}},
+            {"name": "secret", "secret": {"secretName": f"{self.name}-password", "defaultMode": 0o400}},
+            {"name": "data", **data},
+        ]
+        self.node.run_pod(pod, container, volumes)
+        wait_for(f"pod {pod} to finish", lambda: phase(self.node, pod) in ("Succeeded", "Failed"), timeout=180)
+        logs = self.node.kubectl("logs", pod).stdout
+        assert phase(self.node, pod) == "Succeeded", logs
+        self.node.kubectl("delete", "pod", pod, "--wait=true")
+        return logs
+
+    def snapshot_id(self, upload_logs: str) -> str:
+        last = [line for line in upload_logs.splitlines() if line.startswith("{")][-1]
+        return str(json.loads(last)["snapshot_id"])
+
+
+def host_path(path: Path) -> dict[str, Any]:
+    return {"hostPath": {"path": str(path), "type": "Directory"}}
+
+
+def test_filesystem_backup_and_restore_in_mover_pods(real_node: Node, tmp_path: Path) -> None:
+    src, target = tmp_path / "src", tmp_path / "target"
+    make_sample_tree(src, large_bytes=MiB)
+    target.mkdir()
+    repo = Repository(real_node, tmp_path, "fs")
+    repo.run(True, ["repo", "init", "--json"], host_path(src), {"name": "data", "mountPath": "/data", "readOnly": True})
+    logs = repo.run(
+        True,
+        ["upload", "--source", "/data", "--json"],
+        host_path(src),
+        {"name": "data", "mountPath": "/data", "readOnly": True},
+    )
+    snapshot = repo.snapshot_id(logs)
+    repo.run(
+        False,
+        ["download", "--snapshot", snapshot, "--target", "/data"],
+        host_path(target),
+        {"name": "data", "mountPath": "/data"},
+    )
+    assert compare_trees(src, target) == []
+
+
+def _loop_device(backing: Path, size: int) -> str:
+    with open(backing, "wb") as f:
+        f.truncate(size)
+    return subprocess.run(
+        ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _block_claim(node: Node, name: str, device: str) -> None:
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "volumeMode": "Block",
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "local": {"path": device},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node.node.name]}
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {
+            "volumeMode": "Block",
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "volumeName": name,
+            "resources": {"requests": {"storage": "64Mi"}},
+        },
+    }
+    node.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+
+
+def test_block_backup_and_restore_through_volume_devices(real_node: Node, tmp_path: Path) -> None:
+    size = 64 * MiB
+    devices: list[str] = []
+    try:
+        source, target = _loop_device(tmp_path / "source.img", size), _loop_device(tmp_path / "target.img", size)
+        devices += [source, target]
+        rng = random.Random(7)
+        with open(source, "r+b") as f:
+            for offset in (0, 5 * MiB + 4096, size - MiB):
+                f.seek(offset)
+                f.write(rng.randbytes(MiB))
+        _block_claim(real_node, "block-source", source)
+        _block_claim(real_node, "block-target", target)
+        repo = Repository(real_node, tmp_path, "block")
+        device = {"name": "data", "devicePath": "/dev/snapmover-data"}
+        repo.run(True, ["repo", "init", "--json"], {"persistentVolumeClaim": {"claimName": "block-source"}}, device)
+        logs = repo.run(
+            True,
+            ["upload", "--mode", "block", "--source", "/dev/snapmover-data", "--json"],
+            {"persistentVolumeClaim": {"claimName": "block-source"}},
+            device,
+        )
+        snapshot = repo.snapshot_id(logs)
+        repo.run(
+            False,
+            ["download", "--mode", "block", "--snapshot", snapshot, "--target", "/dev/snapmover-data"],
+            {"persistentVolumeClaim": {"claimName": "block-target"}},
+            device,
+        )
+        with open(source, "rb") as a, open(target, "rb") as b:
+            assert hashlib.sha256(a.read()).hexdigest() == hashlib.sha256(b.read()).hexdigest()
+    finally:
+        real_node.kubectl("delete", "pvc", "block-source", "block-target", "--wait=true", check=False)
+        real_node.kubectl("delete", "pv", "block-source", "block-target", "--wait=true", check=False)
+        for dev in devices:
+            subprocess.run(["losetup", "-d", dev], check=False)

@@ -226,6 +226,25 @@ def base_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return volumes, mounts
 
 
+def security_context(capabilities: list[str]) -> dict[str, Any]:
+    """A mover container's security context (DESIGN §4): UID 0 (Kubernetes grants added
+    capabilities only to it) with every capability dropped but ``capabilities``, no privilege
+    escalation, a read-only root file system."""
+    return {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"], "add": list(capabilities)},
+    }
+
+
+def mover_security_context(upload: bool) -> dict[str, Any]:
+    """The security context of a backup (``upload``) or restore mover."""
+    return security_context(UPLOAD_CAPABILITIES if upload else DOWNLOAD_CAPABILITIES)
+
+
 def mover_container(
     config: LauncherConfig,
     command: str,
@@ -243,14 +262,7 @@ def mover_container(
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"], "add": list(capabilities)},
-        },
+        "securityContext": security_context(capabilities),
     }
     if config.job_resources:
         container["resources"] = config.job_resources

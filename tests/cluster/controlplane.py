@@ -76,7 +76,7 @@ def make_pki(d: Path) -> None:
         cwd=d,
     )
     (d / "san.cnf").write_text(
-        "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
+        "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:10.244.0.1,DNS:localhost,"
         "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
     )
     _openssl(
@@ -116,11 +116,22 @@ def make_pki(d: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
 
 
+def _client_cert(d: Path, name: str, subject: str) -> None:
+    """A client certificate NAME.crt/NAME.key signed by the CA in D."""
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d
+    )
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "30", "-out", f"{name}.crt", cwd=d)  # fmt: skip
+
+
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager, recorded in a state directory."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, real_node: bool = False) -> None:
         self.state = state_dir
+        self.real_node = real_node
+        self.node_tokens: dict[str, str] = {}
         self.pki = state_dir / "pki"
         self.kubeconfig = state_dir / "kubeconfig"
         self.pid_file = state_dir / "pids"
@@ -137,7 +148,22 @@ class ControlPlane:
         self.state.mkdir(parents=True)
         make_pki(self.pki)
         token = secrets.token_hex(16)
-        (self.pki / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
+        tokens = f'{token},admin,admin,"system:masters"\n'
+        node_flags: list[str] = []
+        if self.real_node:
+            self.node_tokens = {"kubelet": secrets.token_hex(16), "scheduler": secrets.token_hex(16)}
+            tokens += (
+                f'{self.node_tokens["kubelet"]},system:node:snapmover-node,kubelet,"system:nodes"\n'
+                f"{self.node_tokens['scheduler']},system:kube-scheduler,scheduler\n"
+            )
+            _client_cert(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
+            node_flags = [
+                f"--kubelet-client-certificate={self.pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={self.pki / 'kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--enable-admission-plugins=NodeRestriction",
+            ]
+        (self.pki / "tokens.csv").write_text(tokens)
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
         etcd_dir = Path("/dev/shm") / f"snapmover-etcd-{secrets.token_hex(4)}"
         self._spawn(
@@ -177,7 +203,8 @@ class ControlPlane:
                 f"--tls-private-key-file={self.pki / 'server.key'}",
                 f"--client-ca-file={self.pki / 'ca.crt'}",
                 f"--token-auth-file={self.pki / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC" if self.real_node else "--authorization-mode=RBAC",
+                *node_flags,
                 f"--service-account-key-file={self.pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={self.pki / 'sa.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc",
@@ -204,7 +231,10 @@ class ControlPlane:
                 "--port=0",
                 f"--service-account-private-key-file={self.pki / 'sa.key'}",
                 f"--root-ca-file={self.pki / 'ca.crt'}",
-                "--controllers=*,-nodeipam,-nodelifecycle,-csrsigning,-bootstrapsigner,-tokencleaner",
+                # a real node needs nodelifecycle: only it lifts the not-ready taint
+                "--controllers=*,-nodeipam,-csrsigning,-bootstrapsigner,-tokencleaner"
+                if self.real_node
+                else "--controllers=*,-nodeipam,-nodelifecycle,-csrsigning,-bootstrapsigner,-tokencleaner",
                 "--concurrent-gc-syncs=5",
                 "--v=0",
             ],

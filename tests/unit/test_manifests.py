@@ -162,3 +162,32 @@ def test_examples_are_addressed_to_snapmover() -> None:
             assert d["spec"]["datamover"] == "snapmover"
             assert d["metadata"]["namespace"] == "snapmover"
             assert d["spec"]["backupStorageLocation"] == "default"
+
+
+def _nullable_paths(schema: Any, path: str = "") -> set[str]:
+    """Property paths of an OpenAPI schema that are marked nullable."""
+    found: set[str] = set()
+    if not isinstance(schema, dict):
+        return found
+    if schema.get("nullable"):
+        found.add(path)
+    for key, sub in (schema.get("properties") or {}).items():
+        found |= _nullable_paths(sub, f"{path}.{key}")
+    found |= _nullable_paths(schema.get("items"), f"{path}[]")
+    found |= _nullable_paths(schema.get("additionalProperties"), f"{path}{{}}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["velero.io_datauploads.yaml", "velero.io_datadownloads.yaml", "velero.io_backupstoragelocations.yaml"],
+)
+def test_crds_are_no_more_nullable_than_velero_ships_them(name: str) -> None:
+    # Our CRDs once marked every string nullable to get "" past a broken test API server; they
+    # must accept exactly what Velero's accept, so nothing is nullable that Velero's is not.
+    ours = yaml.safe_load((MANIFESTS / "crd" / name).read_text())
+    theirs = yaml.safe_load((ROOT / "tests" / "fixtures" / "velero-crds" / name).read_text())
+    extra = _nullable_paths(ours["spec"]["versions"][0]["schema"]["openAPIV3Schema"]) - _nullable_paths(
+        theirs["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    )
+    assert not extra, f"nullable in manifests/crd/{name} but not in Velero's: {sorted(extra)}"

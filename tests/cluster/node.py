@@ -1,0 +1,396 @@
+"""A real Kubernetes node for the test cluster: containerd + kubelet + kube-scheduler on this host.
+
+Test infrastructure only (never shipped). :class:`RealNode` joins a running :class:`ControlPlane`
+started with ``real_node=True``. Everything it changes on the host is private or recorded in its
+state directory and undone by :meth:`RealNode.stop`:
+
+* a bridge (``snapm0``, 10.244.0.1/24) that is the node IP, the kubelet address and the pods' CNI
+  bridge; pods get a route to the service range only, so nothing beyond the bridge is reachable;
+* iptables: a DNAT of the in-cluster API address 10.0.0.1:443 to the API server on 127.0.0.1
+  (with ``route_localnet`` on the bridge), a FORWARD reject for anything leaving the bridge, and
+  an OUTPUT reject of 169.254.0.0/16 — installed before the kubelet first starts, whose packet
+  counter :meth:`RealNode.metadata_packets` reads (tests fail when it is not 0);
+* the sysctls the kubelet rewrites at start (saved first, restored at stop);
+* a cgroup root of its own in every cgroup v1 hierarchy;
+* containerd with private root, state, socket and runc root, and the kubelet with private root
+  and certificate directories. The kubelet always runs with ``AWS_EC2_METADATA_DISABLED=true``.
+
+Why each setting is there: ../shared/REAL-NODE-FACTS.md (found by a failure each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.cluster.controlplane import _alive, _terminate, cache_root, free_port, kube_bin_dir
+
+BRIDGE = "snapm0"
+BRIDGE_IP = "10.244.0.1"
+POD_SUBNET = "10.244.0.0/24"
+SERVICE_RANGE = "10.0.0.0/24"
+API_SERVICE_IP = "10.0.0.1"
+METADATA_RANGE = "169.254.0.0/16"
+GUARD_COMMENT = "snapmover-node-guard"
+PAUSE_IMAGE = "localhost/pause:3.4"
+KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
+CGROUP_ROOT = "snapmover-node"
+HOST_PATHS = ("/var/log/pods", "/var/log/containers", "/run/containerd", "/var/lib/cni")
+READY_TIMEOUT_SECONDS = 90
+
+
+class NodeUnavailable(RuntimeError):
+    """This machine cannot run the real node; the message names the cause in one line."""
+
+
+def check_host() -> None:
+    """Raise NodeUnavailable naming the first reason a node cannot start here."""
+    if os.geteuid() != 0:
+        raise NodeUnavailable("the real test node needs root (it runs containerd, a bridge and iptables rules)")
+    for tool in ("containerd", "ctr", "runc", "iptables", "ip"):
+        if shutil.which(tool) is None:
+            raise NodeUnavailable(f"the real test node needs {tool}: run scripts/node-setup.sh")
+    if not Path("/usr/lib/cni/bridge").exists():
+        raise NodeUnavailable("the real test node needs the CNI plugins in /usr/lib/cni: run scripts/node-setup.sh")
+    if not (kube_bin_dir() / "kubelet").exists():
+        raise NodeUnavailable("kubelet is not built: run scripts/kube-build.sh")
+    if not pause_archive().exists():
+        raise NodeUnavailable("the pause image is not built: run scripts/node-setup.sh")
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        raise NodeUnavailable(f"bridge {BRIDGE} exists already: another real test node runs (make cluster-down)")
+    if not Path("/sys/fs/cgroup/memory").is_dir():
+        raise NodeUnavailable("the real test node needs cgroup v1 hierarchies under /sys/fs/cgroup")
+
+
+def pause_archive() -> Path:
+    """The locally built CRI sandbox image (scripts/node-setup.sh)."""
+    return cache_root() / "node" / "pause-3.4.oci.tar"
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+
+def _cgroup_dirs() -> list[Path]:
+    """The node's cgroup root in every hierarchy (v1 ones and, on a hybrid host, the unified one
+    runc also uses)."""
+    base = Path("/sys/fs/cgroup")
+    return [p / CGROUP_ROOT for p in sorted(base.iterdir()) if p.is_dir()]
+
+
+class RealNode:
+    """containerd, kubelet and kube-scheduler for one node, recorded in ``<state>/node``."""
+
+    def __init__(self, state: Path, name: str = "snapmover-node") -> None:
+        self.name = name
+        self.dir = state / "node"
+        self.record = self.dir / "host.json"
+        self.pid_file = self.dir / "pids"
+        self.sock = self.dir / "containerd" / "containerd.sock"
+        self._stopped: list[tuple[int, str]] = []
+
+    # --- host state -----------------------------------------------------------------------------
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        self.record.write_text(json.dumps(rec))
+
+    def _load(self) -> dict[str, Any]:
+        return json.loads(self.record.read_text()) if self.record.exists() else {}
+
+    def _iptables_rules(self, api_port: int) -> list[list[str]]:
+        tag = ["-m", "comment", "--comment", GUARD_COMMENT]
+        return [
+            ["filter", "OUTPUT", "-d", METADATA_RANGE, *tag, "-j", "REJECT"],
+            ["filter", "FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, *tag, "-j", "REJECT"],
+            ["nat", "PREROUTING", "-i", BRIDGE, "-d", API_SERVICE_IP, "-p", "tcp", "--dport", "443",
+             *tag, "-j", "DNAT", "--to-destination", f"127.0.0.1:{api_port}"],
+        ]  # fmt: skip
+
+    def _setup_host(self, api_port: int) -> None:
+        rec: dict[str, Any] = {"sysctls": {}, "rules": [], "cgroups": [], "bridge": False}
+        for key in KUBELET_SYSCTLS:
+            rec["sysctls"][key] = Path("/proc/sys", *key.split(".")).read_text().strip()
+        # paths the kubelet and containerd use whatever their configuration says: removed at stop
+        # when this node created them
+        rec["absent"] = [p for p in HOST_PATHS if not Path(p).exists()]
+        self._save(rec)
+        for rule in self._iptables_rules(api_port):
+            table, chain, *spec = rule
+            _run("iptables", "-t", table, "-I", chain, "1", *spec)
+            rec["rules"].append(rule)
+            self._save(rec)
+        _run("ip", "link", "add", BRIDGE, "type", "bridge")
+        rec["bridge"] = True
+        self._save(rec)
+        _run("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
+        _run("ip", "link", "set", BRIDGE, "up")
+        Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1")
+        for d in _cgroup_dirs():
+            if d.exists():
+                raise NodeUnavailable(f"cgroup {d} exists already: another real test node runs (make cluster-down)")
+            d.mkdir()
+            rec["cgroups"].append(str(d))
+            if d.parent.name == "cpuset":
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    (d / f).write_text((d.parent / f).read_text())
+        self._save(rec)
+
+    def _teardown_host(self) -> list[str]:
+        rec = self._load()
+        problems: list[str] = []
+        for rule in reversed(rec.get("rules", [])):
+            table, chain, *spec = rule
+            if _run("iptables", "-t", table, "-D", chain, *spec, check=False).returncode != 0:
+                problems.append(f"iptables rule {' '.join(rule)} was already gone")
+        if rec.get("bridge"):
+            _run("ip", "link", "del", BRIDGE, check=False)
+        for d in reversed(rec.get("cgroups", [])):
+            _remove_cgroup(Path(d))
+        for key, value in rec.get("sysctls", {}).items():
+            Path("/proc/sys", *key.split(".")).write_text(value)
+        for p in rec.get("absent", []):
+            shutil.rmtree(p, ignore_errors=True)
+        self.record.unlink(missing_ok=True)
+        return problems
+
+    def leftovers(self) -> list[str]:
+        """What of this node is still on the host (empty after a clean stop)."""
+        left = [f"process {name} ({pid})" for pid, name in self.pids() or self._stopped if _alive(pid)]
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            left.append(f"bridge {BRIDGE}")
+        rules = _run("iptables-save").stdout
+        left += [f"iptables rule {line}" for line in rules.splitlines() if GUARD_COMMENT in line]
+        left += [f"cgroup {d}" for d in _cgroup_dirs() if d.exists()]
+        prefix = str(self.dir.resolve()) + "/"
+        left += [f"mount {m}" for m in _mounts() if m.startswith(prefix)]
+        return left
+
+    def metadata_packets(self) -> int:
+        """Packets the OUTPUT guard rejected (to 169.254.0.0/16) since the node started."""
+        out = _run("iptables", "-t", "filter", "-L", "OUTPUT", "-v", "-n", "-x").stdout
+        for line in out.splitlines():
+            if GUARD_COMMENT in line and METADATA_RANGE in line:
+                return int(line.split()[0])
+        raise RuntimeError("the 169.254.0.0/16 guard rule is missing")
+
+    # --- processes ------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
+        with open(self.pid_file, "a") as f:
+            f.write(f"{proc.pid} {name}\n")
+
+    def start(self, *, api_port: int, server: str, pki: Path, tokens: dict[str, str]) -> None:
+        """Set up the host, start containerd, import the pause image, start kubelet + scheduler."""
+        check_host()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._setup_host(api_port)
+        self._start_containerd()
+        self.import_image(pause_archive())
+        kubeconfig = self._kubeconfig("kubelet", server, pki, tokens["kubelet"])
+        sched = self._kubeconfig("scheduler", server, pki, tokens["scheduler"])
+        self._spawn(
+            "kube-scheduler",
+            [str(kube_bin_dir() / "kube-scheduler"), f"--kubeconfig={sched}", "--leader-elect=false",
+             "--port=0", "--secure-port=0", "--v=0"],
+        )  # fmt: skip
+        config = self._kubelet_config(pki)
+        self._spawn(
+            "kubelet",
+            [
+                str(kube_bin_dir() / "kubelet"),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={config}",
+                "--container-runtime=remote",
+                f"--container-runtime-endpoint=unix://{self.sock}",
+                f"--root-dir={self.dir / 'kubelet'}",
+                f"--cert-dir={self.dir / 'kubelet-pki'}",
+                f"--volume-plugin-dir={self.dir / 'volume-plugins'}",
+                f"--node-ip={BRIDGE_IP}",
+                f"--hostname-override={self.name}",
+                "--v=0",
+            ],
+            env={"AWS_EC2_METADATA_DISABLED": "true"},
+        )
+
+    def _start_containerd(self) -> None:
+        d = self.dir / "containerd"
+        cni_conf = self.dir / "cni" / "net.d"
+        cni_conf.mkdir(parents=True, exist_ok=True)
+        d.mkdir(parents=True, exist_ok=True)
+        (cni_conf / "10-snapmover.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "0.4.0",
+                    "name": "snapmover",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": BRIDGE,
+                            "isGateway": False,
+                            "ipMasq": False,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "dataDir": str(self.dir / "cni" / "ipam"),
+                                "ranges": [[{"subnet": POD_SUBNET, "rangeStart": "10.244.0.10"}]],
+                                "routes": [{"dst": SERVICE_RANGE, "gw": BRIDGE_IP}],
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        (d / "config.toml").write_text(
+            f"""version = 2
+root = "{d / "root"}"
+state = "{d / "state"}"
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[debug]
+  address = "{d / "debug.sock"}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{d / "runc"}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni_conf}"
+"""
+        )
+        self._spawn("containerd", ["containerd", "--config", str(d / "config.toml")])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.sock.exists() and self.ctr("version", check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise NodeUnavailable(f"containerd did not start (log: {self.dir / 'containerd.log'})")
+
+    def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The node's containerd CLI in the CRI namespace."""
+        return _run("ctr", "-a", str(self.sock), "-n", "k8s.io", *args, check=check)
+
+    def import_image(self, archive: Path) -> None:
+        """Import an OCI archive (``make images`` output, the pause image) into the node."""
+        self.ctr("images", "import", str(archive))
+
+    def _kubeconfig(self, who: str, server: str, pki: Path, token: str) -> Path:
+        path = self.dir / f"{who}.kubeconfig"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "c",
+                    "clusters": [
+                        {"name": "c", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}
+                    ],
+                    "users": [{"name": who, "user": {"token": token}}],
+                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": who}}],
+                }
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    def _kubelet_config(self, pki: Path) -> Path:
+        resolv = self.dir / "resolv.conf"
+        resolv.write_text("")
+        path = self.dir / "kubelet-config.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    "address": BRIDGE_IP,
+                    "port": free_port(),
+                    "readOnlyPort": 0,
+                    "healthzPort": 0,
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": str(pki / "ca.crt")},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "cgroupDriver": "cgroupfs",
+                    "cgroupRoot": f"/{CGROUP_ROOT}",
+                    "failSwapOn": False,
+                    "makeIPTablesUtilChains": False,
+                    "resolvConf": str(resolv),
+                    "imageGCHighThresholdPercent": 100,
+                    "imageGCLowThresholdPercent": 99,
+                    "nodeStatusUpdateFrequency": "2s",
+                    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+                    "maxPods": 30,
+                }
+            )
+        )
+        return path
+
+    # --- stop -----------------------------------------------------------------------------------
+
+    def pids(self) -> list[tuple[int, str]]:
+        """Processes this node started (PID, name)."""
+        if not self.pid_file.exists():
+            return []
+        return [(int(p), n) for p, _, n in (line.partition(" ") for line in self.pid_file.read_text().splitlines())]
+
+    def stop(self) -> list[str]:
+        """Stop kubelet, scheduler, the pods' containers and containerd; undo every host change.
+        Returns what was found already undone (empty when teardown was clean)."""
+        self._stopped = self.pids()
+        by_name = {n: p for p, n in self._stopped}
+        for name in ("kubelet", "kube-scheduler"):
+            if name in by_name:
+                _terminate(by_name[name])
+        if "containerd" in by_name and self.sock.exists():
+            for line in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
+                self.ctr("tasks", "kill", "-s", "SIGKILL", line, check=False)
+            time.sleep(0.5)
+            for line in self.ctr("containers", "ls", "-q", check=False).stdout.split():
+                self.ctr("tasks", "delete", "-f", line, check=False)
+                self.ctr("containers", "delete", line, check=False)
+        if "containerd" in by_name:
+            _terminate(by_name["containerd"])
+        self._unmount_under(self.dir)
+        problems = self._teardown_host()
+        self.pid_file.unlink(missing_ok=True)
+        return problems
+
+    def _unmount_under(self, root: Path) -> None:
+        prefix = str(root.resolve()) + "/"
+        for m in sorted((m for m in _mounts() if m.startswith(prefix)), key=len, reverse=True):
+            _run("umount", "-l", m, check=False)
+
+
+def _mounts() -> list[str]:
+    return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+
+
+def _remove_cgroup(d: Path) -> None:
+    """Remove a cgroup directory tree bottom-up (cgroup files cannot be unlinked, only rmdir'd)."""
+    if not d.exists():
+        return
+    for sub in [*sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True), d]:
+        with contextlib.suppress(OSError):
+            sub.rmdir()

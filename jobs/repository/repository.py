@@ -207,6 +207,9 @@ class Repository:
         self._lock = threading.Lock()
         self._index = Index()
         self._read_buffers = threading.local()  # load_blobs: one reused read buffer per thread
+        # load_blobs' reading threads live as long as the repository: a backup loads its parent's
+        # trees once per directory, and a pool per call started and joined threads per directory.
+        self._readers: dict[int, ThreadPoolExecutor] = {}
         self._scratch = threading.local()  # add_blob: one reused compression buffer per thread
         self.index_files: list[str] = []
         self.damaged: list[str] = []  # objects found corrupted while opening (reported by check)
@@ -296,6 +299,10 @@ class Repository:
         """Release locks and stop the upload pool (does not flush)."""
         self._locks.close()
         self._uploader.shutdown(wait=True)
+        with self._lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for pool in readers:
+            pool.shutdown(wait=True)
         self._buffers.close()
 
     def __enter__(self) -> Repository:
@@ -579,10 +586,11 @@ class Repository:
         ranges = [r for entries in by_pack.values() for r in _merge_ranges(entries)]
         if not ranges:
             return
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="blob-read") as pool:
-            pending: set[Future[list[tuple[str, BlobData]]]] = set()
-            todo = iter(ranges)
-            window = max(1, parallel) * 2
+        pool = self._reader_pool(max(1, parallel))
+        pending: set[Future[list[tuple[str, BlobData]]]] = set()
+        todo = iter(ranges)
+        window = max(1, parallel) * 2
+        try:
             for r in todo:
                 pending.add(pool.submit(self._read_range, r))
                 if len(pending) >= window:
@@ -594,6 +602,21 @@ class Repository:
                     nxt = next(todo, None)
                     if nxt is not None:
                         pending.add(pool.submit(self._read_range, nxt))
+        finally:
+            # An abandoned or failed load leaves no read running behind the caller's back.
+            for future in pending:
+                future.cancel()
+            wait(pending)
+
+    def _reader_pool(self, parallel: int) -> ThreadPoolExecutor:
+        """The long-lived pool of ``parallel`` reading threads (created on first use)."""
+        with self._lock:
+            pool = self._readers.get(parallel)
+            if pool is None:
+                pool = self._readers[parallel] = ThreadPoolExecutor(
+                    max_workers=parallel, thread_name_prefix=f"blob-read{parallel}"
+                )
+            return pool
 
     def _read_range(self, entries: list[tuple[bytes, Location]]) -> list[tuple[str, BlobData]]:
         pack = entries[0][1].pack

@@ -83,8 +83,20 @@ def encode_index(
     return seal(key, snappy.compress(plain), index_aad(name))
 
 
-def decode_index(key: bytes, name: str, sealed: bytes) -> IndexFile:
-    """Authenticate and parse one index file; IntegrityError naming it."""
+@dataclass
+class IndexRows:
+    """One index file's header and its undecoded entry table (``INDEX_ENTRY`` rows)."""
+
+    packs: list[str]
+    supersedes: list[str]
+    snapshots: list[str]
+    body: bytes
+
+
+def decode_index_rows(key: bytes, name: str, sealed: bytes) -> IndexRows:
+    """Authenticate one index file and split header from entry table; IntegrityError naming it.
+
+    The rows stay packed (50 bytes a blob) so opening a repository holds no object per blob."""
     compressed = open_sealed(key, sealed, index_aad(name), f"index file {name}")
     try:
         plain = snappy.decompress(compressed)
@@ -92,19 +104,28 @@ def decode_index(key: bytes, name: str, sealed: bytes) -> IndexFile:
         if magic != INDEX_MAGIC or version != INDEX_VERSION:
             raise ValueError(f"unsupported index version {version}")
         header = json.loads(plain[INDEX_HEAD.size : INDEX_HEAD.size + hlen])
-        packs: list[str] = header["packs"]
-        body = memoryview(plain)[INDEX_HEAD.size + hlen :]
+        packs = [str(p) for p in header["packs"]]
+        body = plain[INDEX_HEAD.size + hlen :]
         if len(body) % INDEX_ENTRY.size:
             raise ValueError("truncated entry table")
-        entries = [
-            (cid, Location(packs[n], kind, offset, length, raw, bool(flags & 1)))
-            for cid, n, kind, flags, offset, length, raw in INDEX_ENTRY.iter_unpack(body)
-        ]
-        return IndexFile(entries, list(header.get("supersedes", [])), [str(s) for s in header.get("snapshots", [])])
-    except (ValueError, KeyError, IndexError, struct.error) as e:
+        if any(n >= len(packs) for _, n, *_ in INDEX_ENTRY.iter_unpack(body)):
+            raise ValueError("an entry names a pack the header does not list")
+        supersedes = [str(s) for s in header.get("supersedes", [])]
+        return IndexRows(packs, supersedes, [str(s) for s in header.get("snapshots", [])], body)
+    except (ValueError, KeyError, IndexError, TypeError, struct.error) as e:
         raise IntegrityError(f"index file {name} is malformed: {e}") from e
     except Exception as e:
         raise IntegrityError(f"index file {name} is malformed: {type(e).__name__}") from e
+
+
+def decode_index(key: bytes, name: str, sealed: bytes) -> IndexFile:
+    """Authenticate and parse one index file; IntegrityError naming it."""
+    rows = decode_index_rows(key, name, sealed)
+    entries = [
+        (cid, Location(rows.packs[n], kind, offset, length, raw, bool(flags & 1)))
+        for cid, n, kind, flags, offset, length, raw in INDEX_ENTRY.iter_unpack(rows.body)
+    ]
+    return IndexFile(entries, rows.supersedes, rows.snapshots)
 
 
 # In-memory record: chunk id (32) | pack number u32 | kind u8 | compressed u8 | offset u32 |
@@ -172,6 +193,11 @@ class Index:
             self._count += 1
             if self._count * MAX_LOAD_DENOMINATOR > len(slots) * MAX_LOAD_NUMERATOR:
                 self._grow()
+
+    def add_rows(self, packs: list[str], body: bytes) -> None:
+        """Record every row of an index file's entry table (:class:`IndexRows`), in order."""
+        for cid, n, kind, flags, offset, length, raw in INDEX_ENTRY.iter_unpack(body):
+            self.add(cid, Location(packs[n], kind, offset, length, raw, bool(flags & 1)))
 
     def _grow(self) -> None:
         """Double the slot table (under the lock); readers keep using the old one until it is swapped."""

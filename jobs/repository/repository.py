@@ -41,7 +41,7 @@ from jobs.errors import (
     UsageError,
 )
 from jobs.repository.crypto import KdfParams, MasterKeys, open_sealed, seal
-from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index, encode_index
+from jobs.repository.index import INDEX_PREFIX, Index, IndexRows, Location, decode_index_rows, encode_index
 from jobs.repository.keys import KEYS_PREFIX, add_key, open_keys
 from jobs.repository.locks import LockManager
 from jobs.repository.packs import (
@@ -91,6 +91,9 @@ PACK_TRAILER_ROOM_BYTES: Final = 64 * KiB
 # Ranged reads merge blobs separated by at most this gap, up to this many bytes per request.
 READ_MERGE_GAP_BYTES: Final = 256 * KiB
 READ_MAX_RANGE_BYTES: Final = 8 * MiB
+# Uploaded packs' entries wait for an index file at most this many at a time (~250 bytes each
+# while they wait): a backup of millions of blobs writes an index file every this many.
+UNINDEXED_MAX_ENTRIES: Final = 65_536
 SCRATCH_MIN_RAW_BYTES: Final = 1 * MiB  # a compression buffer starts this big (grows to the largest chunk)
 
 
@@ -207,6 +210,9 @@ class Repository:
         self._lock = threading.Lock()
         self._index = Index()
         self._read_buffers = threading.local()  # load_blobs: one reused read buffer per thread
+        # load_blobs' reading threads live as long as the repository: a backup loads its parent's
+        # trees once per directory, and a pool per call started and joined threads per directory.
+        self._readers: dict[int, ThreadPoolExecutor] = {}
         self._scratch = threading.local()  # add_blob: one reused compression buffer per thread
         self.index_files: list[str] = []
         self.damaged: list[str] = []  # objects found corrupted while opening (reported by check)
@@ -296,6 +302,10 @@ class Repository:
         """Release locks and stop the upload pool (does not flush)."""
         self._locks.close()
         self._uploader.shutdown(wait=True)
+        with self._lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for pool in readers:
+            pool.shutdown(wait=True)
         self._buffers.close()
 
     def __enter__(self) -> Repository:
@@ -451,6 +461,10 @@ class Repository:
                 (e.chunk_id, Location(pack.name, e.kind, e.offset, e.length, e.raw_length, e.compressed))
                 for e in pack.entries
             )
+            full = len(self._unindexed) >= UNINDEXED_MAX_ENTRIES
+            entries, self._unindexed = (self._unindexed, []) if full else ([], self._unindexed)
+        if entries:
+            self.write_index(entries, supersedes=[])  # its packs are all uploaded: write order holds
 
     def _raise_upload_error(self) -> None:
         if self._upload_error is not None:
@@ -503,14 +517,17 @@ class Repository:
         return name
 
     def reload_index(self) -> None:
-        """(Re)read every index file. A damaged one is skipped and remembered in ``damaged``."""
+        """(Re)read every index file. A damaged one is skipped and remembered in ``damaged``.
+
+        Files are kept as packed rows until added, and each is dropped once added, so the peak
+        is about one packed copy of the index (no object per blob)."""
         names = sorted(o.name for o in self.storage.list(INDEX_PREFIX))
-        files: dict[str, Any] = {}
+        files: dict[str, IndexRows] = {}
         damaged: list[str] = []
 
         def load(name: str) -> None:
             try:
-                files[name] = decode_index(self._keys.encryption, name, self.storage.get(name))
+                files[name] = decode_index_rows(self._keys.encryption, name, self.storage.get(name))
             except (IntegrityError, ObjectNotFoundError) as e:
                 log.warning("skipping index file: %s", e)
                 damaged.append(name)
@@ -520,16 +537,15 @@ class Repository:
         superseded = {s for f in files.values() for s in f.supersedes}
         index = Index()
         recorded: dict[str, str] = {}
-        for name in sorted(files):
-            if name in superseded:
-                continue
-            for cid, loc in files[name].entries:
-                index.add(cid, loc)
-            recorded.update(dict.fromkeys(files[name].snapshots, name))
+        kept = [n for n in sorted(files) if n not in superseded]
+        for name in kept:
+            rows = files.pop(name)
+            index.add_rows(rows.packs, rows.body)
+            recorded.update(dict.fromkeys(rows.snapshots, name))
         with self._lock:
             self._index = index
             self.recorded_snapshots = recorded
-            self.index_files = [n for n in sorted(files) if n not in superseded]
+            self.index_files = kept
             self.damaged = [d for d in self.damaged if not d.startswith(INDEX_PREFIX)] + damaged
 
     @property
@@ -579,10 +595,11 @@ class Repository:
         ranges = [r for entries in by_pack.values() for r in _merge_ranges(entries)]
         if not ranges:
             return
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="blob-read") as pool:
-            pending: set[Future[list[tuple[str, BlobData]]]] = set()
-            todo = iter(ranges)
-            window = max(1, parallel) * 2
+        pool = self._reader_pool(max(1, parallel))
+        pending: set[Future[list[tuple[str, BlobData]]]] = set()
+        todo = iter(ranges)
+        window = max(1, parallel) * 2
+        try:
             for r in todo:
                 pending.add(pool.submit(self._read_range, r))
                 if len(pending) >= window:
@@ -594,6 +611,21 @@ class Repository:
                     nxt = next(todo, None)
                     if nxt is not None:
                         pending.add(pool.submit(self._read_range, nxt))
+        finally:
+            # An abandoned or failed load leaves no read running behind the caller's back.
+            for future in pending:
+                future.cancel()
+            wait(pending)
+
+    def _reader_pool(self, parallel: int) -> ThreadPoolExecutor:
+        """The long-lived pool of ``parallel`` reading threads (created on first use)."""
+        with self._lock:
+            pool = self._readers.get(parallel)
+            if pool is None:
+                pool = self._readers[parallel] = ThreadPoolExecutor(
+                    max_workers=parallel, thread_name_prefix=f"blob-read{parallel}"
+                )
+            return pool
 
     def _read_range(self, entries: list[tuple[bytes, Location]]) -> list[tuple[str, BlobData]]:
         pack = entries[0][1].pack

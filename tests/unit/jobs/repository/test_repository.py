@@ -387,3 +387,20 @@ def test_a_stray_key_for_another_config_is_skipped(tmp_path: Path) -> None:
 
     add_key(storage, MasterKeys.generate(), PASSWORD, FAST_KDF)  # what a lost init race used to leave
     assert Repository.open(storage, PASSWORD).id == repo.id
+
+
+def test_uploaded_blobs_are_indexed_in_bounded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Entries waiting for an index file are bounded: with a 1 MiB pack target and a limit of 20
+    # entries, index files appear before the flush, and a reopened repository finds every blob.
+    monkeypatch.setattr("jobs.repository.repository.UNINDEXED_MAX_ENTRIES", 20)
+    storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    chunks = [os.urandom(30_000) for _ in range(200)]
+    ids = [store(repo, "data", c) for c in chunks]
+    repo._wait_uploads()  # the packs filled so far are uploaded (their index files with them)
+    written_before_flush = len(list(storage.list("index/")))
+    repo.flush()
+    assert written_before_flush >= 2
+    reopened = Repository.open(storage, PASSWORD)
+    assert len(reopened.index) == len(chunks)
+    assert dict(reopened.load_blobs(ids, parallel=2)) == dict(zip(ids, chunks, strict=True))
+    assert reopened.check(read_data=True).errors == []

@@ -1,0 +1,59 @@
+"""The compact in-memory index: lookups, replacement, growth, and its memory per blob."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+
+from jobs.repository.index import Index, Location
+
+ENTRIES = 200_000
+# The previous dict-of-tuples index took ~250 bytes per blob (~48 MiB for these entries).
+MAX_TRACED_BYTES = 16 * 1024 * 1024
+
+
+def _cid(i: int) -> bytes:
+    return hashlib.blake2b(i.to_bytes(8, "little"), digest_size=32).digest()
+
+
+def _loc(i: int) -> Location:
+    return Location(f"data/{i % 7:02x}/pack{i // 1000}", i % 3, i * 4096, 1000 + i % 50, 2000 + i, bool(i % 2))
+
+
+def test_index_finds_every_blob_after_growing_and_misses_unknown_ids() -> None:
+    index = Index()
+    for i in range(5000):
+        index.add(_cid(i), _loc(i))
+    assert len(index) == 5000
+    assert all(index.get(_cid(i)) == _loc(i) for i in range(5000))
+    assert all(_cid(i) in index for i in range(0, 5000, 7))
+    assert not any(_cid(i) in index for i in range(5000, 6000))
+    assert index.get(_cid(5000)) is None
+    assert b"short" not in index
+    assert dict(index.items()) == {_cid(i): _loc(i) for i in range(5000)}
+    assert index.packs() == {_loc(i).pack for i in range(5000)}
+
+
+def test_a_later_entry_replaces_the_earlier_one() -> None:
+    index = Index()
+    index.add(_cid(1), _loc(1))
+    index.add(_cid(1), _loc(2))
+    assert len(index) == 1
+    assert index.get(_cid(1)) == _loc(2)
+    assert index.packs() == {_loc(2).pack}
+
+
+def test_index_memory_per_blob_is_bounded() -> None:
+    ids = [_cid(i) for i in range(ENTRIES)]
+    loc = _loc(3)
+    tracemalloc.start()
+    try:
+        index = Index()
+        for cid in ids:
+            index.add(cid, loc)
+        traced, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(index) == ENTRIES
+    assert index.bytes_per_blob() <= 66
+    assert traced <= MAX_TRACED_BYTES

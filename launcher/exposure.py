@@ -71,6 +71,12 @@ def location_from_bsl(bsl: dict[str, Any]) -> StorageLocation:
     )
 
 
+def usable_size(restore_size: Any) -> str | None:
+    """A snapshot's restoreSize when it can size a PVC (some snapshotters report 0 for an empty volume)."""
+    text = str(restore_size or "").strip()
+    return None if text in ("", "0") else text
+
+
 @dataclass
 class Exposer:
     """Exposure and storage-location reads for the controller (one per launcher)."""
@@ -206,7 +212,7 @@ class Exposer:
             name,
             self.ns,
             mode=mode,
-            size=(clone.get("status") or {}).get("restoreSize") or size,
+            size=usable_size((clone.get("status") or {}).get("restoreSize")) or size,
             storage_class=overrides.get("storageClass") or csi.get("storageClass"),
             read_only=bool(overrides.get("readOnly")),
         )

@@ -40,3 +40,15 @@ def test_an_unreachable_api_server_is_a_kubernetes_outage(tmp_path: Path, monkey
     with pytest.raises(KubernetesUnavailableError) as info:
         cr.get()
     assert info.value.exit_code == ExitCode.KUBERNETES_UNAVAILABLE
+
+
+def test_the_movers_start_decision_refuses_any_phase_but_accepted_or_prepared() -> None:
+    from jobs.errors import MoverError
+    from jobs.kube import decisions
+
+    start = decisions.start("node-a")
+    assert start({"status": {"phase": "Prepared"}})["phase"] == "InProgress"
+    assert start({"status": {"phase": "Accepted"}})["node"] == "node-a"
+    with pytest.raises(MoverError, match="InProgress"):
+        start({"status": {"phase": "InProgress"}})
+    assert decisions.failed("boom")({})["message"] == "boom"

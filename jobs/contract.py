@@ -56,6 +56,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 6  # unknown snapshot id, repository not initialised, missing object
     VOLUME_IO = 7  # the source/target volume is missing or cannot be read/written
     LOCKED = 8  # the repository is exclusively locked by another process
+    KUBERNETES_UNAVAILABLE = 9  # the mover could not reach the Kubernetes API server (its CR's status)
 
 
 # --- Labels and names -------------------------------------------------------------------------

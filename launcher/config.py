@@ -194,47 +194,43 @@ def parse_location(name: str, raw: Any) -> StorageLocation:
     return loc
 
 
+def _number(key: str, text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError as e:
+        raise ConfigurationError(f"{key}: {text!r} is not a whole number") from e
+    if number < 0 or (number == 0 and key not in ("parallelism", "jobRetentionSeconds")):
+        raise ConfigurationError(f"{key}: must be positive, not {number}")
+    return number
+
+
+def _json(key: str, text: str, kind: type) -> Any:
+    try:
+        parsed = json.loads(text)
+    except ValueError as e:
+        raise ConfigurationError(f"{key}: not valid JSON ({e})") from e
+    if not isinstance(parsed, kind):
+        what = "a JSON object of name -> location" if key == "storageLocations" else f"a JSON {kind.__name__}"
+        raise ConfigurationError(f"{key}: must be {what}")
+    return parsed
+
+
 def load_config(data: dict[str, str], namespace: str) -> LauncherConfig:
     """Validate a ConfigMap's data into a LauncherConfig; ConfigurationError names the bad key."""
     unknown = sorted(set(data) - KNOWN_KEYS)
     if unknown:
         raise ConfigurationError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KNOWN_KEYS))})")
     values: dict[str, Any] = {"namespace": namespace}
-    for key, attr in _INT_KEYS.items():
-        if key in data:
-            try:
-                number = int(data[key])
-            except ValueError as e:
-                raise ConfigurationError(f"{key}: {data[key]!r} is not a whole number") from e
-            if number < 0 or (number == 0 and key not in ("parallelism", "jobRetentionSeconds")):
-                raise ConfigurationError(f"{key}: must be positive, not {number}")
-            values[attr] = number
-    for key, attr in _DURATION_KEYS.items():
-        if key in data:
-            values[attr] = parse_duration(data[key], key)
-    for key, attr in _STRING_KEYS.items():
-        if key in data:
-            values[attr] = data[key].strip()
+    values.update({attr: _number(key, data[key]) for key, attr in _INT_KEYS.items() if key in data})
+    values.update({attr: parse_duration(data[key], key) for key, attr in _DURATION_KEYS.items() if key in data})
+    values.update({attr: data[key].strip() for key, attr in _STRING_KEYS.items() if key in data})
     if values.get("log_format", "text") not in ("text", "json"):
         raise ConfigurationError("logFormat: use text or json")
-    for key, (attr, kind) in _JSON_KEYS.items():
-        if key in data:
-            try:
-                parsed = json.loads(data[key])
-            except ValueError as e:
-                raise ConfigurationError(f"{key}: not valid JSON ({e})") from e
-            if not isinstance(parsed, kind):
-                raise ConfigurationError(f"{key}: must be a JSON {kind.__name__}")
-            values[attr] = parsed
+    values.update({attr: _json(key, data[key], kind) for key, (attr, kind) in _JSON_KEYS.items() if key in data})
     _string_lists_and_maps(values)
     if "restoreIgnoreDelayBinding" in data:
         values["restore_ignore_delay_binding"] = _bool(data["restoreIgnoreDelayBinding"], "restoreIgnoreDelayBinding")
     if "storageLocations" in data:
-        try:
-            raw = json.loads(data["storageLocations"])
-        except ValueError as e:
-            raise ConfigurationError(f"storageLocations: not valid JSON ({e})") from e
-        if not isinstance(raw, dict):
-            raise ConfigurationError("storageLocations: must be a JSON object of name -> location")
+        raw = _json("storageLocations", data["storageLocations"], dict)
         values["storage_locations"] = {name: parse_location(name, loc) for name, loc in raw.items()}
     return LauncherConfig(**values)

@@ -376,30 +376,24 @@ class Controller:
 
     def act_one(self, cr: dict[str, Any], action: phases.Action) -> None:
         """One action that neither changes the phase nor asks for more observation."""
-        name = cr["metadata"]["name"]
-        if isinstance(action, phases.Requeue):
-            self.enqueue(cr["kind"], name, delay=action.delay)
-        elif isinstance(action, phases.CreateJob):
-            self.create_job(cr, action.exposed)
-        elif isinstance(action, phases.PatchVolume):
-            self.exposer.patch_volume(action.name, dict(action.patch))
-        elif isinstance(action, phases.DeleteRestoreClaim):
-            self.exposer.delete_restore_claim(cr)
-        elif isinstance(action, phases.PostEvent):
-            self.event(cr, action.type, action.reason, action.message)
-        elif isinstance(action, phases.DeleteJob):
-            self.delete_job(object_name(cr))
-        elif isinstance(action, phases.Cleanup):
-            self.cleanup(cr, keep_job=action.keep_job)
-        elif isinstance(action, phases.RemoveFinalizer):
-            cr["metadata"]["finalizers"] = [f for f in phases.finalizers_of(cr) if f != FINALIZER]
-            self.replace_cr(cr)
-        elif isinstance(action, phases.StartForget):
-            self.start_forget(cr)
-        elif isinstance(action, phases.DeleteForgetJob):
-            self.delete_job(forget_job_name(cr))
-        elif isinstance(action, phases.CountBytes):
-            metrics.BYTES_MOVED.labels(cr["kind"]).inc(action.amount)
+        handlers: dict[type, Callable[[Any], Any]] = {
+            phases.Requeue: lambda a: self.enqueue(cr["kind"], cr["metadata"]["name"], delay=a.delay),
+            phases.CreateJob: lambda a: self.create_job(cr, a.exposed),
+            phases.PatchVolume: lambda a: self.exposer.patch_volume(a.name, dict(a.patch)),
+            phases.DeleteRestoreClaim: lambda a: self.exposer.delete_restore_claim(cr),
+            phases.PostEvent: lambda a: self.event(cr, a.type, a.reason, a.message),
+            phases.DeleteJob: lambda a: self.delete_job(object_name(cr)),
+            phases.Cleanup: lambda a: self.cleanup(cr, keep_job=a.keep_job),
+            phases.RemoveFinalizer: lambda a: self.remove_finalizer(cr),
+            phases.StartForget: lambda a: self.start_forget(cr),
+            phases.DeleteForgetJob: lambda a: self.delete_job(forget_job_name(cr)),
+            phases.CountBytes: lambda a: metrics.BYTES_MOVED.labels(cr["kind"]).inc(a.amount),
+        }
+        handlers[type(action)](action)
+
+    def remove_finalizer(self, cr: dict[str, Any]) -> None:
+        cr["metadata"]["finalizers"] = [f for f in phases.finalizers_of(cr) if f != FINALIZER]
+        self.replace_cr(cr)
 
     # --- acts -----------------------------------------------------------------------------------
 

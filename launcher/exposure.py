@@ -82,6 +82,12 @@ def bsl_ca_cert(bsl: dict[str, Any]) -> str:
         raise LocationError(f"BackupStorageLocation {bsl['metadata']['name']}: {e}") from e
 
 
+def usable_size(restore_size: Any) -> str | None:
+    """A snapshot's restoreSize when it can size a PVC (some snapshotters report 0 for an empty volume)."""
+    text = str(restore_size or "").strip()
+    return None if text in ("", "0") else text
+
+
 @dataclass
 class Exposer:
     """Exposure and storage-location reads for the controller (one per launcher)."""
@@ -217,7 +223,7 @@ class Exposer:
             name,
             self.ns,
             mode=mode,
-            size=(clone.get("status") or {}).get("restoreSize") or size,
+            size=usable_size((clone.get("status") or {}).get("restoreSize")) or size,
             storage_class=overrides.get("storageClass") or csi.get("storageClass"),
             read_only=bool(overrides.get("readOnly")),
         )

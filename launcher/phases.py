@@ -365,25 +365,36 @@ def waited_too_long(cr: Obj, now: float) -> bool:
     return age(status_of(cr).get("acceptedTimestamp"), now) > operation_timeout(cr)
 
 
+def upload_problem(spec: Obj) -> str:
+    """What a DataUpload's own fields lack ('' when nothing)."""
+    for name in ("sourceNamespace", "sourcePVC"):
+        if not spec.get(name):
+            return f"spec.{name} is empty"
+    if spec.get("snapshotType", "CSI") != "CSI":
+        return f"spec.snapshotType {spec.get('snapshotType')!r} is not supported (only CSI)"
+    if not (spec.get("csiSnapshot") or {}).get("volumeSnapshot"):
+        return "spec.csiSnapshot.volumeSnapshot is empty"
+    return ""
+
+
+def download_problem(spec: Obj) -> str:
+    """What a DataDownload's own fields lack ('' when nothing)."""
+    target = spec.get("targetVolume") or {}
+    if not target.get("pvc") or not target.get("namespace"):
+        return "spec.targetVolume.pvc and spec.targetVolume.namespace are required"
+    if not spec.get("snapshotID"):
+        return "spec.snapshotID is empty"
+    return ""
+
+
 def validate_spec(cr: Obj) -> str:
     """Why the CR can never work ('' when it can), naming the field."""
     spec = spec_of(cr)
     if not spec.get("backupStorageLocation"):
         return "spec.backupStorageLocation is empty"
-    if cr.get("kind") == DATAUPLOAD_KIND:
-        for name in ("sourceNamespace", "sourcePVC"):
-            if not spec.get(name):
-                return f"spec.{name} is empty"
-        if spec.get("snapshotType", "CSI") != "CSI":
-            return f"spec.snapshotType {spec.get('snapshotType')!r} is not supported (only CSI)"
-        if not (spec.get("csiSnapshot") or {}).get("volumeSnapshot"):
-            return "spec.csiSnapshot.volumeSnapshot is empty"
-    else:
-        target = spec.get("targetVolume") or {}
-        if not target.get("pvc") or not target.get("namespace"):
-            return "spec.targetVolume.pvc and spec.targetVolume.namespace are required"
-        if not spec.get("snapshotID"):
-            return "spec.snapshotID is empty"
+    problem = upload_problem(spec) if cr.get("kind") == DATAUPLOAD_KIND else download_problem(spec)
+    if problem:
+        return problem
     if not isinstance(spec.get("dataMoverConfig") or {}, dict):
         return "spec.dataMoverConfig must be a map of strings"
     try:

@@ -18,7 +18,15 @@ VELERO = "velero.io"
 SNAPSHOT = "snapshot.storage.k8s.io"
 # The launcher code lives in these modules (backup_pvc.py runs in CronJobs under its own RBAC,
 # manifests/examples/cronjob-backup.yaml).
-LAUNCHER_MODULES = ("launcher/controller.py", "launcher/informer.py", "launcher/leader.py", "launcher/cli.py")
+LAUNCHER_MODULES = (
+    "launcher/controller.py",
+    "launcher/exposure.py",
+    "launcher/maintenance.py",
+    "launcher/api.py",
+    "launcher/informer.py",
+    "launcher/leader.py",
+    "launcher/cli.py",
+)
 VERB_OF_PREFIX = {"read": "get", "get": "get", "list": "list", "create": "create", "replace": "update",
                   "patch": "patch", "delete": "delete"}  # fmt: skip
 

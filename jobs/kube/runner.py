@@ -1,6 +1,8 @@
 """The mover inside a Job: ``snapmover job upload|download`` (DESIGN §3, §4).
 
-Reads only the Job environment of :mod:`jobs.contract` and the mounted secret files, then:
+Reads only the Job environment of :mod:`jobs.contract` (parsed by ``jobs.kube.env``) and the
+mounted secret files; progress is ``jobs.kube.progress``, the phase changes are the pure decisions
+of ``jobs.kube.decisions`` applied by ``CRStatus.transition``. Then:
 
 1. moves its CR to ``InProgress`` (from Accepted/Prepared; rv-guarded), with start time and node;
 2. runs the backup or restore with progress patches every ``PROGRESS_INTERVAL_SECONDS`` and a
@@ -18,14 +20,11 @@ Reads only the Job environment of :mod:`jobs.contract` and the mounted secret fi
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,32 +32,14 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from jobs.contract import (
-    DATAUPLOAD_KIND,
-    DMC_PARALLEL_FILES_DOWNLOAD,
-    DMC_PARALLEL_FILES_UPLOAD,
-    DMC_WRITE_SPARSE_FILES,
-    ENV_CR_KIND,
-    ENV_CR_NAME,
-    ENV_CR_NAMESPACE,
-    ENV_CR_UID,
-    ENV_DATAMOVER_CONFIG,
-    ENV_NODE_NAME,
-    ENV_PARALLEL,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
     ENV_SNAPSHOT_ID,
-    ENV_SOURCE_NAMESPACE,
-    ENV_SOURCE_PVC,
-    ENV_TAGS,
     ENV_TERMINATION_MESSAGE_PATH,
-    ENV_VOLUME_MODE,
-    ENV_VOLUME_PATH,
-    PROGRESS_INTERVAL_SECONDS,
     TAG_DATAUPLOAD,
     TAG_SOURCE_NAMESPACE,
     TAG_SOURCE_PVC,
     TERMINATION_MESSAGE_PATH,
-    VOLUME_MODE_BLOCK,
     ExitCode,
     Phase,
     TerminationMessage,
@@ -75,6 +56,9 @@ from jobs.engine.api import (
     restore,
 )
 from jobs.errors import CanceledError, ConfigError, MoverError, RepositoryExistsError, RepositoryNotFoundError
+from jobs.kube import decisions
+from jobs.kube.env import JobEnv
+from jobs.kube.progress import ProgressReporter
 from jobs.kube.status import CRStatus, rfc3339_now
 from jobs.repository.repository import Repository
 
@@ -82,128 +66,6 @@ log = logging.getLogger("snapmover.job")
 CANCEL_POLL_SECONDS = 2.0
 WATCH_ATTEMPTS = 5  # broken cancel watches before falling back to polling
 INIT_WAIT_ATTEMPTS = 20
-
-
-@dataclass(frozen=True)
-class JobEnv:
-    """The mover's configuration, from the Job environment (validated before any I/O)."""
-
-    kind: str
-    namespace: str
-    name: str
-    uid: str
-    volume_path: Path
-    block: bool
-    repository: str
-    password_file: str
-    source_namespace: str
-    source_pvc: str
-    snapshot_id: str
-    tags: dict[str, str]
-    options: DataPathOptions
-    node: str
-
-    @classmethod
-    def from_environ(cls, env: dict[str, str], role: str) -> JobEnv:
-        """Parse and validate; ConfigError names the first problem."""
-
-        def need(key: str) -> str:
-            value = env.get(key, "").strip()
-            if not value:
-                raise ConfigError(f"the Job environment lacks {key}; was this Job created by the snapmover launcher?")
-            return value
-
-        kind = need(ENV_CR_KIND)
-        if (role == "upload") != (kind == DATAUPLOAD_KIND):
-            raise ConfigError(f"`snapmover job {role}` cannot run for a {kind}")
-        try:
-            tags = json.loads(env.get(ENV_TAGS) or "{}")
-            dmc = json.loads(env.get(ENV_DATAMOVER_CONFIG) or "{}")
-        except ValueError as e:
-            raise ConfigError(f"{ENV_TAGS} / {ENV_DATAMOVER_CONFIG} is not valid JSON") from e
-        if not isinstance(tags, dict) or not isinstance(dmc, dict):
-            raise ConfigError(f"{ENV_TAGS} and {ENV_DATAMOVER_CONFIG} must be JSON objects")
-        return cls(
-            kind=kind,
-            namespace=need(ENV_CR_NAMESPACE),
-            name=need(ENV_CR_NAME),
-            uid=env.get(ENV_CR_UID, ""),
-            volume_path=Path(need(ENV_VOLUME_PATH)),
-            block=env.get(ENV_VOLUME_MODE, "") == VOLUME_MODE_BLOCK,
-            repository=need(ENV_REPOSITORY),
-            password_file=need(ENV_PASSWORD_FILE),
-            source_namespace=env.get(ENV_SOURCE_NAMESPACE, ""),
-            source_pvc=env.get(ENV_SOURCE_PVC, ""),
-            snapshot_id=env.get(ENV_SNAPSHOT_ID, "") if role == "download" else "",
-            tags={str(k): str(v) for k, v in tags.items()},
-            options=data_path_options(dmc, env.get(ENV_PARALLEL, ""), role),
-            node=env.get(ENV_NODE_NAME, "") or socket.gethostname(),
-        )
-
-
-def _positive_int(value: str, what: str) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 1024:
-        raise ConfigError(f"{what} must be a whole number from 1 to 1024, not {value!r}")
-    return number
-
-
-def data_path_options(dmc: dict[str, Any], parallel: str, role: str) -> DataPathOptions:
-    """Map Velero's dataMoverConfig keys (and the launcher's parallelism) onto DataPathOptions."""
-    defaults = DataPathOptions()
-    workers = _positive_int(parallel, "parallelism") if parallel else defaults.parallel
-    key = DMC_PARALLEL_FILES_UPLOAD if role == "upload" else DMC_PARALLEL_FILES_DOWNLOAD
-    if dmc.get(key) not in (None, ""):
-        workers = _positive_int(str(dmc[key]), f"dataMoverConfig.{key}")
-    sparse = defaults.write_sparse
-    if dmc.get(DMC_WRITE_SPARSE_FILES) not in (None, ""):
-        text = str(dmc[DMC_WRITE_SPARSE_FILES]).strip().lower()
-        if text not in ("true", "false"):
-            raise ConfigError(f"dataMoverConfig.{DMC_WRITE_SPARSE_FILES} must be true or false, not {text!r}")
-        sparse = text == "true"
-    return DataPathOptions(parallel=workers, write_sparse=sparse)
-
-
-class ProgressReporter:
-    """Throttled progress: CR patch + one log line per interval, and on demand at the end."""
-
-    def __init__(self, cr: CRStatus) -> None:
-        self._cr = cr
-        self._last = 0.0
-        self._start = time.monotonic()
-        self._lock = threading.Lock()
-        self.latest: Progress | None = None
-        self.stopped = False
-
-    def __call__(self, p: Progress) -> None:
-        with self._lock:
-            self.latest = p
-            now = time.monotonic()
-            if self.stopped or now - self._last < PROGRESS_INTERVAL_SECONDS:
-                return
-            self._last = now
-        self.emit(p)
-
-    def emit(self, p: Progress) -> None:
-        elapsed = max(time.monotonic() - self._start, 1e-6)
-        rate = p.bytes_done / elapsed
-        percent = 100.0 * p.bytes_done / p.total_bytes if p.total_bytes else 100.0
-        eta = (p.total_bytes - p.bytes_done) / rate if rate > 0 and p.total_bytes else 0.0
-        log.info(
-            "progress %.1f%% %s/%s bytes, %d/%d files, %.1f MB/s, ETA %.0fs",
-            percent,
-            p.bytes_done,
-            p.total_bytes,
-            p.files_done,
-            p.files_total,
-            rate / 1e6,
-            eta,
-        )
-        if time.monotonic() - self._start >= PROGRESS_INTERVAL_SECONDS:  # short runs: the final status says it all
-            self._cr.patch_progress(p.total_bytes, p.bytes_done)
 
 
 class CancelWatcher:
@@ -264,16 +126,6 @@ class CancelWatcher:
         self._done.set()
 
 
-def _start_transition(node: str) -> Any:
-    def decide(obj: dict[str, Any]) -> dict[str, Any] | None:
-        phase = (obj.get("status") or {}).get("phase") or Phase.NEW
-        if phase not in (Phase.ACCEPTED, Phase.PREPARED):
-            raise MoverError(f"the CR is in phase {phase}, not Accepted/Prepared; refusing to start")
-        return {"phase": Phase.IN_PROGRESS, "startTimestamp": rfc3339_now(), "node": node, "nodeOS": "linux"}
-
-    return decide
-
-
 def _open_or_init(url: str, password: str, options: DataPathOptions) -> Repository:
     try:
         return open_repository(url, password, parallel=options.parallel, upload_parallel=options.upload_parallel)
@@ -309,7 +161,7 @@ def run_job(role: str) -> int:
     started = time.monotonic()
     try:
         watcher.start()  # its watch also delivers the CR the first transition starts from
-        if cr.transition(_start_transition(env.node)) is None:
+        if cr.transition(decisions.start(env.node)) is None:
             log.warning("%s %s is already terminal; nothing to do", env.kind, env.name)
             return ExitCode.OK
         log.info("%s %s/%s: %s started on %s", env.kind, env.namespace, env.name, role, env.node)
@@ -441,15 +293,9 @@ def _stopped(cr: CRStatus, watcher: CancelWatcher) -> int:
 
 
 def _canceled(cr: CRStatus, reason: str) -> int:
-    def canceling(obj: dict[str, Any]) -> dict[str, Any]:
-        return {"phase": Phase.CANCELING, "message": reason}
-
-    def canceled(obj: dict[str, Any]) -> dict[str, Any]:
-        return {"phase": Phase.CANCELED, "message": reason, "completionTimestamp": rfc3339_now()}
-
     try:
-        cr.transition(canceling)
-        cr.transition(canceled)
+        cr.transition(decisions.canceling(reason))
+        cr.transition(decisions.canceled(reason))
     except MoverError as e:
         log.error("could not record the cancel in the CR: %s", e)
     log.warning("canceled: %s", reason)
@@ -458,11 +304,8 @@ def _canceled(cr: CRStatus, reason: str) -> int:
 
 
 def _failed(cr: CRStatus, message: str, code: int) -> int:
-    def failed(obj: dict[str, Any]) -> dict[str, Any]:
-        return {"phase": Phase.FAILED, "message": message, "completionTimestamp": rfc3339_now()}
-
     try:
-        cr.transition(failed)
+        cr.transition(decisions.failed(message))
     except MoverError as e:
         log.error("could not record the failure in the CR: %s", e)
     log.error("failed: %s", message)

@@ -36,9 +36,10 @@ from jobs.contract import (
     DATAUPLOAD_KIND,
     DATAUPLOAD_PLURAL,
     TERMINAL_PHASES,
+    ExitCode,
     newer_or_equal,
 )
-from jobs.errors import MoverError, StorageUnavailableError
+from jobs.errors import MoverError
 
 log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 10
@@ -60,7 +61,24 @@ def rfc3339_now() -> str:
 
 
 class CRClientError(MoverError):
-    """The Kubernetes API refused or could not be reached for the mover's own CR."""
+    """The Kubernetes API refused the mover's request about its own CR."""
+
+
+class KubernetesUnavailableError(MoverError):
+    """The Kubernetes API server could not be reached or did not answer (not the storage's fault)."""
+
+    exit_code = ExitCode.KUBERNETES_UNAVAILABLE
+
+
+UNAVAILABLE_STATUSES = frozenset({408, 429})
+
+
+def api_error(e: ApiException, what: str) -> MoverError:
+    """The mover's error for an ApiException: an outage (5xx, throttling) or a refusal (other 4xx)."""
+    status = int(e.status or 0)
+    if status == 0 or status >= 500 or status in UNAVAILABLE_STATUSES:
+        return KubernetesUnavailableError(f"the Kubernetes API server is unavailable ({status}) to {what}")
+    return CRClientError(f"cannot {what}: {status} {api_message(e)}")
 
 
 class CRStatus:
@@ -131,9 +149,9 @@ class CRStatus:
                 API_GROUP, API_VERSION, self.namespace, self.plural, self.name
             )
         except ApiException as e:
-            raise CRClientError(f"cannot read {self.kind} {self.namespace}/{self.name}: {e.status} {e.reason}") from e
+            raise api_error(e, f"read {self.kind} {self.namespace}/{self.name}") from e
         except HTTPError as e:
-            raise StorageUnavailableError(f"cannot reach the Kubernetes API: {e}") from e
+            raise KubernetesUnavailableError(f"cannot reach the Kubernetes API: {e}") from e
         if self.uid and obj["metadata"].get("uid") != self.uid:
             raise CRClientError(f"{self.kind} {self.name} was replaced by another object (uid changed)")
         self._remember(obj)
@@ -164,9 +182,9 @@ class CRStatus:
                 if e.status == 409:
                     obj = self.get()
                     continue
-                raise CRClientError(f"cannot update {self.kind} {self.name}: {e.status} {api_message(e)}") from e
+                raise api_error(e, f"update {self.kind} {self.name}") from e
             except HTTPError as e:
-                raise StorageUnavailableError(f"cannot reach the Kubernetes API: {e}") from e
+                raise KubernetesUnavailableError(f"cannot reach the Kubernetes API: {e}") from e
         raise CRClientError(f"{self.kind} {self.name} kept changing; gave up after {CONFLICT_RETRIES} conflicts")
 
     def patch_progress(self, total_bytes: int, bytes_done: int) -> None:

@@ -498,6 +498,7 @@ def test_a_job_the_api_server_rejects_fails_the_cr_with_its_message(
     with launcher_env(velero_crds, tmp_path, config) as env:
         env.start_launcher()
         env.apply(pvc("data"), env.app)
+        env.run_pod_job("fill", "echo x > /data/x", "data")
         env.snapshot("snap", "data")
         du = env.data_upload("snap", "data")
         status = env.wait_phase("dataupload", du, {"Failed", "Completed"}, timeout=90)["status"]

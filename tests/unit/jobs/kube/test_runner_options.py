@@ -17,7 +17,7 @@ from jobs.contract import (
     encode_termination_message,
 )
 from jobs.errors import ConfigError
-from jobs.kube.runner import JobEnv, data_path_options
+from jobs.kube.env import JobEnv, data_path_options
 
 BASE = {
     ENV_CR_KIND: "DataUpload",

@@ -29,3 +29,19 @@ def test_doctor_job_example() -> None:
     assert Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent.as_posix() in mounts
     assert Path(env["SNAPMOVER_PASSWORD_FILE"]).parent.as_posix() in mounts
     assert not any("SECRET" in name or name == "SNAPMOVER_PASSWORD" for name in env)
+
+
+def test_make_release_renders_the_default_install() -> None:
+    import subprocess
+
+    root = EXAMPLES.parents[1]
+    out = subprocess.run(["make", "-s", "release"], cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all((root / "build" / "install.yaml").read_text()) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "snapmover-launcher") in kinds and ("Namespace", "snapmover") in kinds
+    assert {n for k, n in kinds if k == "CustomResourceDefinition"} == {
+        "datauploads.velero.io",
+        "datadownloads.velero.io",
+        "backupstoragelocations.velero.io",
+    }

@@ -13,11 +13,14 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 
 
 def test_doctor_job_example() -> None:
-    job = yaml.safe_load((EXAMPLES / "doctor-job.yaml").read_text())
+    job, role, binding = yaml.safe_load_all((EXAMPLES / "doctor-job.yaml").read_text())
     assert job["kind"] == "Job" and job["metadata"]["namespace"] == "snapmover"
     pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "snapmover-launcher"  # the RBAC checks answer for the launcher
     (container,) = pod["containers"]
-    assert container["command"][:3] == ["snapmover", "doctor", "-r"]
+    assert container["command"][:3] == ["snapmover", "doctor", "-r"] and "--cluster" in container["command"]
+    assert {v for r in role["rules"] for v in r["verbs"]} == {"list"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "snapmover-launcher", "namespace": "snapmover"}]
     open_backend(container["command"][3]).close()  # a URL the mover accepts
     ctx = container["securityContext"]
     assert (

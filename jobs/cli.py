@@ -504,13 +504,34 @@ def prune(repo_url: str | None, password_file: str | None, as_json: bool) -> Non
 
 @cli.command()
 @_repository_options
-def doctor(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
-    """Pre-flight check of a storage location: access, a probe object, the repository password.
+@click.option("--cluster", is_flag=True, help="Also check the launcher's RBAC and the VolumeSnapshotClasses.")
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig for --cluster (default: in-cluster).")
+@click.option("--namespace", default="snapmover", show_default=True, help="The launcher's namespace (--cluster).")
+def doctor(
+    repo_url: str | None,
+    password_file: str | None,
+    as_json: bool,
+    cluster: bool,
+    kubeconfig: str | None,
+    namespace: str,
+) -> None:
+    """Pre-flight check of a storage location (-r) and, with --cluster, of the cluster.
 
-    One line per check with its fix; exits 1 when any check fails."""
-    from jobs.doctor import storage_checks
+    Storage: access, a probe object written/read/deleted, the repository password. Cluster: every
+    permission the launcher uses (SelfSubjectAccessReview: run it as the launcher's
+    ServiceAccount) and a VolumeSnapshotClass per CSI driver. One line per check with its fix;
+    exits 1 when any check fails."""
+    from jobs.doctor import CheckResult, storage_checks
 
-    results = list(storage_checks(_require_url(repo_url), password_file))
+    if not repo_url and not cluster:
+        raise UsageError(f"nothing to check: give -r/--repo (or {ENV_REPOSITORY}) and/or --cluster")
+    results: list[CheckResult] = []
+    if repo_url:
+        results += storage_checks(repo_url, password_file)
+    if cluster:
+        from jobs.kube.preflight import cluster_checks
+
+        results += cluster_checks(kubeconfig, namespace)
     _emit(
         as_json,
         {"ok": all(r.ok for r in results), "checks": [_as_dict(r) for r in results]},

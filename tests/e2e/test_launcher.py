@@ -240,6 +240,10 @@ def test_concurrency_limit_and_metrics(velero_crds: ClusterHandle, tmp_path: Pat
             line for line in body.splitlines() if line.startswith('snapmover_moved_bytes_total{kind="DataUpload"}')
         ]
         assert moved and float(moved[0].split()[-1]) >= 20 * len("small\n")
+        # the series the monitoring kit's alerts use, derived from the CRs the launcher watched
+        assert 'snapmover_results_total{kind="DataUpload",phase="Completed"} 20.0' in body
+        assert "snapmover_last_successful_backup_timestamp_seconds{" in body
+        assert "snapmover_leader 1.0" in body
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read() == b"ok\n"
 
 

@@ -13,11 +13,14 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 
 
 def test_doctor_job_example() -> None:
-    job = yaml.safe_load((EXAMPLES / "doctor-job.yaml").read_text())
+    job, role, binding = yaml.safe_load_all((EXAMPLES / "doctor-job.yaml").read_text())
     assert job["kind"] == "Job" and job["metadata"]["namespace"] == "snapmover"
     pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "snapmover-launcher"  # the RBAC checks answer for the launcher
     (container,) = pod["containers"]
-    assert container["command"][:3] == ["snapmover", "doctor", "-r"]
+    assert container["command"][:3] == ["snapmover", "doctor", "-r"] and "--cluster" in container["command"]
+    assert {v for r in role["rules"] for v in r["verbs"]} == {"list"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "snapmover-launcher", "namespace": "snapmover"}]
     open_backend(container["command"][3]).close()  # a URL the mover accepts
     ctx = container["securityContext"]
     assert (
@@ -29,3 +32,19 @@ def test_doctor_job_example() -> None:
     assert Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent.as_posix() in mounts
     assert Path(env["SNAPMOVER_PASSWORD_FILE"]).parent.as_posix() in mounts
     assert not any("SECRET" in name or name == "SNAPMOVER_PASSWORD" for name in env)
+
+
+def test_make_release_renders_the_default_install() -> None:
+    import subprocess
+
+    root = EXAMPLES.parents[1]
+    out = subprocess.run(["make", "-s", "release"], cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all((root / "build" / "install.yaml").read_text()) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "snapmover-launcher") in kinds and ("Namespace", "snapmover") in kinds
+    assert {n for k, n in kinds if k == "CustomResourceDefinition"} == {
+        "datauploads.velero.io",
+        "datadownloads.velero.io",
+        "backupstoragelocations.velero.io",
+    }

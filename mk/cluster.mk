@@ -6,8 +6,12 @@ CLUSTER_STATE ?= $(HOME)/.cache/snapmover/cluster
 cluster-build: ## Build and cache kube-apiserver/kube-controller-manager 1.20.2 (once per machine, ~4 min)
 	scripts/kube-build.sh
 
-cluster-up: venv cluster-build ## Start the local cluster (etcd, API server, controller-manager, harness); prints KUBECONFIG
-	$(PY) -m tests.cluster up --state $(CLUSTER_STATE)
+# REAL_NODE=1: kube-scheduler + a real kubelet on containerd run the pods (root; the image from
+# `make images` is imported), the harness keeps only the CSI driver's part.
+REAL_NODE ?=
+cluster-up: venv cluster-build $(if $(REAL_NODE),images) ## Start the local cluster (etcd, API server, controller-manager, harness; REAL_NODE=1: real kubelet); prints KUBECONFIG
+	$(if $(REAL_NODE),scripts/node-setup.sh)
+	$(PY) -m tests.cluster up --state $(CLUSTER_STATE) $(if $(REAL_NODE),--real-node)
 
 cluster-down: venv ## Stop every process cluster-up started (by PID)
 	$(PY) -m tests.cluster down --state $(CLUSTER_STATE)

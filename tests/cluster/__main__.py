@@ -13,19 +13,25 @@ import sys
 from pathlib import Path
 
 from tests.cluster.cluster import LocalCluster, default_state_dir
+from tests.cluster.node import NodeUnavailable
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster")
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--state", type=Path, default=default_state_dir())
+    parser.add_argument("--real-node", action="store_true", help="kube-scheduler + kubelet + containerd (root)")
     args = parser.parse_args()
-    cluster = LocalCluster(args.state)
+    cluster = LocalCluster(args.state, real_node=args.real_node)
     if args.command == "up":
         if cluster.running():
             print(f"cluster already running\nexport KUBECONFIG={cluster.kubeconfig}")
             return 0
-        cluster.start()
+        try:
+            cluster.start()
+        except NodeUnavailable as e:
+            print(f"cluster-up: {e}", file=sys.stderr)
+            return 1
         print(
             f"cluster up: API server {cluster.server}\nexport KUBECONFIG={cluster.kubeconfig}\n"
             "stop it with: make cluster-down"

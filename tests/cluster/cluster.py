@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane, cache_root
+from tests.cluster.node import RealNode, check_host
 
 MANIFESTS = Path(__file__).parent / "manifests"
+NODE_NAME = "node-1"  # the harness's node name, kept by the real node (PVs' node affinity uses it)
 HARNESS_READY_TIMEOUT_SECONDS = 60
 
 
@@ -29,9 +31,11 @@ def default_state_dir() -> Path:
 class LocalCluster:
     """Start/stop the local cluster recorded in ``state``."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, *, real_node: bool = False) -> None:
         self.state = state
-        self.control = ControlPlane(state)
+        self.real_node = real_node
+        self.control = ControlPlane(state, real_node=real_node, node_name=NODE_NAME)
+        self.node = RealNode(state, name=NODE_NAME)
         self.kubeconfig = self.control.kubeconfig
         self.data_root = state / "volumes"
 
@@ -67,9 +71,12 @@ class LocalCluster:
     def start(self) -> None:
         """Start everything and wait until the node is Ready and the default objects exist."""
         t0 = time.monotonic()
+        if self.real_node:
+            check_host()  # NodeUnavailable names the cause in one line, before anything starts
         info = self.control.start()
         self.data_root.mkdir(parents=True, exist_ok=True)
         info["data_root"] = str(self.data_root)
+        info["real_node"] = self.real_node
         self.control.info_file.write_text(json.dumps(info))
         self._apply(MANIFESTS / "snapshot-crds.json")
         self._wait_crds()
@@ -86,11 +93,26 @@ class LocalCluster:
         )
         with open(self.control.pid_file, "a") as f:
             f.write(f"{proc.pid} harness\n")
-        self._wait_node(proc)
+        if self.real_node:
+            self.node.start(
+                api_port=int(str(info["api_port"])), server=str(info["server"]), pki=self.control.pki,
+                tokens=self.control.node_tokens,
+            )  # fmt: skip
+            for archive in sorted((REPO_ROOT / "build" / "images").glob("*.oci.tar")):
+                self.node.import_image(archive)
+            self._wait_real_node()
+        else:
+            self._wait_node(proc)
         self._wait_default_service_account()
         print(f"local cluster ready in {time.monotonic() - t0:.1f}s", flush=True)
 
     def stop(self) -> None:
+        """Stop everything; a real node's pods are deleted first (the kubelet unmounts their
+        volumes and tears down their networks), then the node undoes its host changes."""
+        if self.node.pids():
+            if self.control.running():
+                self.kubectl("delete", "pods", "--all", "--all-namespaces", "--wait=true", "--timeout=60s", check=False)
+            self.node.stop()
         self.control.stop()
 
     def _apply(self, path: Path) -> None:
@@ -123,6 +145,15 @@ class LocalCluster:
                 return
             time.sleep(0.3)
         raise RuntimeError("the harness node did not register")
+
+    def _wait_real_node(self) -> None:
+        deadline = time.monotonic() + HARNESS_READY_TIMEOUT_SECONDS
+        ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+        while time.monotonic() < deadline:
+            if self.kubectl("get", "node", NODE_NAME, "-o", ready, check=False).stdout.strip() == "True":
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the real node did not become Ready (logs in {self.node.dir})")
 
     def _wait_default_service_account(self) -> None:
         deadline = time.monotonic() + 60

@@ -128,9 +128,10 @@ def _client_cert(d: Path, name: str, subject: str) -> None:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager, recorded in a state directory."""
 
-    def __init__(self, state_dir: Path, *, real_node: bool = False) -> None:
+    def __init__(self, state_dir: Path, *, real_node: bool = False, node_name: str = "snapmover-node") -> None:
         self.state = state_dir
         self.real_node = real_node
+        self.node_name = node_name
         self.node_tokens: dict[str, str] = {}
         self.pki = state_dir / "pki"
         self.kubeconfig = state_dir / "kubeconfig"
@@ -153,7 +154,7 @@ class ControlPlane:
         if self.real_node:
             self.node_tokens = {"kubelet": secrets.token_hex(16), "scheduler": secrets.token_hex(16)}
             tokens += (
-                f'{self.node_tokens["kubelet"]},system:node:snapmover-node,kubelet,"system:nodes"\n'
+                f'{self.node_tokens["kubelet"]},system:node:{self.node_name},kubelet,"system:nodes"\n'
                 f"{self.node_tokens['scheduler']},system:kube-scheduler,scheduler\n"
             )
             _client_cert(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")

@@ -174,15 +174,19 @@ class Harness:
             },
         )
 
-    def run(self) -> None:
-        self.log_port = start_log_server(self)
-        self.register_node()
-        loop("scheduler", self.scheduler, self.stop)
+    def run(self, *, csi_only: bool = False) -> None:
+        """Run every part, or with ``csi_only`` (a real node runs the pods) only the CSI driver's:
+        provisioner, reclaimer and snapshots."""
+        if not csi_only:
+            self.log_port = start_log_server(self)
+            self.register_node()
+            loop("scheduler", self.scheduler, self.stop)
         loop("provisioner", self.provisioner, self.stop)
         loop("pv-reclaimer", self.reclaimer, self.stop)
         loop("snapshots", self.snapshotter, self.stop)
         loop("snapshot-contents", self.content_deleter, self.stop)
-        loop("kubelet", self.kubelet, self.stop)
+        if not csi_only:
+            loop("kubelet", self.kubelet, self.stop)
         print("harness ready", flush=True)
         self.stop.wait()
         # pod processes run in their own sessions: stop them too, or they outlive the cluster
@@ -952,7 +956,7 @@ def main() -> None:
     info = json.loads(Path(sys.argv[1]).read_text())
     harness = Harness(info["kubeconfig"], Path(info["data_root"]), int(info["api_port"]))
     signal.signal(signal.SIGTERM, lambda *_: harness.stop.set())
-    harness.run()
+    harness.run(csi_only=bool(info.get("real_node")))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ API_SERVICE_IP = "10.0.0.1"
 METADATA_RANGE = "169.254.0.0/16"
 GUARD_COMMENT = "snapmover-node-guard"
 PAUSE_IMAGE = "localhost/pause:3.4"
+NO_REGISTRY = "http://127.0.0.1:9"  # the discard port: nothing listens there
 KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 CGROUP_ROOT = "snapmover-node"
 HOST_PATHS = ("/var/log/pods", "/var/log/containers", "/run/containerd", "/var/lib/cni")
@@ -250,6 +251,14 @@ class RealNode:
                 }
             )
         )
+        # No registry can be reached from here and none may be asked: every registry host
+        # (`_default`) resolves to a closed port on 127.0.0.1, so a pull of an image that was not
+        # imported fails at once (ErrImagePull) without a DNS query or a connection leaving the host.
+        registry = d / "registry"
+        (registry / "_default").mkdir(parents=True, exist_ok=True)
+        (registry / "_default" / "hosts.toml").write_text(
+            f'server = "{NO_REGISTRY}"\n[host."{NO_REGISTRY}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
         (d / "config.toml").write_text(
             f"""version = 2
 root = "{d / "root"}"
@@ -273,6 +282,8 @@ state = "{d / "state"}"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "{d / "runc"}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{registry}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni_conf}"

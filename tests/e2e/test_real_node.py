@@ -321,3 +321,15 @@ def test_block_backup_and_restore_through_volume_devices(real_node: Node, tmp_pa
         real_node.kubectl("delete", "pv", "block-source", "block-target", "--wait=true", check=False)
         for dev in devices:
             subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_an_image_that_was_not_imported_is_never_pulled_from_outside(real_node: Node) -> None:
+    real_node.pod("no-pull", "true", image="registry.example/snapmover/absent:1", imagePullPolicy="IfNotPresent")
+
+    def waiting_message() -> str:
+        statuses = real_node.pod_json("no-pull")["status"].get("containerStatuses") or [{}]
+        return str(statuses[0].get("state", {}).get("waiting", {}).get("message", ""))
+
+    wait_for("the pull to fail", lambda: "127.0.0.1:9" in waiting_message())
+    assert "lookup" not in waiting_message()  # no DNS query was made for the registry host
+    real_node.kubectl("delete", "pod", "no-pull", "--grace-period=0", "--wait=true")

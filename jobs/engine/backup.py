@@ -62,6 +62,7 @@ SMALL_BATCH_BYTES: Final = 8 * MiB
 WINDOW_BYTES: Final = 8 * MiB
 QUEUED_LARGE_FILES: Final = 1024
 CANCEL_CHECK_ENTRIES: Final = 1024
+PARENT_TREES_AHEAD: Final = 32  # directories whose parent-snapshot trees are loaded in one bulk read
 QUEUED_SMALL_BATCHES: Final = 256
 STORE_TASK_BYTES: Final = 4 * MiB
 BLOCK_TASK_BYTES: Final = 8 * MiB
@@ -153,7 +154,7 @@ def load_entries(repo: BackupRepository, tree_id: str | None) -> dict[str, Node]
 class _Dir:
     node: Node
     parent: _Dir | None
-    parent_entries: dict[str, Node]  # this directory's listing in the parent snapshot
+    parent_entries: dict[str, Node] | None  # its listing in the parent snapshot (None: not loaded yet)
     old_tree: str | None = None  # and that listing's tree id
     entries: list[Node] = field(default_factory=list)
     pending: int = 1  # +1 per incomplete child; the initial 1 is the walker's own hold
@@ -257,6 +258,8 @@ class FilesystemBackup:
         while stack:
             if self._abort.is_set:
                 raise Stopped
+            if stack[-1][0].parent_entries is None:
+                self._load_parent_trees(stack)
             d, path = stack.pop()
             subdirs: list[tuple[Node, str]] = []
             for i, (name, st) in enumerate(list_dir(path)):
@@ -275,20 +278,24 @@ class FilesystemBackup:
             self._release(d)
 
     def _push_subdirs(self, d: _Dir, subdirs: list[tuple[Node, str]], stack: list[tuple[_Dir, str]]) -> None:
-        """Queue the subdirectories, with their parent-snapshot listings fetched in one bulk read."""
-        old_ids = {}
-        for node, _path in subdirs:
-            old = d.parent_entries.get(node.name)
-            if old is not None and old.type == NODE_DIR and old.subtree is not None:
-                old_ids[node.name] = old.subtree
-        old_trees = load_trees(self._repo, old_ids.values(), self._parallel)
+        """Queue the subdirectories; their parent-snapshot listings are loaded when they come up."""
         with self._lock:
             d.pending += len(subdirs)
         self._stats.dirs += len(subdirs)
         for node, path in reversed(subdirs):  # popped in name order
-            old_id = old_ids.get(node.name)
-            entries = {n.name: n for n in old_trees[old_id]} if old_id is not None else {}
-            stack.append((_Dir(node, d, entries, old_id), path))
+            old = d.parent_entries.get(node.name) if d.parent_entries else None
+            old_id = old.subtree if old is not None and old.type == NODE_DIR else None
+            stack.append((_Dir(node, d, None if old_id is not None else {}, old_id), path))
+
+    def _load_parent_trees(self, stack: list[tuple[_Dir, str]]) -> None:
+        """Load the parent-snapshot listings of the next directories to walk in one bulk read.
+
+        Only the top ``PARENT_TREES_AHEAD`` directories of the stack are loaded, so the listings
+        held at once stay bounded however many subdirectories a directory has."""
+        ahead = [d for d, _ in stack[-PARENT_TREES_AHEAD:] if d.parent_entries is None]
+        trees = load_trees(self._repo, [d.old_tree for d in ahead if d.old_tree is not None], self._parallel)
+        for d in ahead:
+            d.parent_entries = {n.name: n for n in trees[d.old_tree]} if d.old_tree is not None else {}
 
     def _add_file(self, d: _Dir, node: Node, path: str) -> None:
         key = (node.dev, node.inode) if node.nlink > 1 else None
@@ -338,7 +345,7 @@ class FilesystemBackup:
             self._small_lane.put(batch)
 
     def _unchanged_content(self, d: _Dir, node: Node) -> list[ContentRef] | None:
-        old = d.parent_entries.get(node.name)
+        old = (d.parent_entries or {}).get(node.name)
         if (
             old is None
             or old.type != NODE_FILE
@@ -372,7 +379,7 @@ class FilesystemBackup:
                 d.node.subtree, stored = d.old_tree, 0
             else:
                 d.node.subtree, stored = store_tree(self._repo, d.entries)
-            d.entries = []
+            d.entries, d.parent_entries = [], {}
             with self._lock:
                 self._stats.stored_bytes += stored
                 parent = d.parent
@@ -385,7 +392,7 @@ class FilesystemBackup:
 
     def _unchanged_tree(self, d: _Dir) -> bool:
         """True when ``d`` lists exactly what its parent-snapshot tree lists (skip encoding it again)."""
-        old = d.parent_entries
+        old = d.parent_entries or {}
         return (
             d.old_tree is not None
             and len(d.entries) == len(old)

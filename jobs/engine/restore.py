@@ -1,12 +1,14 @@
 """The restore pipelines: a snapshot's trees and blobs back onto a directory or a raw volume.
 
-Called by :func:`jobs.engine.api.restore`. Filesystem restore runs in four steps:
+Called by :func:`jobs.engine.api.restore`. Filesystem restore reads the trees level by level
+(``RESTORE_BATCH_DIRS`` directories' tree blobs per bulk ``load_blobs`` call) and runs steps 1-3
+per batch of ``RESTORE_BATCH_FILES`` files, so its memory is one batch's plan whatever the
+snapshot's file count; step 4's directories come once at the end:
 
-1. **Plan**: read the trees level by level (each level's tree blobs in one bulk
-   ``load_blobs`` call), create directories, symlinks, FIFOs, device nodes and the files that
+1. **Plan**: create directories, symlinks, FIFOs, device nodes and the files that
    hold no data or are large; other files with data are created at their first write. Each
    chunk id is mapped to every place it goes (a chunk shared by many files is downloaded once).
-2. **Data**: all chunk ids, in file order, go to one bulk ``load_blobs`` (ranged, coalesced reads
+2. **Data**: the batch's chunk ids, in file order, go to one bulk ``load_blobs`` (ranged, coalesced reads
    in N threads; every blob verified against its keyed hash before it is handed out) and each
    blob is ``pwrite``n to all its places by ``WRITERS`` writer threads (each owns a shard of
    the files). Only verified bytes ever reach the target; an
@@ -15,8 +17,10 @@ Called by :func:`jobs.engine.api.restore`. Filesystem restore runs in four steps
    (alternating ``DIRECT_SHARD_BYTES`` ranges) and get the whole pages of each write through a
    second ``O_DIRECT`` descriptor, queued to a thread per writer while a bounce buffer is free
    and through the page cache otherwise (:func:`jobs.volume.target.write_split`).
-3. **Hardlinks**: the other names of a multiply linked inode become links to the first name.
-4. **Metadata**: owners, xattrs, modes and times of files, then of directories deepest first,
+3. **Hardlinks**: the other names of a multiply linked inode become links to the first name
+   (created in its batch or an earlier one; only multiply linked files are remembered).
+4. **Metadata**: owners, xattrs, modes and times of the batch's files; at the end those of the
+   directories deepest first (after all their contents),
    and finally of the target directory itself (the snapshot's root). Files in new directories
    are created with their final mode, and skip the chown when a probe shows new files get the
    node's owner anyway (:class:`jobs.volume.metadata.CreationRules`).
@@ -81,6 +85,10 @@ ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64
 WRITE_BATCH_BYTES: Final = 4 * MiB
 WRITE_QUEUE_BATCHES: Final = 2  # per writer: at most ~2 x (4 MiB + one 8 MiB chunk) queued
+# A restore plans, writes and finishes this many files at a time, so its memory does not grow
+# with the snapshot's file count (a chunk shared across batches is read once per batch).
+RESTORE_BATCH_FILES: Final = 16_384
+RESTORE_BATCH_DIRS: Final = 64  # directories whose trees are read in one bulk load
 _DEVICE_TYPES: Final = frozenset({NODE_CHARDEV, NODE_BLOCKDEV})
 
 
@@ -376,75 +384,109 @@ def restore_filesystem(
     except OSError as e:
         raise VolumeIOError(f"{target}: cannot create restore target: {e.strerror}") from e
     rules = CreationRules.probe(target)
-    plan = _Plan()
     dirs: list[tuple[str, Node]] = [(target, root)]
-    others: list[tuple[str, Node, bool]] = []  # (path, node, created with its mode and owner)
-    links: list[tuple[str, str]] = []
-    first_names: dict[tuple[int, int], str] = {}
+    first_names: dict[tuple[int, int], str] = {}  # grows only for multiply linked files
+    batch = _Batch()
+    files = 0
+
+    def finish(batch: _Batch) -> int:
+        """Write a batch's data, link its other names and set its files' metadata; returns its file count."""
+        progress.add(total_bytes=batch.total_bytes, files_total=batch.files)
+        _DataWriter(
+            repo,
+            batch.plan,
+            parallel=parallel,
+            progress=progress,
+            abort=abort,
+            zero_fill=None if write_sparse else _zero_fill_file,
+            shard=batch.plan.shard_filesystem,
+        ).run()
+        for existing, path in batch.links:
+            create_hardlink(existing, path)
+        files_done = 0
+        for path, node, preset in batch.others:
+            apply_metadata(path, node, preset=preset)
+            if node.type == NODE_FILE:
+                files_done += 1
+                if files_done % 256 == 0:
+                    progress.add(files_done=256)
+        progress.add(files_done=files_done % 256)
+        return batch.files + len(batch.links)
+
     level = [(target, root, target_is_new)]  # (path, node, the directory was empty when we started)
     while level:
-        trees = load_trees(repo, [n.subtree for _, n, _ in level if n.subtree is not None], parallel)
         next_level: list[tuple[str, Node, bool]] = []
-        level_files = level_bytes = 0
-        for dir_path, dir_node, fresh in level:
-            abort.check()
-            for node in trees.get(dir_node.subtree or "", []):
-                path = os.path.join(dir_path, node.name)
-                if node.type == NODE_DIR:
-                    next_level.append((path, node, create_dir(path, fresh=fresh)))
-                    dirs.append((path, node))
-                    continue
-                if node.type == NODE_FILE:
-                    key = (node.dev, node.inode)
-                    if node.nlink > 1 and key in first_names:
-                        links.append((first_names[key], path))
-                        continue
-                    if node.nlink > 1:
-                        first_names[key] = path
-                    ends_in_hole = not node.content or node.content[-1][0] is None
-                    direct = node.size >= DIRECT_FILE_BYTES  # O_DIRECT writes stay within the file's size
-                    size = node.size if ends_in_hole or direct else 0  # else the last data write sets it
-                    preset = fresh and rules.preset(node)
-                    mode = node.mode if preset else 0o600
-                    has_data = any(cid is not None for cid, _ in node.content)
-                    if has_data and not direct:
-                        plan.deferred[path] = (size, fresh, mode)
-                        plan.shard_keys[path] = hash(dir_path if node.size < SMALL_FILE_BYTES else path)
-                    else:  # no data, or written by both writers: it must exist before either starts
-                        create_file(path, size, fresh=fresh, mode=mode)
-                        if has_data:
-                            plan.direct.add(path)
-                    plan.add_content(path, node)
-                    level_files += 1
-                    level_bytes += node.size
-                    others.append((path, node, preset))
-                elif _create_special(path, node, fresh=fresh):
-                    others.append((path, node, False))
-        progress.add(total_bytes=level_bytes, files_total=level_files)  # once per level, not per file
+        for start in range(0, len(level), RESTORE_BATCH_DIRS):
+            group = level[start : start + RESTORE_BATCH_DIRS]
+            trees = load_trees(repo, [n.subtree for _, n, _ in group if n.subtree is not None], parallel)
+            for dir_path, dir_node, fresh in group:
+                abort.check()
+                for node in trees.get(dir_node.subtree or "", []):
+                    path = os.path.join(dir_path, node.name)
+                    if node.type == NODE_DIR:
+                        next_level.append((path, node, create_dir(path, fresh=fresh)))
+                        dirs.append((path, node))
+                    elif node.type == NODE_FILE:
+                        _plan_file(batch, path, node, dir_path, first_names, fresh=fresh, rules=rules)
+                        if batch.files >= RESTORE_BATCH_FILES:
+                            files += finish(batch)
+                            batch = _Batch()
+                    elif _create_special(path, node, fresh=fresh):
+                        batch.others.append((path, node, False))
+            del trees
         level = next_level
-    _DataWriter(
-        repo,
-        plan,
-        parallel=parallel,
-        progress=progress,
-        abort=abort,
-        zero_fill=None if write_sparse else _zero_fill_file,
-        shard=plan.shard_filesystem,
-    ).run()
-    for existing, path in links:
-        create_hardlink(existing, path)
-    files_done = 0
-    for path, node, preset in others:
-        apply_metadata(path, node, preset=preset)
-        if node.type == NODE_FILE:
-            files_done += 1
-            if files_done % 256 == 0:
-                progress.add(files_done=256)
-    progress.add(files_done=files_done % 256)
+    files += finish(batch)
     for path, node in reversed(dirs):  # breadth-first order reversed: deepest first, the root last
         apply_metadata(path, node)
-    files = sum(1 for _, n, _ in others if n.type == NODE_FILE) + len(links)
     return RestoreStats(files=files, total_bytes=progress.total_bytes)
+
+
+@dataclass
+class _Batch:
+    """Files planned, written and finished together (a restore's memory is one batch's plan)."""
+
+    plan: _Plan = field(default_factory=_Plan)
+    others: list[tuple[str, Node, bool]] = field(default_factory=list)  # (path, node, created with mode and owner)
+    links: list[tuple[str, str]] = field(default_factory=list)  # (first name, other name)
+    files: int = 0
+    total_bytes: int = 0
+
+
+def _plan_file(
+    batch: _Batch,
+    path: str,
+    node: Node,
+    dir_path: str,
+    first_names: dict[tuple[int, int], str],
+    *,
+    fresh: bool,
+    rules: CreationRules,
+) -> None:
+    """Add one regular file to the batch: its data to the plan, or a link to its first name."""
+    key = (node.dev, node.inode)
+    if node.nlink > 1 and key in first_names:
+        batch.links.append((first_names[key], path))  # the first name is in this batch or an earlier one
+        return
+    if node.nlink > 1:
+        first_names[key] = path
+    plan = batch.plan
+    ends_in_hole = not node.content or node.content[-1][0] is None
+    direct = node.size >= DIRECT_FILE_BYTES  # O_DIRECT writes stay within the file's size
+    size = node.size if ends_in_hole or direct else 0  # else the last data write sets it
+    preset = fresh and rules.preset(node)
+    mode = node.mode if preset else 0o600
+    has_data = any(cid is not None for cid, _ in node.content)
+    if has_data and not direct:
+        plan.deferred[path] = (size, fresh, mode)
+        plan.shard_keys[path] = hash(dir_path if node.size < SMALL_FILE_BYTES else path)
+    else:  # no data, or written by both writers: it must exist before either starts
+        create_file(path, size, fresh=fresh, mode=mode)
+        if has_data:
+            plan.direct.add(path)
+    plan.add_content(path, node)
+    batch.files += 1
+    batch.total_bytes += node.size
+    batch.others.append((path, node, preset))
 
 
 def _create_special(path: str, node: Node, *, fresh: bool) -> bool:

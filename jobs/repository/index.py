@@ -132,6 +132,7 @@ def decode_index(key: bytes, name: str, sealed: bytes) -> IndexFile:
 # length u32 | raw length u32 = 50 bytes.
 RECORD: Final = struct.Struct("<32sIBBIII")
 ID_BYTES: Final = 32
+PACK_NUMBER: Final = struct.Struct("<I")
 EMPTY_SLOT: Final = 0xFFFFFFFF
 MIN_SLOTS: Final = 1024
 # Slots are u32 record numbers kept at most half full: 50 + 2 * 4..4 * 4 = 58-66 bytes per blob
@@ -221,10 +222,31 @@ class Index:
     def get(self, cid: bytes) -> Location | None:
         """The blob's location, or None."""
         r = self._record(cid)
-        if r is None:
-            return None
-        _, number, kind, compressed, offset, length, raw = RECORD.unpack_from(self._records, r * RECORD.size)
-        return Location(self._packs[number], kind, offset, length, raw, bool(compressed))
+        return None if r is None else self.entry(r)[1]
+
+    def number(self, cid: bytes) -> int | None:
+        """The record number of ``cid`` (stable, below ``len(self)``), or None when it is not indexed."""
+        return self._record(cid) if len(cid) == ID_BYTES else None
+
+    def entry(self, r: int) -> tuple[bytes, Location]:
+        """The (id, location) of record number ``r``."""
+        cid, number, kind, compressed, offset, length, raw = RECORD.unpack_from(self._records, r * RECORD.size)
+        return cid, Location(self._packs[number], kind, offset, length, raw, bool(compressed))
+
+    def records_by_pack(self) -> dict[str, array[int]]:
+        """Record numbers of every indexed blob grouped by pack name: 4 bytes per blob, no object per blob."""
+        with self._lock:
+            count = self._count
+            packs = list(self._packs)
+        records = self._records
+        groups: dict[int, array[int]] = {}
+        for r in range(count):
+            number = PACK_NUMBER.unpack_from(records, r * RECORD.size + ID_BYTES)[0]
+            group = groups.get(number)
+            if group is None:
+                group = groups[number] = array("I")
+            group.append(r)
+        return {packs[n]: group for n, group in groups.items()}
 
     def __contains__(self, cid: object) -> bool:
         return isinstance(cid, bytes) and len(cid) == ID_BYTES and self._record(cid) is not None

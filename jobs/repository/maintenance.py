@@ -16,14 +16,15 @@ Check never raises on corruption: it returns every problem as a line naming the 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Final
 
 from jobs.errors import IntegrityError, MoverError, ObjectNotFoundError
-from jobs.repository.index import INDEX_PREFIX, Location, decode_index
+from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index
 from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
 from jobs.repository.packs import KIND_TREE, decode_pack_header, open_blob
@@ -67,17 +68,46 @@ class PruneStats:
     index_files_replaced: int = 0
 
 
+class IdSet:
+    """A set of blob ids kept as one bit per record of an :class:`Index` (no object per blob);
+    only ids outside the index (missing blobs, so few) are kept as bytes in :attr:`outside`."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._bits = bytearray((len(index) + 7) // 8)
+        self.outside: set[bytes] = set()
+
+    def add(self, cid: bytes) -> bool:
+        """Add ``cid``; False when it was already in."""
+        r = self._index.number(cid)
+        if r is None or r >= len(self._bits) * 8:
+            if cid in self.outside:
+                return False
+            self.outside.add(cid)
+            return True
+        at, bit = r >> 3, 1 << (r & 7)
+        if self._bits[at] & bit:
+            return False
+        self._bits[at] |= bit
+        return True
+
+    def has_record(self, r: int) -> bool:
+        """Whether index record number ``r`` is in the set."""
+        return r < len(self._bits) * 8 and bool(self._bits[r >> 3] & (1 << (r & 7)))
+
+
 def walk_trees(
     repo: Repository, roots: Iterable[str], on_error: Callable[[str, str], None] | None = None
-) -> tuple[set[bytes], set[bytes]]:
-    """Every (tree ids, data ids) reachable from ``roots``.
+) -> tuple[IdSet, IdSet]:
+    """Every (tree ids, data ids) reachable from ``roots``, as bitmaps over ``repo.index``.
 
     Damaged or missing trees call ``on_error(tree_id, message)`` when given, else raise.
     """
-    trees: set[bytes] = set()
-    data: set[bytes] = set()
+    trees = IdSet(repo.index)
+    data = IdSet(repo.index)
     queue = [r for r in dict.fromkeys(roots) if r]
-    trees.update(bytes.fromhex(r) for r in queue)
+    for r in queue:
+        trees.add(bytes.fromhex(r))
     while queue:
         batch, queue = queue[:TREE_BATCH], queue[TREE_BATCH:]
         try:
@@ -95,12 +125,24 @@ def walk_trees(
             for kind, cid_hex in referenced_ids(decode_tree(raw)):
                 cid = bytes.fromhex(cid_hex)
                 if kind == "tree":
-                    if cid not in trees:
-                        trees.add(cid)
+                    if trees.add(cid):
                         queue.append(cid_hex)
                 else:
                     data.add(cid)
     return trees, data
+
+
+def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[list[tuple[bytes, Location]]]:
+    """``entries`` in lists of ``size``; always at least one list (empty when there is nothing)."""
+    chunk: list[tuple[bytes, Location]] = []
+    sent = False
+    for entry in entries:
+        chunk.append(entry)
+        if len(chunk) == size:
+            yield chunk
+            chunk, sent = [], True
+    if chunk or not sent:
+        yield chunk
 
 
 def prune(repo: Repository) -> PruneStats:
@@ -115,35 +157,34 @@ def prune(repo: Repository) -> PruneStats:
             )
         stats.snapshots = len(snapshots)
         trees, data = walk_trees(repo, (s.root for s in snapshots))
-        used = trees | data
-
-        by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
-        for cid, loc in repo.index.items():
-            by_pack[loc.pack].append((cid, loc))
+        index = repo.index
+        by_pack = index.records_by_pack()
         stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
 
-        keep_entries: list[tuple[bytes, Location]] = []
+        keep = array("I")  # record numbers of the blobs of fully used packs
         delete: list[str] = [name for name in stored if name not in by_pack]  # orphans of crashed uploads
-        repack: list[tuple[str, list[tuple[bytes, Location]]]] = []
-        for pack, entries in by_pack.items():
-            live = [(cid, loc) for cid, loc in entries if cid in used]
+        repack: list[tuple[str, array[int]]] = []
+        for pack, records in by_pack.items():
+            live = array("I", (r for r in records if trees.has_record(r) or data.has_record(r)))
             if not live:
                 delete.append(pack)
-            elif len(live) < len(entries):
+            elif len(live) < len(records):
                 repack.append((pack, live))
             else:
-                keep_entries.extend(live)
+                keep.extend(live)
                 stats.packs_kept += 1
-            stats.blobs_removed += len(entries) - len(live)
+            stats.blobs_removed += len(records) - len(live)
+        del by_pack
 
         for pack, live in repack:
             raw = repo.storage.get(pack)
             view = memoryview(raw)
-            for cid, loc in live:
+            for r in live:
+                cid, loc = index.entry(r)
                 sealed = view[loc.offset : loc.offset + loc.length]
                 open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
                 repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
-        keep_entries.extend(repo.flush_packs())
+        new_entries = repo.flush_packs()
         stats.packs_repacked = len(repack)
 
         # The new index keeps recording every snapshot but the forgotten ones (manifest gone and a
@@ -156,12 +197,9 @@ def prune(repo: Repository) -> PruneStats:
         carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
         old_index = list(repo.index_files)
         all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
-        for start in range(0, max(1, len(keep_entries)), INDEX_ENTRIES_PER_FILE):
-            repo.write_index(
-                keep_entries[start : start + INDEX_ENTRIES_PER_FILE],
-                supersedes=all_old,
-                snapshots=carried if start == 0 else None,
-            )
+        entries = chain((index.entry(r) for r in keep), new_entries)
+        for n, chunk in enumerate(_chunks(entries, INDEX_ENTRIES_PER_FILE)):
+            repo.write_index(chunk, supersedes=all_old, snapshots=carried if n == 0 else None)
         for name in all_old:
             repo.storage.delete(name)
         for sid in sorted(dropped):
@@ -211,27 +249,26 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
             report.errors.append(str(e))
 
     # Index files, then every index entry against the packs that exist.
-    entries_by_pack: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
     for obj in storage.list(INDEX_PREFIX):
         try:
             decode_index(repo.keys.encryption, obj.name, storage.get(obj.name))
         except MoverError as e:
             report.errors.append(str(e))
     repo.reload_index()
-    for cid, loc in repo.index.items():
-        entries_by_pack[loc.pack].append((cid, loc))
+    index = repo.index
+    records_by_pack = index.records_by_pack()
     report.blobs = len(repo.index)
     stored = {o.name: o.size for o in storage.list(DATA_PREFIX)}
     report.packs = len(stored)
-    for pack, entries in entries_by_pack.items():
+    for pack, records in records_by_pack.items():
         size = stored.get(pack)
         if size is None:
-            report.errors.append(f"pack {pack} is listed in the index but missing ({len(entries)} blobs lost)")
+            report.errors.append(f"pack {pack} is listed in the index but missing ({len(records)} blobs lost)")
             continue
-        end = max(loc.offset + loc.length for _, loc in entries)
+        end = max(loc.offset + loc.length for _, loc in map(index.entry, records))
         if end > size:
             report.errors.append(f"pack {pack} is truncated ({size} bytes, the index needs {end})")
-    unindexed = [pack for pack in stored if pack not in entries_by_pack]
+    unindexed = [pack for pack in stored if pack not in records_by_pack]
 
     # Snapshots and their trees.
     snapshots = repo.list_snapshots()
@@ -249,8 +286,8 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
             _trees, data = walk_trees(repo, [snap.root], note)
         except MoverError as e:
             problems.append(str(e))
-            data = set()
-        missing = [cid for cid in data if cid not in repo.index]
+            data = IdSet(index)
+        missing = [cid for cid in data.outside if cid not in index]
         if missing:
             problems.append(f"{len(missing)} data blobs are in no index (e.g. {missing[0].hex()[:16]})")
         report.errors.extend(f"snapshot {snap.id[:16]}: {p}" for p in problems)
@@ -265,14 +302,14 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
         else:
             report.warnings.append(f"pack {pack} is not referenced by any index (left by an interrupted upload)")
     if read_data:
-        _read_all_packs(repo, stored, entries_by_pack, report)
+        _read_all_packs(repo, stored, records_by_pack, report)
     return report
 
 
 def _read_all_packs(
     repo: Repository,
     stored: dict[str, int],
-    entries_by_pack: dict[str, list[tuple[bytes, Location]]],
+    records_by_pack: dict[str, array[int]],
     report: CheckReport,
 ) -> None:
     key = repo.keys.encryption
@@ -297,7 +334,7 @@ def _read_all_packs(
                     decode_tree(plain)
             except MoverError as e:
                 errors.append(str(e))
-        for cid, loc in entries_by_pack.get(pack, []):
+        for cid, loc in map(repo.index.entry, records_by_pack.get(pack, array("I"))):
             h = in_header.get(cid)
             if h is None or h.offset != loc.offset or h.length != loc.length:
                 errors.append(f"pack {pack}: blob {cid.hex()[:16]} is not where the index says")

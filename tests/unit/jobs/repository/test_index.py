@@ -57,3 +57,17 @@ def test_index_memory_per_blob_is_bounded() -> None:
     assert len(index) == ENTRIES
     assert index.bytes_per_blob() <= 66
     assert traced <= MAX_TRACED_BYTES
+
+
+def test_records_by_pack_groups_every_record_number_once() -> None:
+    index = Index()
+    for i in range(3000):
+        index.add(_cid(i), _loc(i))
+    index.add(_cid(5), _loc(2999))  # moved to another pack: counted there only
+    groups = index.records_by_pack()
+    assert sorted(r for g in groups.values() for r in g) == list(range(3000))
+    for pack, records in groups.items():
+        assert all(index.entry(r)[1].pack == pack for r in records)
+    assert index.number(_cid(5)) in groups[_loc(2999).pack]
+    assert index.entry(index.number(_cid(7)) or 0) == (_cid(7), _loc(7))
+    assert index.number(_cid(99999)) is None

@@ -79,14 +79,7 @@ class Controller:
         self.is_leader = threading.Event()
         self.rbac_ready: set[str] = set()  # CR uids whose mover ServiceAccount/Role/RoleBinding exist
         self.recent = Recent(ttl=15.0)  # reads without a watch: Secrets, storage locations, nodes
-        self.settings = phases.Settings(
-            datamover_name=config.datamover_name,
-            identity=identity,
-            prepare_timeout_seconds=config.prepare_timeout_seconds,
-            pod_start_timeout_seconds=config.pod_start_timeout_seconds,
-            job_retention_seconds=config.job_retention_seconds,
-            prepare_queue_length=config.prepare_queue_length,
-        )
+        self.settings = phases.Settings.from_config(config, identity)
         self.crs = {
             kind: Informer(
                 plural,

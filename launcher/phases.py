@@ -59,7 +59,7 @@ from jobs.contract import (
     Phase,
     decode_termination_message,
 )
-from launcher.config import ConfigurationError, parse_duration
+from launcher.config import ConfigurationError, LauncherConfig, parse_duration
 from launcher.jobspec import FORGET_RETRIES
 from launcher.objects import ORIGINAL_RECLAIM, claim_ref_patch, reclaim_patch, retain_volume_patch
 
@@ -105,14 +105,26 @@ def age(text: str | None, now: float) -> float:
 
 @dataclass(frozen=True)
 class Settings:
-    """The part of the launcher configuration the decisions need."""
+    """The part of the launcher configuration the decisions need (``from_config`` derives it)."""
 
-    datamover_name: str = "snapmover"
-    identity: str = "launcher"
-    prepare_timeout_seconds: float = 1800.0
-    pod_start_timeout_seconds: float = 300.0
-    job_retention_seconds: float = 3600.0
-    prepare_queue_length: int = 8
+    datamover_name: str
+    identity: str
+    prepare_timeout_seconds: float
+    pod_start_timeout_seconds: float
+    job_retention_seconds: float
+    prepare_queue_length: int
+
+    @classmethod
+    def from_config(cls, config: LauncherConfig, identity: str) -> Settings:
+        """The decisions' view of ``config`` for the launcher instance ``identity``."""
+        return cls(
+            datamover_name=config.datamover_name,
+            identity=identity,
+            prepare_timeout_seconds=config.prepare_timeout_seconds,
+            pod_start_timeout_seconds=config.pod_start_timeout_seconds,
+            job_retention_seconds=config.job_retention_seconds,
+            prepare_queue_length=config.prepare_queue_length,
+        )
 
 
 @dataclass(frozen=True)
@@ -158,7 +170,7 @@ class Observation:
 
     cr: Obj
     now: float
-    settings: Settings = field(default_factory=Settings)
+    settings: Settings
     job: Obj | None = None  # the mover Job labelled with the CR's uid
     pods: Sequence[Obj] = ()  # its pods
     owns_volumes: bool = False  # a PVC or VolumeSnapshot we made for the CR still exists

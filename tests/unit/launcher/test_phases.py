@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from jobs.contract import FINALIZER, Phase
 from launcher import phases
+from launcher.config import LauncherConfig
 from launcher.objects import ORIGINAL_RECLAIM
 from launcher.phases import (
     Cleanup,
@@ -36,7 +38,8 @@ from launcher.phases import (
 )
 
 NOW = 1_800_000_000.0
-SETTINGS = Settings(prepare_timeout_seconds=100, pod_start_timeout_seconds=20, job_retention_seconds=30)
+DEFAULTS = Settings.from_config(LauncherConfig(namespace="snapmover"), identity="launcher")
+SETTINGS = replace(DEFAULTS, prepare_timeout_seconds=100, pod_start_timeout_seconds=20, job_retention_seconds=30)
 
 
 def ago(seconds: float) -> str:
@@ -206,7 +209,7 @@ def test_forget_without_a_usable_location_warns_and_releases() -> None:
 
 
 def test_new_cr_is_accepted_with_our_identity_and_finalizer() -> None:
-    change = phase_set(decide(obs(du(), settings=Settings(identity="me"))))
+    change = phase_set(decide(obs(du(), settings=replace(DEFAULTS, identity="me"))))
     assert change.phase == Phase.ACCEPTED and change.add_finalizer
     assert change.fields == {"acceptedByNode": "me", "acceptedTimestamp": rfc3339(NOW)}
 

@@ -160,16 +160,21 @@ def test_cancel_before_the_mover_runs_leaves_nothing_behind(env: LauncherEnv) ->
     assert leftovers.strip() == ""
 
 
+def upload_of_one_file(env: LauncherEnv) -> str:
+    """A DataUpload of a new PVC ``data`` holding one small file, snapshotted as ``snap``."""
+    env.apply(pvc("data"), env.app)
+    env.run_pod_job("fill", "echo x > /data/x", "data")
+    env.snapshot("snap", "data")
+    return env.data_upload("snap", "data")
+
+
 @pytest.mark.parametrize("config", [{"image": "invalid.example/snapmover:none", "podStartTimeout": "20s"}])
 def test_pod_that_cannot_start_fails_and_the_mover_role_is_least_privilege(
     velero_crds: ClusterHandle, tmp_path: Path, config: dict[str, str]
 ) -> None:
     with launcher_env(velero_crds, tmp_path, config) as env:
         env.start_launcher()
-        env.apply(pvc("data"), env.app)
-        env.run_pod_job("fill", "echo x > /data/x", "data")
-        env.snapshot("snap", "data")
-        du = env.data_upload("snap", "data")
+        du = upload_of_one_file(env)
         sa = f"system:serviceaccount:{env.ns}:snapmover-du-{du}"
         wait_for("mover ServiceAccount", lambda: env.exists("sa", f"snapmover-du-{du}"))
 
@@ -509,10 +514,7 @@ def test_a_job_the_api_server_rejects_fails_the_cr_with_its_message(
 ) -> None:
     with launcher_env(velero_crds, tmp_path, config) as env:
         env.start_launcher()
-        env.apply(pvc("data"), env.app)
-        env.run_pod_job("fill", "echo x > /data/x", "data")
-        env.snapshot("snap", "data")
-        du = env.data_upload("snap", "data")
+        du = upload_of_one_file(env)
         status = env.wait_phase("dataupload", du, {"Failed", "Completed"}, timeout=90)["status"]
         assert status["phase"] == "Failed"
         assert "rejected Job" in status["message"] and "not a label key!" in status["message"]

@@ -189,7 +189,10 @@ def test_write_split_sends_whole_pages_direct_and_page_edges_buffered(
     expected = os.urandom(size)
     rng = random.Random(7)
     cuts = sorted({0, size, *(rng.randrange(size) for _ in range(12)), 5000, 5000 + DIRECT_MIN_BYTES - 1})
-    direct = DirectWrites(2, MiB)  # chunks larger than this go in pieces
+    # chunks larger than 1 MiB go in pieces; a buffer for every piece (at most one per MiB plus
+    # one per cut), so none finds them all in flight: a busy device sends a piece to the page
+    # cache, and the count below would depend on timing
+    direct = DirectWrites(size // MiB + len(cuts) + 1, MiB)
     for a, b in pairwise(cuts):
         write_split(fd, direct_fd, expected[a:b], a, direct, path=str(path))
     direct.close()  # waits for the queued writes

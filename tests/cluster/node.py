@@ -21,6 +21,7 @@ Why each setting is there: ../shared/REAL-NODE-FACTS.md (found by a failure each
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -44,6 +45,9 @@ KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops
 CGROUP_ROOT = "snapmover-node"
 HOST_PATHS = ("/var/log/pods", "/var/log/containers", "/run/containerd", "/var/lib/cni")
 READY_TIMEOUT_SECONDS = 90
+# One real node per machine (one bridge, one cgroup root, the kubelet's fixed host paths): a second
+# one waits this long for the first to stop (several checkouts testing on one machine).
+NODE_WAIT_SECONDS = int(os.environ.get("SNAPMOVER_NODE_WAIT_SECONDS", "1800"))
 
 
 class NodeUnavailable(RuntimeError):
@@ -63,8 +67,6 @@ def check_host() -> None:
         raise NodeUnavailable("kubelet is not built: run scripts/kube-build.sh")
     if not pause_archive().exists():
         raise NodeUnavailable("the pause image is not built: run scripts/node-setup.sh")
-    if Path(f"/sys/class/net/{BRIDGE}").exists():
-        raise NodeUnavailable(f"bridge {BRIDGE} exists already: another real test node runs (make cluster-down)")
     if not Path("/sys/fs/cgroup/memory").is_dir():
         raise NodeUnavailable("the real test node needs cgroup v1 hierarchies under /sys/fs/cgroup")
 
@@ -95,6 +97,37 @@ class RealNode:
         self.pid_file = self.dir / "pids"
         self.sock = self.dir / "containerd" / "containerd.sock"
         self._stopped: list[tuple[int, str]] = []
+        self._lock: int | None = None
+
+    def _take_machine(self) -> None:
+        """Wait (bounded) until no other real node runs on this machine, then hold its lock until
+        :meth:`stop`. A node left by ``make cluster-up`` (whose process is gone) keeps its bridge:
+        that is waited for too."""
+        lock_path = cache_root() / "node" / "real-node.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + NODE_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if not Path(f"/sys/class/net/{BRIDGE}").exists():
+                    self._lock = fd
+                    return
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                pass
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise NodeUnavailable(
+                    f"another real test node ran on this machine for over {NODE_WAIT_SECONDS} s"
+                    f" (bridge {BRIDGE}; make cluster-down stops one from make cluster-up)"
+                )
+            time.sleep(2)
+
+    def _release_machine(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor drops the flock
+            self._lock = None
 
     # --- host state -----------------------------------------------------------------------------
 
@@ -193,6 +226,7 @@ class RealNode:
     def start(self, *, api_port: int, server: str, pki: Path, tokens: dict[str, str]) -> None:
         """Set up the host, start containerd, import the pause image, start kubelet + scheduler."""
         check_host()
+        self._take_machine()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._setup_host(api_port)
         self._start_containerd()
@@ -386,6 +420,7 @@ state = "{d / "state"}"
         self._unmount_under(self.dir)
         problems = self._teardown_host()
         self.pid_file.unlink(missing_ok=True)
+        self._release_machine()
         return problems
 
     def _unmount_under(self, root: Path) -> None:

@@ -1,18 +1,29 @@
 """`make bench`: snapmover side by side with restic and borg on the same data, in one run.
 
-Steps per tool (all repositories local and encrypted): init, initial backup, no-change backup,
-backup after ~1 % of the files changed, full restore (verified against the source afterwards;
-verification not timed). The same conditions for each tool: data hot in the page cache (the
-source before a backup, the repository before a restore), earlier steps' writeback flushed before
-each timed step, and no tree deleted until the run ends (see filesystem_round).
-Also: a raw block image (half zeros) backed up and restored by snapmover in block mode (restic and
-borg back the image file up as a file, for reference), and an S3 variant (snapmover vs restic
-against the same local moto server). Every command runs under /usr/bin/time -v for wall time and
-peak RSS. Results go to bench/results/latest.{md,json} with ratios to restic and borg and the
-issue's targets checked, plus a cProfile of snapmover's initial backup.
+Datasets (bench/datasets.py; ``BENCH_DATASETS``, default all): ``mixed`` (generated ~2 GiB tree),
+``realtree`` (real software trees copied from this machine, >= 50,000 files in >= 8,000
+directories), ``small-100k`` and ``small-1m`` (unique small files). On each, every tool (all
+repositories local and encrypted) runs the same steps one after the other: init, initial backup,
+no-change backup, backup after ~1 % of the files changed, full restore (verified against the
+source; verification not timed), ``check`` with every data blob read, forget all but the latest
+snapshot, prune. Extra rounds (``BENCH_SKIP`` leaves them out): ``block`` (a raw image, half
+holes, snapmover in block mode; restic and borg back the image up as a file), ``s3`` (the mixed
+tree against a local moto server) and ``rgw`` (the same against Ceph's RADOS Gateway on
+127.0.0.1, bench/rgw.py).
 
-Environment knobs: BENCH_SCALE (default 1.0 = ~2 GiB mixed tree + 4 GiB image), BENCH_WORK
-(default ~/.cache/snapmover/bench), BENCH_SKIP (comma list of: s3, block, borg, restic, profile).
+The same conditions for each tool: the source read into the page cache before each backup and the
+repository before each restore, earlier steps' writeback flushed before each timed step, no tree
+deleted until the run ends. Every command runs under /usr/bin/time -v (wall time, peak RSS).
+
+Each dataset's round is stored in ``bench/results/runs/<dataset>.json``; ``bench/results/latest.md``
+(and ``.json``) renders every stored round — ratios to restic and borg, the peak-RSS growth from
+100k to 1M files, and the issue's targets checked — so datasets can be re-run one at a time
+(``BENCH_DATASETS=small-1m make bench``). Profiles (cProfile) of snapmover's initial backup of
+the mixed tree and of the real tree's initial and no-change backups sit beside them.
+
+Environment knobs: BENCH_DATASETS, BENCH_RESULTS (default bench/results), BENCH_SCALE (the mixed tree and image; default 1.0 = ~2 GiB +
+4 GiB), BENCH_WORK (default ~/.cache/snapmover/bench), BENCH_SKIP (comma list of: block, s3, rgw,
+borg, restic, profile).
 """
 
 from __future__ import annotations
@@ -21,7 +32,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import re
 import shutil
 import signal
@@ -29,19 +39,31 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+
+import datasets
+from datasets import make_image, modify
+from rgw import RGW
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+RESULTS = Path(os.environ.get("BENCH_RESULTS", HERE / "results"))
 SCALE = float(os.environ.get("BENCH_SCALE", "1.0"))
 WORK = Path(os.environ.get("BENCH_WORK", Path.home() / ".cache" / "snapmover" / "bench"))
 SKIP = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
+ALL_DATASETS = ("mixed", "realtree", "small-100k", "small-1m")
+DATASETS = [d for d in os.environ.get("BENCH_DATASETS", ",".join(ALL_DATASETS)).split(",") if d]
+ROUND_ORDER = ("mixed", "block", "s3", "rgw", "realtree", "small-100k", "small-1m")
 PASSWORD = "bench-password-not-secret"
 MiB = 1024 * 1024
-DATASET_VERSION = 2
 SNAPMOVER = str(Path(sys.executable).parent / "snapmover")
+RSS_CAP_MIB = 256
+GROWTH_CAP_MIB = 40
 
 
 @dataclass
@@ -62,111 +84,20 @@ class Step:
 
 
 @dataclass
-class Report:
+class Round:
+    """One dataset's steps for every tool, from one run."""
+
+    name: str
     started: str
     machine: dict[str, str]
-    scale: float
     dataset: dict[str, int]
     steps: list[Step] = field(default_factory=list)
 
-
-# --- data ---------------------------------------------------------------------------------------
-
-
-def text_corpus(rng: random.Random, size: int) -> bytes:
-    words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randrange(2, 10))) for _ in range(5000)]
-    lines = []
-    total = 0
-    while total < size:
-        line = b"2026-11-24T%02d:%02d:%02d INFO " % (rng.randrange(24), rng.randrange(60), rng.randrange(60))
-        line += b" ".join(rng.choice(words) for _ in range(rng.randrange(4, 16))) + b"\n"
-        lines.append(line)
-        total += len(line)
-    return b"".join(lines)[:size]
+    def find(self, tool: str, step: str) -> Step | None:
+        return next((s for s in self.steps if s.tool == tool and s.step == step), None)
 
 
-def make_tree(root: Path) -> dict[str, int]:
-    rng = random.Random(42)
-    corpus = text_corpus(rng, 32 * MiB)
-    stats = {"files": 0, "bytes": 0}
-
-    def put(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        stats["files"] += 1
-        stats["bytes"] += len(data)
-
-    n_small = int(20000 * SCALE)
-    for i in range(n_small):
-        size = rng.randrange(100, 8192)
-        start = rng.randrange(0, len(corpus) - size)
-        put(root / "small" / f"d{i % 200:03d}" / f"f{i:05d}.txt", corpus[start : start + size])
-    budget = int(1024 * MiB * SCALE)
-    i = 0
-    while budget > 0:
-        size = min(budget, int(rng.lognormvariate(15, 1.5)) + 1024, 64 * MiB)
-        put(root / "random" / f"r{i:04d}.bin", os.urandom(size))
-        budget -= size
-        i += 1
-    budget = int(1024 * MiB * SCALE)
-    i = 0
-    while budget > 0:
-        size = min(budget, int(rng.lognormvariate(15, 1.5)) + 1024, 64 * MiB)
-        parts = []
-        left = size
-        while left > 0:
-            piece = min(left, rng.randrange(4096, 65536))
-            start = rng.randrange(0, len(corpus) - piece)
-            parts.append(corpus[start : start + piece])
-            left -= piece
-        put(root / "text" / f"t{i:04d}.log", b"".join(parts))
-        budget -= size
-        i += 1
-    return stats
-
-
-def make_image(path: Path) -> int:
-    size = int(4096 * MiB * SCALE)
-    block = 4 * MiB
-    rng = random.Random(7)
-    corpus = text_corpus(rng, 8 * MiB)
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for offset in range(0, size, block):
-            if (offset // block) % 2 == 0:
-                continue  # half of the image stays zeros (a hole)
-            data = os.urandom(block) if rng.random() < 0.5 else corpus[: block // 2] * 2
-            os.pwrite(f.fileno(), data, offset)
-    return size
-
-
-def modify(root: Path) -> None:
-    """Change ~1 % of the files: 200 small files appended, 2 random and 1 text file patched in place."""
-    rng = random.Random(99)
-    small = sorted((root / "small").rglob("*.txt"))
-    for path in rng.sample(small, max(1, len(small) // 100)):
-        with open(path, "ab") as f:
-            f.write(b"modified line\n")
-    for sub, count in (("random", 2), ("text", 1)):
-        files = sorted((root / sub).iterdir(), key=lambda p: p.stat().st_size)[-count:]
-        for path in files:
-            with open(path, "r+b") as f:
-                f.seek(path.stat().st_size // 2)
-                f.write(os.urandom(4096))
-
-
-def ensure_data() -> tuple[Path, Path, dict[str, int]]:
-    base = WORK / f"data-v{DATASET_VERSION}-scale{SCALE}"
-    stamp = base / "stamp.json"
-    tree, image = base / "tree.orig", base / "image.img"
-    if not stamp.exists():
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
-        print(f"==> generating the dataset in {base}", flush=True)
-        stats = make_tree(tree)
-        stats["image_bytes"] = make_image(image) if "block" not in SKIP else 0
-        stamp.write_text(json.dumps(stats))
-    return tree, image, json.loads(stamp.read_text())
+# --- data (bench/datasets.py builds it) -------------------------------------------------------
 
 
 def tree_digest(root: Path) -> str:
@@ -221,20 +152,8 @@ def timed(
     return wall, rss, cpu, proc.stdout
 
 
-def drop_caches_not_used() -> str:
-    return (
-        "data hot in the page cache for every tool (the source before a backup, the repository "
-        "before a restore: each reads them just before); "
-        "writeback flushed before every timed step"
-    )
-
-
 class Tool:
     name = ""
-
-    def maintain(self, r: Report, label: str) -> None:
-        """Forget every snapshot but the latest, then free the unreferenced data."""
-        raise NotImplementedError
 
     def __init__(self, work: Path) -> None:
         self.work = work
@@ -243,13 +162,34 @@ class Tool:
     def env(self) -> dict[str, str]:
         return {}
 
-    def run(self, report: Report, step: str, argv: list[str], nbytes: int) -> str:
-        wall, rss, cpu, out = timed(argv, self.env())
-        repo_bytes = dir_bytes(self.repo) if self.repo.exists() else 0
-        report.steps.append(Step(self.name, step, wall, nbytes, rss, cpu, repo_bytes))
-        s = report.steps[-1]
+    def run(self, r: Round, step: str, argv: list[str], nbytes: int, cwd: Path | None = None) -> str:
+        wall, rss, cpu, out = timed(argv, self.env(), cwd)
+        r.steps.append(Step(self.name, step, wall, nbytes, rss, cpu, dir_bytes(self.repo) if self.repo.exists() else 0))
+        s = r.steps[-1]
         print(f"   {self.name:10s} {step:22s} {wall:7.2f}s {s.mb_per_s:8.1f} MB/s  RSS {rss:6.0f} MiB", flush=True)
         return out
+
+    def query(self, argv: list[str]) -> str:
+        """Run an untimed helper command (listing snapshots) in this tool's environment."""
+        env = {**os.environ, **self.env()}
+        return subprocess.run(argv, capture_output=True, text=True, env=env, check=True).stdout
+
+    def init(self, r: Round) -> None:
+        raise NotImplementedError
+
+    def backup(self, r: Round, step: str, src: Path, n: int, block: bool = False) -> None:
+        raise NotImplementedError
+
+    def restore(self, r: Round, step: str, dst: Path, n: int, block: bool = False) -> None:
+        raise NotImplementedError
+
+    def check(self, r: Round) -> None:
+        """Verify the repository, reading every data blob."""
+        raise NotImplementedError
+
+    def maintain(self, r: Round) -> None:
+        """Forget every snapshot but the latest, then free the unreferenced data."""
+        raise NotImplementedError
 
 
 class Snapmover(Tool):
@@ -263,32 +203,26 @@ class Snapmover(Tool):
     def env(self) -> dict[str, str]:
         return {"SNAPMOVER_PASSWORD": PASSWORD, "SNAPMOVER_REPOSITORY": self.url, **self.extra}
 
-    def init(self, r: Report) -> None:
+    def init(self, r: Round) -> None:
         self.run(r, "init", [SNAPMOVER, "repo", "init"], 0)
 
-    def backup(self, r: Report, step: str, src: Path, n: int, block: bool = False) -> None:
-        argv = [SNAPMOVER, "upload", "--source", str(src)] + (["--mode", "block"] if block else [])
-        self.run(r, step, argv, n)
+    def backup(self, r: Round, step: str, src: Path, n: int, block: bool = False) -> None:
+        self.run(r, step, [SNAPMOVER, "upload", "--source", str(src)] + (["--mode", "block"] if block else []), n)
 
-    def restore(self, r: Report, step: str, dst: Path, n: int, block: bool = False) -> None:
-        sid = json.loads(
-            subprocess.run(
-                [SNAPMOVER, "snapshots", "--json"],
-                capture_output=True,
-                text=True,
-                env={**os.environ, **self.env()},
-                check=True,
-            ).stdout
-        )
-        latest = sid["snapshots"][-1]["id"] if isinstance(sid, dict) else sid[-1]["id"]
-        argv = [SNAPMOVER, "download", "--snapshot", latest, "--target", str(dst)] + (
-            ["--mode", "block"] if block else []
-        )
-        self.run(r, step, argv, n)
+    def restore(self, r: Round, step: str, dst: Path, n: int, block: bool = False) -> None:
+        listed = json.loads(self.query([SNAPMOVER, "snapshots", "--json"]))
+        latest = listed["snapshots"][-1]["id"] if isinstance(listed, dict) else listed[-1]["id"]
+        argv = [SNAPMOVER, "download", "--snapshot", latest, "--target", str(dst)]
+        self.run(r, step, argv + (["--mode", "block"] if block else []), n)
 
-    def maintain(self, r: Report, label: str) -> None:
-        self.run(r, f"{label}forget", [SNAPMOVER, "forget", "--keep-last", "1"], 0)
-        self.run(r, f"{label}prune", [SNAPMOVER, "prune"], dir_bytes(self.repo) if self.repo.exists() else 0)
+    def check(self, r: Round) -> None:
+        self.run(
+            r, "check", [SNAPMOVER, "repo", "check", "--read-data"], dir_bytes(self.repo) if self.repo.exists() else 0
+        )
+
+    def maintain(self, r: Round) -> None:
+        self.run(r, "forget", [SNAPMOVER, "forget", "--keep-last", "1"], 0)
+        self.run(r, "prune", [SNAPMOVER, "prune"], dir_bytes(self.repo) if self.repo.exists() else 0)
 
 
 class Restic(Tool):
@@ -307,21 +241,21 @@ class Restic(Tool):
             **self.extra,
         }
 
-    def init(self, r: Report) -> None:
+    def init(self, r: Round) -> None:
         self.run(r, "init", ["restic", "init"], 0)
 
-    def backup(self, r: Report, step: str, src: Path, n: int, block: bool = False) -> None:
-        wall, rss, cpu, _ = timed(["restic", "backup", "--quiet", src.name], self.env(), cwd=src.parent)
-        r.steps.append(Step(self.name, step, wall, n, rss, cpu, dir_bytes(self.repo) if self.repo.exists() else 0))
-        s = r.steps[-1]
-        print(f"   {self.name:10s} {step:22s} {wall:7.2f}s {s.mb_per_s:8.1f} MB/s  RSS {rss:6.0f} MiB", flush=True)
+    def backup(self, r: Round, step: str, src: Path, n: int, block: bool = False) -> None:
+        self.run(r, step, ["restic", "backup", "--quiet", src.name], n, cwd=src.parent)
 
-    def restore(self, r: Report, step: str, dst: Path, n: int, block: bool = False) -> None:
+    def restore(self, r: Round, step: str, dst: Path, n: int, block: bool = False) -> None:
         self.run(r, step, ["restic", "restore", "latest", "--target", str(dst)], n)
 
-    def maintain(self, r: Report, label: str) -> None:
-        self.run(r, f"{label}forget", ["restic", "forget", "--keep-last", "1"], 0)
-        self.run(r, f"{label}prune", ["restic", "prune"], dir_bytes(self.repo) if self.repo.exists() else 0)
+    def check(self, r: Round) -> None:
+        self.run(r, "check", ["restic", "check", "--read-data"], dir_bytes(self.repo) if self.repo.exists() else 0)
+
+    def maintain(self, r: Round) -> None:
+        self.run(r, "forget", ["restic", "forget", "--keep-last", "1"], 0)
+        self.run(r, "prune", ["restic", "prune"], dir_bytes(self.repo) if self.repo.exists() else 0)
 
 
 class Borg(Tool):
@@ -335,34 +269,23 @@ class Borg(Tool):
             "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
         }
 
-    def init(self, r: Report) -> None:
+    def init(self, r: Round) -> None:
         self.run(r, "init", ["borg", "init", "-e", "repokey-blake2"], 0)
 
-    def backup(self, r: Report, step: str, src: Path, n: int, block: bool = False) -> None:
-        wall, rss, cpu, _ = timed(
-            ["borg", "create", f"::{step}-{time.time_ns()}", src.name], self.env(), cwd=src.parent
-        )
-        r.steps.append(Step(self.name, step, wall, n, rss, cpu, dir_bytes(self.repo)))
-        s = r.steps[-1]
-        print(f"   {self.name:10s} {step:22s} {wall:7.2f}s {s.mb_per_s:8.1f} MB/s  RSS {rss:6.0f} MiB", flush=True)
+    def backup(self, r: Round, step: str, src: Path, n: int, block: bool = False) -> None:
+        self.run(r, step, ["borg", "create", f"::{step}-{time.time_ns()}", src.name], n, cwd=src.parent)
 
-    def restore(self, r: Report, step: str, dst: Path, n: int, block: bool = False) -> None:
-        last = subprocess.run(
-            ["borg", "list", "--last", "1", "--short"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **self.env()},
-            check=True,
-        ).stdout.strip()
+    def restore(self, r: Round, step: str, dst: Path, n: int, block: bool = False) -> None:
+        last = self.query(["borg", "list", "--last", "1", "--short"]).strip()
         dst.mkdir(parents=True, exist_ok=True)
-        wall, rss, cpu, _ = timed(["borg", "extract", f"::{last}"], self.env(), cwd=dst)
-        r.steps.append(Step(self.name, step, wall, n, rss, cpu, dir_bytes(self.repo)))
-        s = r.steps[-1]
-        print(f"   {self.name:10s} {step:22s} {wall:7.2f}s {s.mb_per_s:8.1f} MB/s  RSS {rss:6.0f} MiB", flush=True)
+        self.run(r, step, ["borg", "extract", f"::{last}"], n, cwd=dst)
 
-    def maintain(self, r: Report, label: str) -> None:
-        self.run(r, f"{label}forget", ["borg", "prune", "--keep-last", "1"], 0)
-        self.run(r, f"{label}prune", ["borg", "compact"], dir_bytes(self.repo) if self.repo.exists() else 0)
+    def check(self, r: Round) -> None:
+        self.run(r, "check", ["borg", "check", "--verify-data"], dir_bytes(self.repo))
+
+    def maintain(self, r: Round) -> None:
+        self.run(r, "forget", ["borg", "prune", "--keep-last", "1"], 0)
+        self.run(r, "prune", ["borg", "compact"], dir_bytes(self.repo))
 
 
 def restored_root(tool: str, dst: Path, name: str) -> Path:
@@ -370,58 +293,83 @@ def restored_root(tool: str, dst: Path, name: str) -> Path:
     return dst if tool == "snapmover" else dst / name
 
 
-def filesystem_round(report: Report, tools: list[Tool], orig: Path, stats: dict[str, int], label: str = "") -> None:
-    total = stats["bytes"]
+def local_tools(work: Path) -> list[Tool]:
+    tools: list[Tool] = [Snapmover(work / "snapmover")]
+    if "restic" not in SKIP:
+        tools.append(Restic(work / "restic"))
+    if "borg" not in SKIP:
+        tools.append(Borg(work / "borg"))
+    for t in tools:
+        t.work.mkdir(parents=True, exist_ok=True)
+    return tools
+
+
+# --- rounds -------------------------------------------------------------------------------------
+
+
+def filesystem_round(r: Round, tools: list[Tool], orig: Path, work: Path) -> None:
+    """Every step for every tool on one copy of ``orig``; each step runs for all tools before the
+    next, so the ~1 % change is made once and every tool backs up the same tree."""
+    total = r.dataset["bytes"]
+    src = work / "tree"
+    subprocess.run(["cp", "-a", str(orig), str(src)], check=True)
+    for step in ("backup-initial", "backup-nochange"):
+        for tool in tools:
+            if step == "backup-initial":
+                tool.init(r)
+            tree_digest(src)  # read once so every tool starts with the data hot
+            tool.backup(r, step, src, total)
+    r.dataset["changed_files"] = modify(src)
     for tool in tools:
-        src = tool.work / "tree"
-        shutil.rmtree(src, ignore_errors=True)
-        subprocess.run(["cp", "-a", str(orig), str(src)], check=True)
-        tool.init(report)
-        tree_digest(src)  # read once so every tool starts with the data hot
-        tool.backup(report, f"{label}backup-initial", src, total)
-        tool.backup(report, f"{label}backup-nochange", src, total)
-        modify(src)
-        tool.backup(report, f"{label}backup-1pct-changed", src, total)
+        tree_digest(src)
+        tool.backup(r, "backup-1pct-changed", src, total)
+    want = tree_digest(src)
+    for tool in tools:
         dst = tool.work / "restore"
-        shutil.rmtree(dst, ignore_errors=True)
         warm_tree(tool.repo)  # the repository hot for every tool (however its backup wrote it)
-        tool.restore(report, f"{label}restore", dst, total)
-        ok = tree_digest(restored_root(tool.name, dst, src.name)) == tree_digest(src)
-        report.steps[-1].ok = ok
-        if not ok:
-            report.steps[-1].note = "RESTORED DATA DIFFERS"
+        tool.restore(r, "restore", dst, total)
+        if tree_digest(restored_root(tool.name, dst, src.name)) != want:
+            r.steps[-1].ok = False
+            r.steps[-1].note = "RESTORED DATA DIFFERS"
             print(f"   !! {tool.name}: restored data differs", flush=True)
-        # The trees stay until the run ends (the whole run directory is removed then): on an ext4
-        # without a journal, files created within minutes of many deletions cost extra kernel
-        # time (inodes freed recently are skipped one by one), which would slow down whichever
-        # tool happened to restore right after another tool's trees were deleted.
-        tool.maintain(report, label)  # repository maintenance on the repository just built
+    # The trees stay until the run ends (the whole run directory is removed then): on an ext4
+    # without a journal, files created within minutes of many deletions cost extra kernel time
+    # (inodes freed recently are skipped one by one), which would slow down whichever tool
+    # restored right after another tool's trees were deleted.
+    for tool in tools:
+        warm_tree(tool.repo)
+        tool.check(r)
+    for tool in tools:
+        tool.maintain(r)
 
 
-def block_round(report: Report, work: Path, image: Path, size: int) -> None:
+def local_round(r: Round, work: Path, orig: Path) -> None:
+    filesystem_round(r, local_tools(work), orig, work)
+
+
+def block_round(r: Round, work: Path, image: Path, size: int) -> None:
     sm = Snapmover(work / "block")
     sm.work.mkdir(parents=True, exist_ok=True)
-    sm.init(report)
+    sm.init(r)
     warm_file(image)
-    sm.backup(report, "block-backup", image, size, block=True)
+    sm.backup(r, "block-backup", image, size, block=True)
     target = sm.work / "restored.img"
     warm_tree(sm.repo)
-    sm.restore(report, "block-restore", target, size, block=True)
-    same = subprocess.run(["cmp", str(image), str(target)]).returncode == 0
-    report.steps[-1].ok = same
-    report.steps[-1].note = f"sparse: {target.stat().st_blocks * 512 // MiB} MiB allocated of {size // MiB} MiB"
+    sm.restore(r, "block-restore", target, size, block=True)
+    r.steps[-1].ok = subprocess.run(["cmp", str(image), str(target)]).returncode == 0
+    r.steps[-1].note = f"sparse: {target.stat().st_blocks * 512 // MiB} MiB allocated of {size // MiB} MiB"
     target.unlink()
     for cls in (Restic, Borg):
         if cls.name in SKIP:
             continue
         tool = cls(work / f"block-{cls.name}")
         tool.work.mkdir(parents=True, exist_ok=True)
-        tool.init(report)
+        tool.init(r)
         staged = tool.work / "image"
         staged.mkdir(exist_ok=True)
-        os.link(image, staged / "image.img") if not (staged / "image.img").exists() else None
+        os.link(image, staged / "image.img")
         warm_file(image)
-        tool.backup(report, "block-backup", staged, size)
+        tool.backup(r, "block-backup", staged, size)
         shutil.rmtree(staged)
 
 
@@ -431,7 +379,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def s3_round(report: Report, work: Path, orig: Path, stats: dict[str, int]) -> None:
+@contextmanager
+def moto_server(work: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A moto S3 server on 127.0.0.1 (objects spilled to files under ``work``)."""
     port = free_port()
     tmp = work / "moto-tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -443,7 +393,6 @@ def s3_round(report: Report, work: Path, orig: Path, stats: dict[str, int]) -> N
         env={**os.environ, "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": "1024", "TMPDIR": str(tmp), **creds},
     )
     try:
-        endpoint = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -451,47 +400,62 @@ def s3_round(report: Report, work: Path, orig: Path, stats: dict[str, int]) -> N
                 break
             except OSError:
                 time.sleep(0.2)
-        import boto3
-
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            **{"aws_access_key_id": "bench", "aws_secret_access_key": "bench-secret", "region_name": "us-east-1"},
-        )
-        for bucket in ("snapmover-bench", "restic-bench"):
-            s3.create_bucket(Bucket=bucket)
-        tools: list[Tool] = [Snapmover(work / "s3-snapmover", f"s3://snapmover-bench/repo?endpoint={endpoint}", creds)]
-        if "restic" not in SKIP:
-            tools.append(Restic(work / "s3-restic", f"s3:{endpoint}/restic-bench", creds))
-        for t in tools:
-            t.work.mkdir(parents=True, exist_ok=True)
-        filesystem_round(report, tools, orig, stats, label="s3-")
+        yield f"http://127.0.0.1:{port}", creds
     finally:
         moto.send_signal(signal.SIGTERM)
         moto.wait(20)
 
 
-def profile_backup(work: Path, orig: Path) -> Path:
-    out = HERE / "results" / "profile-initial-backup.txt"
-    repo = work / "profile-repo"
+@contextmanager
+def rgw_server(work: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    with RGW(work / "ceph") as rgw:
+        yield rgw.endpoint, rgw.credentials
+
+
+def s3_round(r: Round, work: Path, orig: Path, server: str) -> None:
+    """The mixed tree's filesystem round with both repositories on one S3 server."""
+    with moto_server(work) if server == "s3" else rgw_server(work) as (endpoint, creds):
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
+        for bucket in ("snapmover-bench", "restic-bench"):
+            s3.create_bucket(Bucket=bucket)
+        tools: list[Tool] = [Snapmover(work / "snapmover", f"s3://snapmover-bench/repo?endpoint={endpoint}", creds)]
+        if "restic" not in SKIP:
+            tools.append(Restic(work / "restic", f"s3:{endpoint}/restic-bench", creds))
+        for t in tools:
+            t.work.mkdir(parents=True, exist_ok=True)
+        filesystem_round(r, tools, orig, work)
+
+
+def profile(work: Path, orig: Path, name: str, nochange: bool) -> Path:
+    """cProfile of snapmover's initial (or, after it, no-change) backup of ``orig``."""
+    kind = "nochange-backup" if nochange else "initial-backup"
+    out = RESULTS / f"profile-{name}-{kind}.txt"
+    repo = work / f"profile-repo-{name}"
     shutil.rmtree(repo, ignore_errors=True)
     env = {**os.environ, "SNAPMOVER_PASSWORD": PASSWORD, "SNAPMOVER_REPOSITORY": f"file://{repo}"}
     subprocess.run([SNAPMOVER, "repo", "init"], env=env, check=True, capture_output=True)
+    upload = [SNAPMOVER, "upload", "--source", str(orig)]
+    if nochange:
+        subprocess.run(upload, env=env, check=True, capture_output=True)
     prof = work / "backup.prof"
     subprocess.run(
-        [sys.executable, "-m", "cProfile", "-o", str(prof), SNAPMOVER, "upload", "--source", str(orig)],
-        env=env,
-        check=True,
-        capture_output=True,
+        [sys.executable, "-m", "cProfile", "-o", str(prof), *upload], env=env, check=True, capture_output=True
     )
     import io
     import pstats
 
     buf = io.StringIO()
-    stats = pstats.Stats(str(prof), stream=buf)
-    stats.sort_stats("tottime").print_stats(25)
+    pstats.Stats(str(prof), stream=buf).sort_stats("tottime").print_stats(25)
     out.write_text(
-        "cProfile of `snapmover upload` (initial backup of the mixed tree), top 25 by own time.\n"
+        f"cProfile of `snapmover upload` ({kind} of the {name} dataset), top 25 by own time.\n"
         "Worker threads' time appears under the thread functions; wall time is in latest.md.\n\n" + buf.getvalue()
     )
     shutil.rmtree(repo, ignore_errors=True)
@@ -501,133 +465,230 @@ def profile_backup(work: Path, orig: Path) -> Path:
 # --- report -------------------------------------------------------------------------------------
 
 
-def find(report: Report, tool: str, step: str) -> Step | None:
-    return next((s for s in report.steps if s.tool == tool and s.step == step), None)
+def load_rounds() -> dict[str, Round]:
+    """Every stored round, in report order."""
+    rounds = {}
+    for name in ROUND_ORDER:
+        path = RESULTS / "runs" / f"{name}.json"
+        if path.exists():
+            raw = json.loads(path.read_text())
+            rounds[name] = Round(raw["name"], raw["started"], raw["machine"], raw["dataset"],
+                                 [Step(**s) for s in raw["steps"]])  # fmt: skip
+    return rounds
 
 
-def render(report: Report) -> str:
-    lines = [
-        f"# snapmover vs restic vs borg — {report.started}",
-        "",
-        f"Machine: {report.machine}. Scale {report.scale}: {report.dataset}. {drop_caches_not_used()}.",
-        "",
-        "| tool | step | seconds | MB/s | peak RSS MiB | CPU % | repo MB | ok |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+def ratio(r: Round, step: str, other: str) -> float | None:
+    """snapmover's throughput ÷ the other tool's (time ratio inverted) for one step."""
+    a, b = r.find("snapmover", step), r.find(other, step)
+    return a.mb_per_s / b.mb_per_s if a and b and b.mb_per_s and a.bytes else None
+
+
+def verdict(ok: bool, miss: str) -> str:
+    return "PASS" if ok else f"MISS {miss}"
+
+
+def speed_target(r: Round, step: str, other: str, goal: float, what: str) -> list[str]:
+    x = ratio(r, step, other)
+    if x is None:
+        return []
+    return [f"{r.name}: {what} ≥ {goal:g}x {other}: {x:.2f}x — {verdict(x >= goal, f'by {goal - x:.2f}x')}"]
+
+
+def nochange_target(r: Round) -> list[str]:
+    a, b = r.find("snapmover", "backup-nochange"), r.find("restic", "backup-nochange")
+    if not (a and b):
+        return []
+    return [
+        f"{r.name}: no-change backup time ≤ 1.0x restic's: {a.seconds:.2f}s vs {b.seconds:.2f}s "
+        f"({a.seconds / b.seconds:.2f}x) — {verdict(a.seconds <= b.seconds, f'by {a.seconds - b.seconds:.2f}s')}"
     ]
-    for s in report.steps:
-        lines.append(
-            f"| {s.tool} | {s.step} | {s.seconds:.2f} | {s.mb_per_s:.1f} | {s.peak_rss_mib:.0f} | "
-            f"{s.cpu_percent:.0f} | {s.repo_bytes / 1e6:.1f} | {'yes' if s.ok else 'NO'} {s.note} |"
-        )
-    lines += [
-        "",
-        "## Ratios (snapmover ÷ other tool, same run)",
-        "",
-        "| step | vs restic | vs borg |",
-        "|---|---:|---:|",
+
+
+def rss_target(r: Round) -> list[str]:
+    mine = [s for s in r.steps if s.tool == "snapmover"]
+    if not mine:
+        return []
+    worst = max(mine, key=lambda s: s.peak_rss_mib)
+    return [
+        f"{r.name}: every snapmover step ≤ {RSS_CAP_MIB} MiB peak RSS: max {worst.peak_rss_mib:.0f} MiB "
+        f"({worst.step}) — {verdict(worst.peak_rss_mib <= RSS_CAP_MIB, f'by {worst.peak_rss_mib - RSS_CAP_MIB:.0f} MiB')}"
     ]
-    for step in sorted({s.step for s in report.steps if s.tool == "snapmover" and s.step != "init"}):
-        mine = find(report, "snapmover", step)
-        cells = []
-        for other in ("restic", "borg"):
-            theirs = find(report, other, step)
-            cells.append(
-                f"{mine.mb_per_s / theirs.mb_per_s:.2f}x throughput" if mine and theirs and theirs.mb_per_s else "-"
-            )
-        lines.append(f"| {step} | {cells[0]} | {cells[1]} |")
-    lines += ["", "## Targets (issue 4)", ""]
-    lines += [f"- {t}" for t in targets(report)]
-    lines += ["", "Profile of the initial backup: `bench/results/profile-initial-backup.txt`.", ""]
-    return "\n".join(lines)
 
 
-def targets(report: Report) -> list[str]:
+def growth(rounds: dict[str, Round]) -> list[tuple[str, str, float, float]]:
+    """(tool, step, RSS at 100k, RSS at 1M) for every step both small-file rounds have."""
+    small, large = rounds.get("small-100k"), rounds.get("small-1m")
+    if not (small and large):
+        return []
+    rows = []
+    for s in large.steps:
+        t = small.find(s.tool, s.step)
+        if t and s.step != "init":
+            rows.append((s.tool, s.step, t.peak_rss_mib, s.peak_rss_mib))
+    return rows
+
+
+def block_targets(r: Round) -> list[str]:
     out = []
-
-    def ratio(step: str, other: str) -> float | None:
-        a, b = find(report, "snapmover", step), find(report, other, step)
-        return a.mb_per_s / b.mb_per_s if a and b and b.mb_per_s else None
-
-    for other, goal in (("restic", 3.0), ("borg", 3.0)):
-        r = ratio("backup-initial", other)
-        if r is not None:
-            out.append(
-                f"initial backup ≥ {goal}x {other}: {r:.2f}x — {'PASS' if r >= goal else f'MISS by {goal - r:.2f}x'}"
-            )
-    r = ratio("restore", "restic")
-    if r is not None:
-        out.append(f"restore ≥ 2x restic: {r:.2f}x — {'PASS' if r >= 2 else f'MISS by {2 - r:.2f}x'}")
-    a, b = find(report, "snapmover", "backup-nochange"), find(report, "restic", "backup-nochange")
-    if a and b:
-        out.append(
-            f"no-change backup time ≤ restic's: {a.seconds:.2f}s vs {b.seconds:.2f}s — "
-            f"{'PASS' if a.seconds <= b.seconds else f'MISS by {a.seconds - b.seconds:.2f}s'}"
-        )
-    prune = find(report, "snapmover", "prune")
-    if prune:
-        out.append(
-            f"maintenance (prune of a {prune.bytes / 1e9:.1f} GB repository) peak RSS ≤ 256 MiB: "
-            f"{prune.peak_rss_mib:.0f} MiB — {'PASS' if prune.peak_rss_mib <= 256 else 'MISS'}"
-        )
-    worst = max((s.peak_rss_mib for s in report.steps if s.tool == "snapmover"), default=0)
-    out.append(
-        f"peak RSS ≤ 256 MiB in every snapmover step: max {worst:.0f} MiB — {'PASS' if worst <= 256 else 'MISS'}"
-    )
-    blk = find(report, "snapmover", "block-backup")
+    blk, rst = r.find("snapmover", "block-backup"), r.find("snapmover", "block-restore")
     if blk:
+        gbs = blk.mb_per_s / 1000
         out.append(
-            f"block image ≥ 1 GB/s logical: backup {blk.mb_per_s / 1000:.2f} GB/s — "
-            f"{'PASS' if blk.mb_per_s >= 1000 else f'MISS by {(1000 - blk.mb_per_s) / 1000:.2f} GB/s'}"
+            f"block: image backup ≥ 1 GB/s logical: {gbs:.2f} GB/s — {verdict(gbs >= 1, f'by {1 - gbs:.2f} GB/s')}"
         )
-        rst = find(report, "snapmover", "block-restore")
-        if rst:
-            out.append(f"block restore: {rst.mb_per_s / 1000:.2f} GB/s logical")
+    if rst:
+        out.append(f"block: image restore {rst.mb_per_s / 1000:.2f} GB/s logical (no target)")
     return out
 
 
-def main() -> int:
-    WORK.mkdir(parents=True, exist_ok=True)
-    orig, image, stats = ensure_data()
+def targets(rounds: dict[str, Round]) -> list[str]:
+    out: list[str] = []
+    for name in ("mixed", "realtree"):
+        if r := rounds.get(name):
+            for other in ("restic", "borg"):
+                out += speed_target(r, "backup-initial", other, 3.0, "initial backup")
+            out += speed_target(r, "restore", "restic", 2.0, "restore")
+            out += nochange_target(r)
+            out += rss_target(r)
+    if r := rounds.get("block"):
+        out += block_targets(r)
+    if r := rounds.get("small-1m"):
+        out += speed_target(r, "backup-initial", "restic", 1.0, "backup faster than restic:")
+        out += speed_target(r, "restore", "restic", 1.0, "restore faster than restic:")
+        out += rss_target(r)
+    for tool, step, small, large in growth(rounds):
+        if tool == "snapmover":
+            grew = large - small
+            out.append(
+                f"small files: {step} peak RSS growth 100k → 1M ≤ {GROWTH_CAP_MIB} MiB: {small:.0f} → {large:.0f} MiB "
+                f"(+{grew:.0f}) — {verdict(grew <= GROWTH_CAP_MIB, f'by {grew - GROWTH_CAP_MIB:.0f} MiB')}"
+            )
+    if r := rounds.get("rgw"):
+        out += speed_target(r, "backup-initial", "restic", 2.0, "backup against Ceph RGW")
+        out += speed_target(r, "restore", "restic", 2.0, "restore against Ceph RGW")
+    return out
+
+
+def render(rounds: dict[str, Round]) -> str:
+    lines = [
+        "# snapmover vs restic vs borg",
+        "",
+        f"Conditions: {CONDITIONS}. Each round below is one run (its start time, machine and load are given);",
+        "ratios compare tools within one round only.",
+        "",
+        "## Targets",
+        "",
+        *[f"- {t}" for t in targets(rounds)],
+        "",
+    ]
+    if rows := growth(rounds):
+        lines += ["## Peak RSS growth, 100k → 1M small files (MiB)", "", "| tool | step | 100k | 1M | growth |",
+                  "|---|---|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {t} | {s} | {a:.0f} | {b:.0f} | {b - a:+.0f} |" for t, s, a, b in rows]
+        lines.append("")
+    for r in rounds.values():
+        lines += [
+            f"## {r.name} — {r.started}",
+            "",
+            f"Dataset: {r.dataset}. Machine: {r.machine}.",
+            "",
+            "| tool | step | seconds | MB/s | peak RSS MiB | CPU % | repo MB | ok |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for s in r.steps:
+            lines.append(
+                f"| {s.tool} | {s.step} | {s.seconds:.2f} | {s.mb_per_s:.1f} | {s.peak_rss_mib:.0f} | "
+                f"{s.cpu_percent:.0f} | {s.repo_bytes / 1e6:.1f} | {'yes' if s.ok else 'NO'} {s.note} |"
+            )
+        lines += ["", "| step | snapmover ÷ restic | snapmover ÷ borg |", "|---|---:|---:|"]
+        for step in dict.fromkeys(s.step for s in r.steps if s.tool == "snapmover" and s.bytes):
+            cells = [f"{x:.2f}x" if (x := ratio(r, step, o)) is not None else "-" for o in ("restic", "borg")]
+            lines.append(f"| {step} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    lines += ["Throughput ratios (time ratios inverted); profiles: `bench/results/profile-*.txt`.", ""]
+    return "\n".join(lines)
+
+
+CONDITIONS = (
+    "data hot in the page cache for every tool (the source before a backup, the repository before a restore "
+    "or check: each reads them just before); writeback flushed before every timed step; no tree deleted "
+    "before the run ends"
+)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
     versions = {}
     for cmd in (["restic", "version"], ["borg", "--version"], [SNAPMOVER, "--version"]):
-        with_out = subprocess.run(cmd, capture_output=True, text=True)
-        versions[cmd[0].rsplit("/", 1)[-1]] = with_out.stdout.strip().splitlines()[0] if with_out.stdout else "?"
-    machine = {
+        out = subprocess.run(cmd, capture_output=True, text=True).stdout if shutil.which(cmd[0]) else ""
+        versions[cmd[0].rsplit("/", 1)[-1]] = out.strip().splitlines()[0] if out else "?"
+    return {
         "cpus": str(os.cpu_count()),
         "python": platform.python_version(),
         "kernel": platform.release(),
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         **versions,
     }
-    report = Report(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine, SCALE, stats)
-    run_dir = WORK / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    tools: list[Tool] = [Snapmover(run_dir / "snapmover")]
-    if "restic" not in SKIP:
-        tools.append(Restic(run_dir / "restic"))
-    if "borg" not in SKIP:
-        tools.append(Borg(run_dir / "borg"))
-    for t in tools:
-        t.work.mkdir(parents=True, exist_ok=True)
-    print("==> filesystem round", flush=True)
-    filesystem_round(report, tools, orig, stats)
+
+
+def run_round(name: str, stats: dict[str, int], body: Callable[[Round, Path], None]) -> Round:
+    """Run ``body(round, work)`` in a fresh run directory and store the round's result."""
+    r = Round(name, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), machine(), dict(stats))
+    work = WORK / "run" / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    print(f"==> round {name}", flush=True)
+    body(r, work)
+    r.machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    (RESULTS / "runs").mkdir(parents=True, exist_ok=True)
+    (RESULTS / "runs" / f"{name}.json").write_text(json.dumps(asdict(r), indent=1))
+    return r
+
+
+def extra_rounds(orig: Path) -> list[Round]:
+    """The rounds that run beside the mixed tree: the block image and the two S3 servers."""
+    done = []
     if "block" not in SKIP:
-        print("==> block image round", flush=True)
-        block_round(report, run_dir, image, stats["image_bytes"])
-    if "s3" not in SKIP:
-        print("==> S3 round (moto on 127.0.0.1)", flush=True)
-        s3_round(report, run_dir, orig, stats)
-    if "profile" not in SKIP:
-        print("==> profiling the initial backup", flush=True)
-        profile_backup(run_dir, orig)
-    report.machine["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    (HERE / "results" / "latest.json").write_text(
-        json.dumps({**asdict(report), "targets": targets(report)}, indent=1, default=str)
-    )
-    (HERE / "results" / "latest.md").write_text(render(report))
-    print("\n" + "\n".join(targets(report)))
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return 0 if all(s.ok for s in report.steps) else 1
+        image = orig.parent / "image.img"
+        if not image.exists():
+            make_image(image, SCALE)
+        size = image.stat().st_size
+        done.append(run_round("block", {"image_bytes": size}, partial(block_round, image=image, size=size)))
+    for server in ("s3", "rgw"):
+        if server not in SKIP:
+            done.append(run_round(server, datasets.stats_of(orig), partial(s3_round, orig=orig, server=server)))
+    return done
+
+
+def main() -> int:
+    unknown = set(DATASETS) - set(ALL_DATASETS)
+    if unknown:
+        print(f"BENCH_DATASETS: unknown {sorted(unknown)} (known: {', '.join(ALL_DATASETS)})", file=sys.stderr)
+        return 2
+    WORK.mkdir(parents=True, exist_ok=True)
+    catalogue = datasets.datasets(SCALE)
+    done: list[Round] = []
+    try:
+        for name in DATASETS:
+            orig, stats = datasets.ensure(WORK, catalogue[name], f"-scale{SCALE}" if name == "mixed" else "")
+            done.append(run_round(name, stats, partial(local_round, orig=orig)))
+            if name == "mixed":
+                done += extra_rounds(orig)
+            if "profile" not in SKIP and name in ("mixed", "realtree"):
+                profile(WORK / "run", orig, name, nochange=False)
+            if "profile" not in SKIP and name == "realtree":
+                profile(WORK / "run", orig, name, nochange=True)
+            shutil.rmtree(WORK / "run", ignore_errors=True)
+    finally:
+        rounds = load_rounds()
+        (RESULTS / "latest.json").write_text(
+            json.dumps({"rounds": {k: asdict(v) for k, v in rounds.items()}, "targets": targets(rounds)}, indent=1)
+        )
+        (RESULTS / "latest.md").write_text(render(rounds))
+    print("\n" + "\n".join(targets(load_rounds())))
+    return 0 if all(s.ok for r in done for s in r.steps) else 1
 
 
 if __name__ == "__main__":

@@ -101,13 +101,18 @@ class Round:
 
 
 def tree_digest(root: Path) -> str:
+    """A digest of every entry's relative path and content (a symlink's target, not what it
+    points at: real trees hold links that dangle once copied)."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in sorted(os.walk(root)):
         dirnames.sort()
-        for name in sorted(filenames):
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
             p = Path(dirpath, name)
             h.update(str(p.relative_to(root)).encode())
-            h.update(hashlib.sha256(p.read_bytes()).digest())
+            if p.is_symlink():
+                h.update(b"symlink:" + os.fsencode(os.readlink(p)))
+            else:
+                h.update(hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
 
 
@@ -122,7 +127,8 @@ def warm_tree(root: Path) -> None:
     """Read every file under ``root`` (a local repository; nothing for an S3 one) into the page cache."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            warm_file(Path(dirpath, name))
+            if not os.path.islink(os.path.join(dirpath, name)):
+                warm_file(Path(dirpath, name))
 
 
 def dir_bytes(path: Path) -> int:

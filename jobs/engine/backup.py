@@ -52,7 +52,7 @@ from jobs.repository.tree import (
     encode_tree,
 )
 from jobs.volume.block import BlockSource
-from jobs.volume.metadata import capture_metadata
+from jobs.volume.metadata import capture_metadata, file_xattrs
 from jobs.volume.source import data_extents, is_zero, list_dir, open_for_read, read_at
 
 MiB: Final = 1024 * 1024
@@ -103,9 +103,10 @@ class TreeStats:
     stored_bytes: int = 0
 
 
-def node_from_stat(name: str, path: str, st: os.stat_result) -> Node:
-    """The tree node of one walked entry (content/subtree still empty)."""
-    return Node(**capture_metadata(name, path, st))
+def node_from_stat(name: str, path: str, st: os.stat_result, *, xattrs: bool = True) -> Node:
+    """The tree node of one walked entry (content/subtree still empty; with ``xattrs=False`` a
+    regular file's xattrs too, for the walker to fill in later)."""
+    return Node(**capture_metadata(name, path, st, file_xattrs=xattrs))
 
 
 def coalesce(refs: Iterable[ContentRef]) -> list[ContentRef]:
@@ -168,6 +169,9 @@ class _File:
     outstanding: int = 1  # store tasks in flight + 1 while the reader still produces
     waiters: list[tuple[Node, _Dir]] = field(default_factory=list)
     content: list[ContentRef] | None = None
+    # Set by whoever reads the file (its reader, on the open descriptor) or by the walker
+    # (unchanged or empty files); every name of the file gets them with its content.
+    xattrs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -266,7 +270,9 @@ class FilesystemBackup:
                 if i % CANCEL_CHECK_ENTRIES == CANCEL_CHECK_ENTRIES - 1 and self._abort.is_set:
                     raise Stopped  # a huge directory of unchanged files must not delay a cancel
                 child_path = os.path.join(path, name)
-                node = node_from_stat(name, child_path, st)
+                # a regular file's xattrs come later: from its reader (off this thread, on the
+                # descriptor it opens anyway) or from the parent snapshot when unchanged
+                node = node_from_stat(name, child_path, st, xattrs=False)
                 d.entries.append(node)
                 if node.type == NODE_DIR:
                     subdirs.append((node, child_path))
@@ -309,11 +315,13 @@ class FilesystemBackup:
         f = _File(path, node.size)
         if key is not None:
             self._links[key] = f
-        reused = self._unchanged_content(d, node)
-        if reused is not None or node.size == 0:
-            f.content = reused or []
+        old = self._unchanged_file(d, node)
+        if old is not None or node.size == 0:
+            f.content = old.content if old is not None else []
+            # ctime moves with every xattr change: an unchanged ctime keeps the parent's xattrs
+            f.xattrs = old.xattrs if old is not None else file_xattrs(path, path)
             f.outstanding = 0
-            node.content = f.content
+            node.content, node.xattrs = f.content, f.xattrs
             walked[2] += node.size  # bytes_done
             walked[3] += 1
             return
@@ -344,7 +352,9 @@ class FilesystemBackup:
             assert self._small_lane is not None
             self._small_lane.put(batch)
 
-    def _unchanged_content(self, d: _Dir, node: Node) -> list[ContentRef] | None:
+    def _unchanged_file(self, d: _Dir, node: Node) -> Node | None:
+        """The parent snapshot's node of this file when size, mtime, ctime and inode are the
+        same and its data is still stored (its content and xattrs are then reused)."""
         old = (d.parent_entries or {}).get(node.name)
         if (
             old is None
@@ -356,7 +366,7 @@ class FilesystemBackup:
             return None
         if not all(cid is None or self._repo.has_blob(cid) for cid, _ in old.content):
             return None  # the parent's data was pruned meanwhile: read the file again
-        return old.content
+        return old
 
     def _wait_for(self, f: _File, node: Node, d: _Dir) -> None:
         with self._lock:
@@ -364,7 +374,7 @@ class FilesystemBackup:
                 f.waiters.append((node, d))
                 d.pending += 1
                 return
-        node.content = f.content
+        node.content, node.xattrs = f.content, f.xattrs
 
     # completion bookkeeping (any thread) --------------------------------------------------------
 
@@ -409,15 +419,15 @@ class FilesystemBackup:
                 if f.outstanding:
                     continue
                 f.content = coalesce(ref for ref in f.slots if ref is not None)
-                completed.append((f.content, f.waiters))
+                completed.append((f.content, f.xattrs, f.waiters))
                 f.waiters = []
         if not completed:
             return
         done_in: dict[int, tuple[_Dir, int]] = {}
-        for content, waiters in completed:
+        for content, xattrs, waiters in completed:
             size = sum(length for _, length in content)  # the file may have changed size
             for node, d in waiters:
-                node.content, node.size = content, size
+                node.content, node.size, node.xattrs = content, size, xattrs
                 done_in[id(d)] = (d, done_in.get(id(d), (d, 0))[1] + 1)
         self._progress.add(files_done=len(completed))
         for d, count in done_in.values():
@@ -432,6 +442,7 @@ class FilesystemBackup:
             buf = memoryview(bytearray(f.size))
             fd = open_for_read(f.path)
             try:
+                f.xattrs = file_xattrs(fd, f.path)
                 n = read_at(fd, buf, 0, path=f.path)
             finally:
                 os.close(fd)
@@ -443,6 +454,7 @@ class FilesystemBackup:
     def _read_large(self, f: _File) -> None:
         fd = open_for_read(f.path)
         try:
+            f.xattrs = file_xattrs(fd, f.path)
             for offset, length, is_data in data_extents(fd, f.size):
                 if is_data:
                     self._read_extent(f, fd, offset, length)

@@ -72,17 +72,19 @@ class Node:
     subtree: str | None = None  # chunk id hex of the directory's tree blob
 
     def to_json(self) -> dict[str, Any]:
-        """The node as a JSON-ready dict, omitting fields at their default value."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("name", "type"):
-                out[f.name] = value
-            elif f.name == "content":
-                if value:
-                    out["content"] = [[cid, length] for cid, length in value]
-            elif value != _DEFAULTS[f.name]:
-                out[f.name] = value
+        """The node as a JSON-ready dict, omitting fields at their default value.
+
+        Runs once per entry of every backup: it reads the instance dict against a precomputed
+        list of defaults instead of asking ``dataclasses.fields`` each time (a fifth of a
+        small-file backup's main-thread time went there)."""
+        values = self.__dict__
+        out: dict[str, Any] = {"name": self.name, "type": self.type}
+        for name, default in _OPTIONAL:
+            value = values[name]
+            if value != default:
+                out[name] = value
+        if self.content:
+            out["content"] = [[cid, length] for cid, length in self.content]
         return out
 
     @classmethod
@@ -102,6 +104,11 @@ class Node:
 _DEFAULTS: Final[dict[str, Any]] = {
     f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(Node)
 }
+# The fields written only when they differ from their default (name and type always are,
+# content as a list of pairs when not empty), in declaration order.
+_OPTIONAL: Final[tuple[tuple[str, Any], ...]] = tuple(
+    (name, default) for name, default in _DEFAULTS.items() if name not in ("name", "type", "content")
+)
 
 
 def encode_tree(nodes: list[Node]) -> bytes:

@@ -95,10 +95,13 @@ def node_type(st: os.stat_result) -> str | None:
     return _TYPE_BY_FORMAT.get(stat.S_IFMT(st.st_mode))
 
 
-def capture_metadata(name: str, path: str, st: os.stat_result) -> EntryFields:
+def capture_metadata(name: str, path: str, st: os.stat_result, *, file_xattrs: bool = True) -> EntryFields:
     """The metadata of one entry from its ``lstat`` result (reads the link target and xattrs).
 
-    Raises VolumeIOError when the entry vanished or cannot be read.
+    With ``file_xattrs=False`` a regular file's xattrs are left empty: the caller reads them
+    later (:func:`read_xattrs` on the descriptor it opens anyway, or from the previous
+    snapshot when the file's ctime says they did not change). Raises VolumeIOError when the
+    entry vanished or cannot be read.
     """
     kind = node_type(st)
     if kind is None:
@@ -123,7 +126,7 @@ def capture_metadata(name: str, path: str, st: os.stat_result) -> EntryFields:
     try:
         if kind == NODE_SYMLINK:
             fields["target"] = os.readlink(path)
-        else:
+        elif file_xattrs or kind != NODE_FILE:
             fields["xattrs"] = read_xattrs(path)
     except FileNotFoundError as e:
         raise VolumeIOError(f"{path}: vanished while reading its metadata") from e
@@ -132,10 +135,23 @@ def capture_metadata(name: str, path: str, st: os.stat_result) -> EntryFields:
     return fields
 
 
-def read_xattrs(path: str) -> dict[str, str]:
-    """The carried extended attributes of ``path`` (not following symlinks), values base64."""
+def file_xattrs(target: str | int, path: str) -> dict[str, str]:
+    """:func:`read_xattrs` of a regular file (by path or open descriptor), errors as
+    VolumeIOError naming ``path``."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        return read_xattrs(target)
+    except FileNotFoundError as e:
+        raise VolumeIOError(f"{path}: vanished while reading its metadata") from e
+    except OSError as e:
+        raise VolumeIOError(f"{path}: cannot read metadata: {e.strerror}") from e
+
+
+def read_xattrs(path: str | int) -> dict[str, str]:
+    """The carried extended attributes of ``path`` (not following symlinks) or of an open
+    descriptor, values base64."""
+    follow = isinstance(path, int)  # a descriptor: there is no link to follow
+    try:
+        names = os.listxattr(path, follow_symlinks=follow)
     except OSError as e:
         if e.errno in _UNSUPPORTED_ERRNOS:
             return {}
@@ -145,7 +161,7 @@ def read_xattrs(path: str) -> dict[str, str]:
         if not (attr.startswith(XATTR_PREFIXES) or attr in XATTR_NAMES):
             continue
         try:
-            value = os.getxattr(path, attr, follow_symlinks=False)
+            value = os.getxattr(path, attr, follow_symlinks=follow)
         except OSError as e:
             if e.errno in (errno.ENODATA, *_UNSUPPORTED_ERRNOS):
                 continue

@@ -177,7 +177,9 @@ def test_without_parent_everything_is_read(sample: Path) -> None:
     assert progress.new_bytes == 0  # all deduplicated
 
 
-@pytest.mark.parametrize("change", ["rename", "delete", "truncate", "replace-same-size", "new-hardlink"])
+@pytest.mark.parametrize(
+    "change", ["rename", "delete", "truncate", "replace-same-size", "new-hardlink", "xattr-only", "empty-file-xattr"]
+)
 def test_incremental_after_changes_restores_correctly(sample: Path, tmp_path: Path, change: str) -> None:
     repo = FakeRepository()
     first, _ = run_backup(repo, sample)
@@ -195,6 +197,11 @@ def test_incremental_after_changes_restores_correctly(sample: Path, tmp_path: Pa
         st = os.stat(sample / "large.bin")
         (sample / "large.bin").write_bytes(data[::-1])
         os.utime(sample / "large.bin", ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+    elif change == "xattr-only":  # content and mtime as before: only the ctime tells
+        os.setxattr(sample / "small.txt", "user.added", b"after the first backup")
+    elif change == "empty-file-xattr":
+        (sample / "empty-now").write_bytes(b"")
+        os.setxattr(sample / "empty-now", "user.on-empty", b"kept")
     else:
         os.link(sample / "small.txt", sample / "dir" / "small-link")
     second, _ = run_backup(repo, sample, parent=first.root)

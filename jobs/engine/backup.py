@@ -412,7 +412,7 @@ class FilesystemBackup:
 
     def _files_step(self, files: Iterable[_File]) -> None:
         """One hold on each file is released; complete the files that have none left."""
-        completed: list[tuple[list[ContentRef], list[tuple[Node, _Dir]]]] = []
+        completed: list[tuple[list[ContentRef], dict[str, str], list[tuple[Node, _Dir]]]] = []
         with self._lock:
             for f in files:
                 f.outstanding -= 1

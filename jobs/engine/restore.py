@@ -16,7 +16,7 @@ snapshot's file count; step 4's directories come once at the end:
    so zero runs are holes. Files of ``DIRECT_FILE_BYTES`` and more are written by both writers
    (alternating ``DIRECT_SHARD_BYTES`` ranges) and get the whole pages of each write through a
    second ``O_DIRECT`` descriptor, queued to a thread per writer while a bounce buffer is free
-   and through the page cache otherwise (:func:`jobs.volume.target.write_split`).
+   and through the page cache otherwise (:class:`jobs.direct_io.DirectFiles`).
 3. **Hardlinks**: the other names of a multiply linked inode become links to the first name
    (created in its batch or an earlier one; only multiply linked files are remembered).
 4. **Metadata**: owners, xattrs, modes and times of the batch's files; at the end those of the
@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
+from jobs.direct_io import DIRECT_FILE_BYTES, DirectFiles, write_at
 from jobs.engine.backup import load_trees
 from jobs.engine.pipeline import Abort, Stage, Stopped
 from jobs.engine.progress import ProgressTracker
@@ -56,16 +57,12 @@ from jobs.repository.tree import (
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import CreationRules, apply_metadata
 from jobs.volume.target import (
-    DirectWrites,
     create_dir,
     create_file,
     create_file_for_write,
     create_hardlink,
     create_special,
-    open_direct,
     open_for_write,
-    write_at,
-    write_split,
 )
 from jobs.volume.target import write_zeros as write_zero_range
 
@@ -74,12 +71,7 @@ log = logging.getLogger(__name__)
 MiB: Final = 1024 * 1024
 OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunks arrive close together)
 WRITERS: Final = 2
-# Files this large get their whole pages written with O_DIRECT: no copy into (and no growth of) the
-# page cache, the largest kernel cost of a restore; the partial pages at chunk edges stay buffered.
-DIRECT_FILE_BYTES: Final = 4 * MiB
-DIRECT_BOUNCE_BYTES: Final = 2 * MiB  # a larger chunk's whole pages go in several pieces
-DIRECT_SHARD_BYTES: Final = 4 * MiB  # a large file's writes alternate between writers per range
-DIRECT_BUFFERS: Final = 6  # per writer (12 MiB): pieces queued for the device; more go to the page cache
+DIRECT_SHARD_BYTES: Final = 4 * MiB  # a large file's (O_DIRECT-written) writes alternate between writers per range
 SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64
@@ -182,8 +174,7 @@ class _FileWriter:
         self._zero_fill = zero_fill
         self._write_data = write_data
         self._fds: OrderedDict[str, int] = OrderedDict()
-        self._direct_fds: dict[str, int | None] = {}  # O_DIRECT descriptors of plan.direct files
-        self._direct: DirectWrites | None = None  # started at the first large file
+        self._direct = DirectFiles()  # plan.direct files' O_DIRECT descriptors and queued writes
 
     def write_batch(self, items: list[_Write]) -> None:
         for item in items:
@@ -198,39 +189,24 @@ class _FileWriter:
             return
         for path, offset in item.places:
             fd = self._fd(path)
-            direct_fd = self._direct_fds.get(path)
-            if direct_fd is not None and self._direct is not None and path in self._direct.refused:
-                self._direct.drain()  # O_DIRECT refused after all: the page cache from now on
-                os.close(direct_fd)
-                self._direct_fds[path] = direct_fd = None
-            if direct_fd is None:
-                self._write_data(fd, path, item.data, offset)
+            if path in self._plan.direct:
+                self._direct.write(fd, path, item.data, offset)
             else:
-                write_split(fd, direct_fd, item.data, offset, self._direct_writes(), path=path)
+                self._write_data(fd, path, item.data, offset)
         self._progress.add(bytes_done=len(item.data) * len(item.places))
-
-    def _direct_writes(self) -> DirectWrites:
-        if self._direct is None:
-            self._direct = DirectWrites(DIRECT_BUFFERS, DIRECT_BOUNCE_BYTES)
-        return self._direct
 
     def close(self) -> None:
         """Wait for the queued O_DIRECT writes, close every descriptor; raises a write's error."""
         try:
-            if self._direct is not None:
-                self._direct.close()
+            self._direct.close()
         finally:
-            self._direct = None
             for path in list(self._fds):
                 self._forget(path)
 
     def _forget(self, path: str) -> None:
-        direct_fd = self._direct_fds.pop(path, None)
-        if self._direct is not None and path in self._plan.direct:
-            self._direct.drain()  # queued writes use both descriptors
+        if path in self._plan.direct:
+            self._direct.forget(path)  # waits for its queued writes: they use both descriptors
         self._close_fd(self._fds.pop(path))
-        if direct_fd is not None:
-            os.close(direct_fd)
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
@@ -241,7 +217,7 @@ class _FileWriter:
             self._forget(next(iter(self._fds)))
         self._fds[path] = fd = self._open_or_create(path)
         if path in self._plan.direct:
-            self._direct_fds[path] = open_direct(path)
+            self._direct.open(path)
         return fd
 
     def _open_or_create(self, path: str) -> int:

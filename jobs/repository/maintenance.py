@@ -24,11 +24,12 @@ from itertools import chain
 from typing import Final
 
 from jobs.errors import IntegrityError, MoverError, ObjectNotFoundError
+from jobs.repository.config import DATA_PREFIX, read_config
 from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index
 from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
 from jobs.repository.packs import KIND_TREE, decode_pack_header, open_blob
-from jobs.repository.repository import DATA_PREFIX, Repository, read_config
+from jobs.repository.repository import Repository
 from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX
 from jobs.repository.tree import decode_tree, referenced_ids
 

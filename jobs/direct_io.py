@@ -1,4 +1,4 @@
-r"""O_DIRECT writes: page-aligned buffers, the thresholds, bounce copies, refusal handling.
+"""O_DIRECT writes: page-aligned buffers, the thresholds, bounce copies, refusal handling.
 
 Everything the mover does with ``O_DIRECT`` is here, used by
 
@@ -7,7 +7,7 @@ Everything the mover does with ``O_DIRECT`` is here, used by
   each chunk through it (:func:`write_split`, queued to :class:`DirectWrites`' thread);
 * block restore (:class:`jobs.volume.block.BlockTarget`): :class:`DirectTarget` writes whole-page
   blocks through a page-aligned bounce buffer per writer thread;
-* the pack writer and ``file://`` storage: packs are assembled in :class:`AlignedBuffer`\ s, which
+* the pack writer and ``file://`` storage: packs are assembled in :class:`AlignedBuffer` memory, which
   ``file://`` writes with ``O_DIRECT`` (:func:`set_direct`).
 
 Where a filesystem or device refuses ``O_DIRECT`` (``open`` fails, or a write gets EINVAL) the

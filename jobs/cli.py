@@ -292,8 +292,10 @@ def repo_info(repo_url: str | None, password_file: str | None, as_json: bool) ->
 @click.option("--read-data", is_flag=True, help="Also download and verify every blob.")
 def repo_check(repo_url: str | None, password_file: str | None, as_json: bool, read_data: bool) -> None:
     """Verify the repository's structure (and with --read-data every byte); exit 3 on errors."""
+    from jobs.repository.maintenance import check
+
     with _opened(repo_url, password_file) as repository:
-        report = repository.check(read_data=read_data)
+        report = check(repository, read_data=read_data)
     errors = list(report.errors)
     _emit(
         as_json,
@@ -496,9 +498,10 @@ def forget(
 def prune(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
     """Delete data no snapshot references any more (takes an exclusive lock)."""
     from jobs.engine.api import PRUNE_UPLOAD_PARALLEL
+    from jobs.repository.maintenance import prune as prune_repository
 
     with _opened(repo_url, password_file, upload_parallel=PRUNE_UPLOAD_PARALLEL) as repository:
-        stats = _as_dict(repository.prune())
+        stats = _as_dict(prune_repository(repository))
     _emit(as_json, stats, ["prune done"] + [f"  {k}: {v}" for k, v in sorted(stats.items())])
 
 

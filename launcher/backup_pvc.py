@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -81,58 +82,38 @@ def backup_pvc(
     kubeconfig: str | None,
 ) -> None:
     """Snapshot a PVC and back it up with a DataUpload (for CronJobs), then apply retention."""
-    from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig)
-    else:
-        config.load_incluster_config()
-    from jobs import __version__
-
-    api = client.ApiClient()
-    api.user_agent = f"snapmover-backup-pvc/{__version__}"
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    core, custom = _api_clients(kubeconfig)
     schedule = _label(schedule or f"{pvc_namespace}-{pvc}")
     try:
         source = core.read_namespaced_persistent_volume_claim(pvc, pvc_namespace)
     except ApiException as e:
         raise click.ClickException(f"cannot read PVC {pvc_namespace}/{pvc}: {e.status} {e.reason}") from e
     labels = {LABEL_SCHEDULE: schedule, LABEL_PVC: _label(pvc), LABEL_PVC_NAMESPACE: _label(pvc_namespace)}
-    vs_body: dict[str, Any] = {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {"generateName": f"{pvc[:40]}-", "namespace": pvc_namespace, "labels": labels},
-        "spec": {"source": {"persistentVolumeClaimName": pvc}},
-    }
-    if snapshot_class:
-        vs_body["spec"]["volumeSnapshotClassName"] = snapshot_class
     try:
         vs = custom.create_namespaced_custom_object(
-            "snapshot.storage.k8s.io", "v1", pvc_namespace, "volumesnapshots", vs_body
+            "snapshot.storage.k8s.io",
+            "v1",
+            pvc_namespace,
+            "volumesnapshots",
+            volume_snapshot_body(pvc_namespace, pvc, labels, snapshot_class),
         )
-        du_body: dict[str, Any] = {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": DATAUPLOAD_KIND,
-            "metadata": {"generateName": f"{schedule[:40]}-", "namespace": launcher_namespace, "labels": labels},
-            "spec": {
-                "snapshotType": "CSI",
-                "csiSnapshot": {
-                    "volumeSnapshot": vs["metadata"]["name"],
-                    "storageClass": source.spec.storage_class_name or "",
-                    "snapshotClass": snapshot_class or "",
-                },
-                "sourcePVC": pvc,
-                "sourceNamespace": pvc_namespace,
-                "datamover": datamover,
-                "backupStorageLocation": storage_location,
-                "operationTimeout": "10m0s",
-            },
-        }
-        if not snapshot_class:
-            du_body["spec"]["csiSnapshot"].pop("snapshotClass")
+        upload = DataUploadSpec(
+            snapshot=vs["metadata"]["name"],
+            storage_class=source.spec.storage_class_name or "",
+            snapshot_class=snapshot_class,
+            pvc=pvc,
+            pvc_namespace=pvc_namespace,
+            datamover=datamover,
+            storage_location=storage_location,
+        )
         du = custom.create_namespaced_custom_object(
-            API_GROUP, API_VERSION, launcher_namespace, DATAUPLOAD_PLURAL, du_body
+            API_GROUP,
+            API_VERSION,
+            launcher_namespace,
+            DATAUPLOAD_PLURAL,
+            data_upload_body(upload, f"{schedule[:40]}-", launcher_namespace, labels),
         )
     except ApiException as e:
         raise click.ClickException(f"cannot create the snapshot or DataUpload: {e.status} {e.reason}") from e
@@ -148,6 +129,72 @@ def backup_pvc(
     if keep_last is not None or keep_daily or keep_weekly:
         _retention(custom, launcher_namespace, schedule, keep_last or 0, keep_daily, keep_weekly)
     sys.exit(code)
+
+
+def _api_clients(kubeconfig: str | None) -> tuple[Any, Any]:
+    """The core and custom-objects API clients, from ``kubeconfig`` or the in-cluster config."""
+    from kubernetes import client, config
+
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+    from jobs import __version__
+
+    api = client.ApiClient()
+    api.user_agent = f"snapmover-backup-pvc/{__version__}"
+    return client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+
+def volume_snapshot_body(
+    namespace: str, pvc: str, labels: dict[str, str], snapshot_class: str | None
+) -> dict[str, Any]:
+    """The VolumeSnapshot of ``namespace/pvc`` to create (the cluster's default class unless named)."""
+    body: dict[str, Any] = {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"generateName": f"{pvc[:40]}-", "namespace": namespace, "labels": labels},
+        "spec": {"source": {"persistentVolumeClaimName": pvc}},
+    }
+    if snapshot_class:
+        body["spec"]["volumeSnapshotClassName"] = snapshot_class
+    return body
+
+
+@dataclass(frozen=True)
+class DataUploadSpec:
+    """What the DataUpload of one snapshotted PVC says."""
+
+    snapshot: str  # the VolumeSnapshot's name
+    storage_class: str
+    snapshot_class: str | None
+    pvc: str
+    pvc_namespace: str
+    datamover: str
+    storage_location: str
+
+
+def data_upload_body(
+    spec: DataUploadSpec, generate_name: str, namespace: str, labels: dict[str, str]
+) -> dict[str, Any]:
+    """The DataUpload to create in ``namespace`` for ``spec``."""
+    csi = {"volumeSnapshot": spec.snapshot, "storageClass": spec.storage_class}
+    if spec.snapshot_class:
+        csi["snapshotClass"] = spec.snapshot_class
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": DATAUPLOAD_KIND,
+        "metadata": {"generateName": generate_name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "snapshotType": "CSI",
+            "csiSnapshot": csi,
+            "sourcePVC": spec.pvc,
+            "sourceNamespace": spec.pvc_namespace,
+            "datamover": spec.datamover,
+            "backupStorageLocation": spec.storage_location,
+            "operationTimeout": "10m0s",
+        },
+    }
 
 
 def _wait(custom: Any, namespace: str, name: str, timeout: int) -> tuple[str, str]:

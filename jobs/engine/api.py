@@ -25,8 +25,9 @@ from jobs.engine.pipeline import Abort
 from jobs.engine.progress import Progress, ProgressCallback, ProgressTracker
 from jobs.engine.restore import RestoreStats, restore_block, restore_filesystem
 from jobs.errors import ConfigError, UsageError, VolumeIOError
-from jobs.repository.repository import OPEN_PACKS, PACKS_IN_FLIGHT, Repository
+from jobs.repository.repository import Repository
 from jobs.repository.snapshots import SnapshotManifest
+from jobs.repository.writer import OPEN_PACKS, PACKS_IN_FLIGHT
 from jobs.storage.url import open_storage
 
 __all__ = [

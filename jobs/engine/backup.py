@@ -583,53 +583,11 @@ def backup_block(
     """Store a raw volume as fixed blocks; returns the root tree (one ``block`` node)."""
     source = BlockSource(source_path)
     st = os.stat(source_path)
-    block_size = repo.config.block_size
-    slots: list[ContentRef | None] = [None] * ((source.size + block_size - 1) // block_size)
-    stats = TreeStats(files=1)
-    lock = threading.Lock()
-    local = threading.local()
+    blocks = _BlockBackup(repo, source, source_path, progress, abort)
     progress.add(total_bytes=source.size, files_total=1)
-
-    def block_len(index: int) -> int:
-        return min(block_size, source.size - index * block_size)
-
-    def handle(task: tuple[int, int, bool]) -> None:
-        first, count, has_data = task
-        if not has_data:
-            for i in range(first, first + count):
-                slots[i] = (None, block_len(i))
-            progress.add(bytes_done=sum(block_len(i) for i in range(first, first + count)))
-            return
-        buf: memoryview | None = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = memoryview(bytearray(BLOCK_TASK_BYTES + block_size))
-        start = first * block_size
-        length = sum(block_len(i) for i in range(first, first + count))
-        n = read_at(source.fd, buf[:length], start, path=source_path)
-        if n != length:
-            raise VolumeIOError(f"{source_path}: short read at offset {start + n}: the volume shrank")
-        new = stored_sum = 0
-        for i in range(first, first + count):
-            if abort.is_set:
-                raise Stopped
-            off = (i - first) * block_size
-            view = buf[off : off + block_len(i)]
-            if is_zero(view):
-                slots[i] = (None, len(view))
-                continue
-            cid = repo.chunk_id(view)
-            stored = repo.add_blob("data", cid, view)
-            slots[i] = (cid, len(view))
-            if stored:
-                new += len(view)
-                stored_sum += stored
-        with lock:
-            stats.stored_bytes += stored_sum
-        progress.add(bytes_done=length, new_bytes=new)
-
-    workers: Stage[tuple[int, int, bool]] = Stage("block", parallel, handle, abort, depth=2 * parallel)
+    workers: Stage[tuple[int, int, bool]] = Stage("block", parallel, blocks.handle, abort, depth=2 * parallel)
     try:
-        for task in _block_tasks(source, block_size):
+        for task in _block_tasks(source, blocks.block_size):
             workers.put(task)
     except Stopped:
         pass
@@ -639,12 +597,83 @@ def backup_block(
         workers.close()
         source.close()
     abort.check()
-    if any(s is None for s in slots):
-        raise MoverError("internal error: the block backup left blocks unassigned")
     node = node_from_stat(os.path.basename(source_path) or "volume", source_path, st)
     node.type, node.size, node.nlink = NODE_BLOCK_VOLUME, source.size, 1
-    node.content = coalesce(s for s in slots if s is not None)
+    node.content = blocks.content()
+    stats = TreeStats(files=1, stored_bytes=blocks.stored_bytes)
     stats.root, stored = store_tree(repo, [node])
     stats.stored_bytes += stored
     progress.add(files_done=1)
     return stats
+
+
+class _BlockBackup:
+    """The blocks of one raw volume, stored by :meth:`handle` from several worker threads: each
+    task is a run of blocks, all in a hole or read in one go; every block lands in its slot."""
+
+    def __init__(
+        self, repo: BackupRepository, source: BlockSource, path: str, progress: ProgressTracker, abort: Abort
+    ) -> None:
+        self._repo = repo
+        self._source = source
+        self._path = path
+        self._progress = progress
+        self._abort = abort
+        self.block_size = repo.config.block_size
+        self._slots: list[ContentRef | None] = [None] * ((source.size + self.block_size - 1) // self.block_size)
+        self._lock = threading.Lock()
+        self._local = threading.local()  # one read buffer per worker thread
+        self.stored_bytes = 0
+
+    def _block_len(self, index: int) -> int:
+        return min(self.block_size, self._source.size - index * self.block_size)
+
+    def handle(self, task: tuple[int, int, bool]) -> None:
+        """Store the ``count`` blocks from ``first`` (a hole's blocks are only recorded)."""
+        first, count, has_data = task
+        length = sum(self._block_len(i) for i in range(first, first + count))
+        if not has_data:
+            for i in range(first, first + count):
+                self._slots[i] = (None, self._block_len(i))
+            self._progress.add(bytes_done=length)
+            return
+        buf = self._read(first, length)
+        new = stored_sum = 0
+        for i in range(first, first + count):
+            if self._abort.is_set:
+                raise Stopped
+            off = (i - first) * self.block_size
+            stored = self._store(i, buf[off : off + self._block_len(i)])
+            if stored:
+                new += self._block_len(i)
+                stored_sum += stored
+        with self._lock:
+            self.stored_bytes += stored_sum
+        self._progress.add(bytes_done=length, new_bytes=new)
+
+    def _read(self, first: int, length: int) -> memoryview:
+        """``length`` bytes from block ``first`` into this thread's reused buffer."""
+        buf: memoryview | None = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = memoryview(bytearray(BLOCK_TASK_BYTES + self.block_size))
+        start = first * self.block_size
+        n = read_at(self._source.fd, buf[:length], start, path=self._path)
+        if n != length:
+            raise VolumeIOError(f"{self._path}: short read at offset {start + n}: the volume shrank")
+        return buf
+
+    def _store(self, index: int, view: memoryview) -> int:
+        """Store one block unless it is all zeros; returns the bytes it added to the repository."""
+        if is_zero(view):
+            self._slots[index] = (None, len(view))
+            return 0
+        cid = self._repo.chunk_id(view)
+        stored = self._repo.add_blob("data", cid, view)
+        self._slots[index] = (cid, len(view))
+        return stored
+
+    def content(self) -> list[ContentRef]:
+        """The volume's content list, once every task is done."""
+        if any(s is None for s in self._slots):
+            raise MoverError("internal error: the block backup left blocks unassigned")
+        return coalesce(s for s in self._slots if s is not None)

@@ -16,7 +16,7 @@ snapshot's file count; step 4's directories come once at the end:
    so zero runs are holes. Files of ``DIRECT_FILE_BYTES`` and more are written by both writers
    (alternating ``DIRECT_SHARD_BYTES`` ranges) and get the whole pages of each write through a
    second ``O_DIRECT`` descriptor, queued to a thread per writer while a bounce buffer is free
-   and through the page cache otherwise (:func:`jobs.volume.target.write_split`).
+   and through the page cache otherwise (:class:`jobs.direct_io.DirectFiles`).
 3. **Hardlinks**: the other names of a multiply linked inode become links to the first name
    (created in its batch or an earlier one; only multiply linked files are remembered).
 4. **Metadata**: owners, xattrs, modes and times of the batch's files; at the end those of the
@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
+from jobs.direct_io import DIRECT_FILE_BYTES, DirectFiles, write_at
 from jobs.engine.backup import load_trees
 from jobs.engine.pipeline import Abort, Stage, Stopped
 from jobs.engine.progress import ProgressTracker
@@ -56,16 +57,12 @@ from jobs.repository.tree import (
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import CreationRules, apply_metadata
 from jobs.volume.target import (
-    DirectWrites,
     create_dir,
     create_file,
     create_file_for_write,
     create_hardlink,
     create_special,
-    open_direct,
     open_for_write,
-    write_at,
-    write_split,
 )
 from jobs.volume.target import write_zeros as write_zero_range
 
@@ -74,12 +71,7 @@ log = logging.getLogger(__name__)
 MiB: Final = 1024 * 1024
 OPEN_FILES: Final = 64  # write descriptors kept open per writer (a file's chunks arrive close together)
 WRITERS: Final = 2
-# Files this large get their whole pages written with O_DIRECT: no copy into (and no growth of) the
-# page cache, the largest kernel cost of a restore; the partial pages at chunk edges stay buffered.
-DIRECT_FILE_BYTES: Final = 4 * MiB
-DIRECT_BOUNCE_BYTES: Final = 2 * MiB  # a larger chunk's whole pages go in several pieces
-DIRECT_SHARD_BYTES: Final = 4 * MiB  # a large file's writes alternate between writers per range
-DIRECT_BUFFERS: Final = 6  # per writer (12 MiB): pieces queued for the device; more go to the page cache
+DIRECT_SHARD_BYTES: Final = 4 * MiB  # a large file's (O_DIRECT-written) writes alternate between writers per range
 SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
 WRITE_BATCH_ITEMS: Final = 64
@@ -182,8 +174,7 @@ class _FileWriter:
         self._zero_fill = zero_fill
         self._write_data = write_data
         self._fds: OrderedDict[str, int] = OrderedDict()
-        self._direct_fds: dict[str, int | None] = {}  # O_DIRECT descriptors of plan.direct files
-        self._direct: DirectWrites | None = None  # started at the first large file
+        self._direct = DirectFiles()  # plan.direct files' O_DIRECT descriptors and queued writes
 
     def write_batch(self, items: list[_Write]) -> None:
         for item in items:
@@ -198,39 +189,24 @@ class _FileWriter:
             return
         for path, offset in item.places:
             fd = self._fd(path)
-            direct_fd = self._direct_fds.get(path)
-            if direct_fd is not None and self._direct is not None and path in self._direct.refused:
-                self._direct.drain()  # O_DIRECT refused after all: the page cache from now on
-                os.close(direct_fd)
-                self._direct_fds[path] = direct_fd = None
-            if direct_fd is None:
-                self._write_data(fd, path, item.data, offset)
+            if path in self._plan.direct:
+                self._direct.write(fd, path, item.data, offset)
             else:
-                write_split(fd, direct_fd, item.data, offset, self._direct_writes(), path=path)
+                self._write_data(fd, path, item.data, offset)
         self._progress.add(bytes_done=len(item.data) * len(item.places))
-
-    def _direct_writes(self) -> DirectWrites:
-        if self._direct is None:
-            self._direct = DirectWrites(DIRECT_BUFFERS, DIRECT_BOUNCE_BYTES)
-        return self._direct
 
     def close(self) -> None:
         """Wait for the queued O_DIRECT writes, close every descriptor; raises a write's error."""
         try:
-            if self._direct is not None:
-                self._direct.close()
+            self._direct.close()
         finally:
-            self._direct = None
             for path in list(self._fds):
                 self._forget(path)
 
     def _forget(self, path: str) -> None:
-        direct_fd = self._direct_fds.pop(path, None)
-        if self._direct is not None and path in self._plan.direct:
-            self._direct.drain()  # queued writes use both descriptors
+        if path in self._plan.direct:
+            self._direct.forget(path)  # waits for its queued writes: they use both descriptors
         self._close_fd(self._fds.pop(path))
-        if direct_fd is not None:
-            os.close(direct_fd)
 
     def _fd(self, path: str) -> int:
         fd = self._fds.get(path)
@@ -241,7 +217,7 @@ class _FileWriter:
             self._forget(next(iter(self._fds)))
         self._fds[path] = fd = self._open_or_create(path)
         if path in self._plan.direct:
-            self._direct_fds[path] = open_direct(path)
+            self._direct.open(path)
         return fd
 
     def _open_or_create(self, path: str) -> int:
@@ -299,40 +275,11 @@ class _DataWriter:
     def run(self) -> None:
         """Write every planned chunk, then every zero run (holes are left alone without ``zero_fill``)."""
         stages = [Stage("write", 1, w.write_batch, self._abort, depth=WRITE_QUEUE_BATCHES) for w in self._writers]
-        batches: list[list[_Write]] = [[] for _ in stages]
-        batch_bytes = [0] * len(stages)
-
-        def put(shard: int, item: _Write) -> None:
-            # Small blobs travel in batches: one queue hand-over per batch, not per small file.
-            batches[shard].append(item)
-            batch_bytes[shard] += len(item.data) + item.zero_length
-            if len(batches[shard]) >= WRITE_BATCH_ITEMS or batch_bytes[shard] >= WRITE_BATCH_BYTES:
-                stages[shard].put(batches[shard])
-                batches[shard], batch_bytes[shard] = [], 0
-
-        places_of, lengths, shard_of, writers = self._plan.places, self._plan.lengths, self._shard, len(stages)
+        batches = _WriteBatches(stages)
         try:
-            for cid, data in self._repo.load_blobs(self._plan.order, parallel=self._parallel):
-                if self._abort.is_set:
-                    break
-                if len(data) != lengths[cid]:
-                    raise IntegrityError(f"blob {cid} has {len(data)} bytes, the tree says {lengths[cid]}")
-                places = places_of[cid]
-                if len(places) == 1:  # most blobs: no grouping by writer needed
-                    put(shard_of(*places[0]) % writers, _Write(places, data))
-                    continue
-                shards: dict[int, list[tuple[str, int]]] = {}
-                for path, offset in places:
-                    shards.setdefault(shard_of(path, offset) % writers, []).append((path, offset))
-                for shard, grouped in shards.items():
-                    put(shard, _Write(grouped, data))
-            for path, offset, length in self._plan.zero_runs:
-                for start in range(offset, offset + length, ZERO_PIECE_BYTES):  # pieces spread over writers
-                    piece = min(ZERO_PIECE_BYTES, offset + length - start)
-                    put(self._shard(path, start) % len(stages), _Write([(path, start)], zero_length=piece))
-            for stage, batch in zip(stages, batches, strict=True):
-                if batch:
-                    stage.put(batch)
+            self._send_blobs(batches)
+            self._send_zero_runs(batches)
+            batches.send_rest()
         except Stopped:
             pass
         except BaseException as e:  # noqa: BLE001 - stops the writers; re-raised by abort.check()
@@ -340,12 +287,65 @@ class _DataWriter:
         finally:
             for stage in stages:
                 stage.close()
-            for w in self._writers:
-                try:
-                    w.close()  # waits for its queued O_DIRECT writes: their error surfaces here
-                except BaseException as e:  # noqa: BLE001 - every writer's descriptors get closed
-                    self._abort.fail(e)
+            self._close_writers()
         self._abort.check()
+
+    def _send_blobs(self, batches: _WriteBatches) -> None:
+        """Each planned blob, as it is loaded, to the writers of its places."""
+        places_of, lengths, shard_of, writers = self._plan.places, self._plan.lengths, self._shard, batches.writers
+        for cid, data in self._repo.load_blobs(self._plan.order, parallel=self._parallel):
+            if self._abort.is_set:
+                break
+            if len(data) != lengths[cid]:
+                raise IntegrityError(f"blob {cid} has {len(data)} bytes, the tree says {lengths[cid]}")
+            places = places_of[cid]
+            if len(places) == 1:  # most blobs: no grouping by writer needed
+                batches.put(shard_of(*places[0]) % writers, _Write(places, data))
+                continue
+            shards: dict[int, list[tuple[str, int]]] = {}
+            for path, offset in places:
+                shards.setdefault(shard_of(path, offset) % writers, []).append((path, offset))
+            for shard, grouped in shards.items():
+                batches.put(shard, _Write(grouped, data))
+
+    def _send_zero_runs(self, batches: _WriteBatches) -> None:
+        """Every zero run, in pieces spread over the writers."""
+        for path, offset, length in self._plan.zero_runs:
+            for start in range(offset, offset + length, ZERO_PIECE_BYTES):
+                piece = min(ZERO_PIECE_BYTES, offset + length - start)
+                batches.put(self._shard(path, start) % batches.writers, _Write([(path, start)], zero_length=piece))
+
+    def _close_writers(self) -> None:
+        for w in self._writers:
+            try:
+                w.close()  # waits for its queued O_DIRECT writes: their error surfaces here
+            except BaseException as e:  # noqa: BLE001 - every writer's descriptors get closed
+                self._abort.fail(e)
+
+
+class _WriteBatches:
+    """Writes on their way to the writer stages: small blobs travel in batches, one queue
+    hand-over per batch, not per small file."""
+
+    def __init__(self, stages: list[Stage[list[_Write]]]) -> None:
+        self._stages = stages
+        self.writers = len(stages)
+        self._batches: list[list[_Write]] = [[] for _ in stages]
+        self._bytes = [0] * len(stages)
+
+    def put(self, shard: int, item: _Write) -> None:
+        """Add ``item`` to writer ``shard``'s batch; a full batch goes to that writer."""
+        self._batches[shard].append(item)
+        self._bytes[shard] += len(item.data) + item.zero_length
+        if len(self._batches[shard]) >= WRITE_BATCH_ITEMS or self._bytes[shard] >= WRITE_BATCH_BYTES:
+            self._stages[shard].put(self._batches[shard])
+            self._batches[shard], self._bytes[shard] = [], 0
+
+    def send_rest(self) -> None:
+        """Send every partly filled batch."""
+        for stage, batch in zip(self._stages, self._batches, strict=True):
+            if batch:
+                stage.put(batch)
 
 
 def _zero_fill_file(fd: int, path: str, offset: int, length: int) -> None:
@@ -375,6 +375,22 @@ def restore_filesystem(
 ) -> RestoreStats:
     """Restore a filesystem snapshot's tree into the directory ``target`` (created if missing)."""
     root = load_root(repo, root_id, NODE_DIR)
+    target, target_is_new = _prepare_target(target)
+    restore = _FilesystemRestore(
+        repo, CreationRules.probe(target), parallel=parallel, write_sparse=write_sparse, progress=progress, abort=abort
+    )
+    restore.dirs.append((target, root))
+    level = [(target, root, target_is_new)]  # (path, node, the directory was empty when we started)
+    while level:
+        level = restore.restore_level(level)
+    restore.finish_batch()
+    for path, node in reversed(restore.dirs):  # breadth-first order reversed: deepest first, the root last
+        apply_metadata(path, node)
+    return RestoreStats(files=restore.files, total_bytes=progress.total_bytes)
+
+
+def _prepare_target(target: str) -> tuple[str, bool]:
+    """The target directory's real path, created if missing; and whether it is new."""
     target = os.path.realpath(target)  # a symlink naming the target is followed once
     if os.path.lexists(target) and not os.path.isdir(target):
         raise VolumeIOError(f"{target}: restore target exists and is not a directory")
@@ -383,22 +399,72 @@ def restore_filesystem(
         os.makedirs(target, exist_ok=True)
     except OSError as e:
         raise VolumeIOError(f"{target}: cannot create restore target: {e.strerror}") from e
-    rules = CreationRules.probe(target)
-    dirs: list[tuple[str, Node]] = [(target, root)]
-    first_names: dict[tuple[int, int], str] = {}  # grows only for multiply linked files
-    batch = _Batch()
-    files = 0
+    return target, target_is_new
 
-    def finish(batch: _Batch) -> int:
-        """Write a batch's data, link its other names and set its files' metadata; returns its file count."""
+
+class _FilesystemRestore:
+    """One filesystem restore, level by level of the tree: directories and special entries are
+    created as they come up, files are planned into a :class:`_Batch` that is written and finished
+    whenever it is full (:meth:`finish_batch`)."""
+
+    def __init__(
+        self,
+        repo: RestoreRepository,
+        rules: CreationRules,
+        *,
+        parallel: int,
+        write_sparse: bool,
+        progress: ProgressTracker,
+        abort: Abort,
+    ) -> None:
+        self._repo = repo
+        self._rules = rules
+        self._parallel = parallel
+        self._write_sparse = write_sparse
+        self._progress = progress
+        self._abort = abort
+        self.dirs: list[tuple[str, Node]] = []  # every directory, in breadth-first order
+        self._first_names: dict[tuple[int, int], str] = {}  # grows only for multiply linked files
+        self._batch = _Batch()
+        self.files = 0
+
+    def restore_level(self, level: list[tuple[str, Node, bool]]) -> list[tuple[str, Node, bool]]:
+        """Create or plan the entries of ``level``'s directories; returns their subdirectories."""
+        next_level: list[tuple[str, Node, bool]] = []
+        for start in range(0, len(level), RESTORE_BATCH_DIRS):
+            group = level[start : start + RESTORE_BATCH_DIRS]
+            trees = load_trees(self._repo, [n.subtree for _, n, _ in group if n.subtree is not None], self._parallel)
+            for dir_path, dir_node, fresh in group:
+                self._abort.check()
+                for node in trees.get(dir_node.subtree or "", []):
+                    self._add_entry(dir_path, node, fresh, next_level)
+            del trees
+        return next_level
+
+    def _add_entry(self, dir_path: str, node: Node, fresh: bool, next_level: list[tuple[str, Node, bool]]) -> None:
+        path = os.path.join(dir_path, node.name)
+        if node.type == NODE_DIR:
+            next_level.append((path, node, create_dir(path, fresh=fresh)))
+            self.dirs.append((path, node))
+        elif node.type == NODE_FILE:
+            _plan_file(self._batch, path, node, dir_path, self._first_names, fresh=fresh, rules=self._rules)
+            if self._batch.files >= RESTORE_BATCH_FILES:
+                self.finish_batch()
+        elif _create_special(path, node, fresh=fresh):
+            self._batch.others.append((path, node, False))
+
+    def finish_batch(self) -> None:
+        """Write the batch's data, link its other names and set its files' metadata; start a new one."""
+        batch, self._batch = self._batch, _Batch()
+        progress = self._progress
         progress.add(total_bytes=batch.total_bytes, files_total=batch.files)
         _DataWriter(
-            repo,
+            self._repo,
             batch.plan,
-            parallel=parallel,
+            parallel=self._parallel,
             progress=progress,
-            abort=abort,
-            zero_fill=None if write_sparse else _zero_fill_file,
+            abort=self._abort,
+            zero_fill=None if self._write_sparse else _zero_fill_file,
             shard=batch.plan.shard_filesystem,
         ).run()
         for existing, path in batch.links:
@@ -411,34 +477,7 @@ def restore_filesystem(
                 if files_done % 256 == 0:
                     progress.add(files_done=256)
         progress.add(files_done=files_done % 256)
-        return batch.files + len(batch.links)
-
-    level = [(target, root, target_is_new)]  # (path, node, the directory was empty when we started)
-    while level:
-        next_level: list[tuple[str, Node, bool]] = []
-        for start in range(0, len(level), RESTORE_BATCH_DIRS):
-            group = level[start : start + RESTORE_BATCH_DIRS]
-            trees = load_trees(repo, [n.subtree for _, n, _ in group if n.subtree is not None], parallel)
-            for dir_path, dir_node, fresh in group:
-                abort.check()
-                for node in trees.get(dir_node.subtree or "", []):
-                    path = os.path.join(dir_path, node.name)
-                    if node.type == NODE_DIR:
-                        next_level.append((path, node, create_dir(path, fresh=fresh)))
-                        dirs.append((path, node))
-                    elif node.type == NODE_FILE:
-                        _plan_file(batch, path, node, dir_path, first_names, fresh=fresh, rules=rules)
-                        if batch.files >= RESTORE_BATCH_FILES:
-                            files += finish(batch)
-                            batch = _Batch()
-                    elif _create_special(path, node, fresh=fresh):
-                        batch.others.append((path, node, False))
-            del trees
-        level = next_level
-    files += finish(batch)
-    for path, node in reversed(dirs):  # breadth-first order reversed: deepest first, the root last
-        apply_metadata(path, node)
-    return RestoreStats(files=files, total_bytes=progress.total_bytes)
+        self.files += batch.files + len(batch.links)
 
 
 @dataclass

@@ -60,6 +60,7 @@ from jobs.kube import decisions
 from jobs.kube.env import JobEnv
 from jobs.kube.progress import ProgressReporter
 from jobs.kube.status import CRStatus, rfc3339_now
+from jobs.repository.maintenance import prune
 from jobs.repository.repository import Repository
 
 log = logging.getLogger("snapmover.job")
@@ -348,7 +349,7 @@ def run_maintenance() -> int:
         log.info("no repository yet: nothing to maintain")
         return ExitCode.OK
     try:
-        stats = repo.prune()
+        stats = prune(repo)
     finally:
         repo.close()
     log.info("maintenance done: %s", " ".join(f"{k}={v}" for k, v in vars(stats).items()))

@@ -24,11 +24,12 @@ from itertools import chain
 from typing import Final
 
 from jobs.errors import IntegrityError, MoverError, ObjectNotFoundError
+from jobs.repository.config import DATA_PREFIX, read_config
 from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index
 from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
-from jobs.repository.packs import KIND_TREE, decode_pack_header, open_blob
-from jobs.repository.repository import DATA_PREFIX, Repository, read_config
+from jobs.repository.packs import KIND_TREE, BlobData, decode_pack_header, open_blob
+from jobs.repository.repository import Repository
 from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX
 from jobs.repository.tree import decode_tree, referenced_ids
 
@@ -110,18 +111,7 @@ def walk_trees(
         trees.add(bytes.fromhex(r))
     while queue:
         batch, queue = queue[:TREE_BATCH], queue[TREE_BATCH:]
-        try:
-            loaded = list(repo.load_blobs(batch, parallel=4))
-        except MoverError:
-            if on_error is None:
-                raise
-            loaded = []
-            for tid in batch:
-                try:
-                    loaded.append((tid, repo.load_blob(tid)))
-                except MoverError as e:
-                    on_error(tid, str(e))
-        for _tid, raw in loaded:
+        for _tid, raw in _load_trees(repo, batch, on_error):
             for kind, cid_hex in referenced_ids(decode_tree(raw)):
                 cid = bytes.fromhex(cid_hex)
                 if kind == "tree":
@@ -130,6 +120,25 @@ def walk_trees(
                 else:
                     data.add(cid)
     return trees, data
+
+
+def _load_trees(
+    repo: Repository, batch: list[str], on_error: Callable[[str, str], None] | None
+) -> list[tuple[str, BlobData]]:
+    """The trees of ``batch``, in one bulk load; when that fails and ``on_error`` is given, one by
+    one, each damaged or missing tree reported to it and left out."""
+    try:
+        return list(repo.load_blobs(batch, parallel=4))
+    except MoverError:
+        if on_error is None:
+            raise
+    loaded = []
+    for tid in batch:
+        try:
+            loaded.append((tid, repo.load_blob(tid)))
+        except MoverError as e:
+            on_error(tid, str(e))
+    return loaded
 
 
 def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[list[tuple[bytes, Location]]]:
@@ -157,60 +166,83 @@ def prune(repo: Repository) -> PruneStats:
             )
         stats.snapshots = len(snapshots)
         trees, data = walk_trees(repo, (s.root for s in snapshots))
-        index = repo.index
-        by_pack = index.records_by_pack()
         stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
-
-        keep = array("I")  # record numbers of the blobs of fully used packs
-        delete: list[str] = [name for name in stored if name not in by_pack]  # orphans of crashed uploads
-        repack: list[tuple[str, array[int]]] = []
-        for pack, records in by_pack.items():
-            live = array("I", (r for r in records if trees.has_record(r) or data.has_record(r)))
-            if not live:
-                delete.append(pack)
-            elif len(live) < len(records):
-                repack.append((pack, live))
-            else:
-                keep.extend(live)
-                stats.packs_kept += 1
-            stats.blobs_removed += len(records) - len(live)
-        del by_pack
-
-        for pack, live in repack:
-            raw = repo.storage.get(pack)
-            view = memoryview(raw)
-            for r in live:
-                cid, loc = index.entry(r)
-                sealed = view[loc.offset : loc.offset + loc.length]
-                open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
-                repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
-        new_entries = repo.flush_packs()
-        stats.packs_repacked = len(repack)
-
-        # The new index keeps recording every snapshot but the forgotten ones (manifest gone and a
-        # tombstone says so); a manifest that vanished without a tombstone stays recorded, so check
-        # keeps reporting it (so does a tombstone that does not authenticate: it drops nothing).
-        # Tombstones of dropped ids go once the new index is written.
-        present = {s.id for s in snapshots}
-        forgotten, _damaged = repo.forgotten_snapshots()
-        dropped = forgotten - present
-        carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
-        old_index = list(repo.index_files)
-        all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
-        entries = chain((index.entry(r) for r in keep), new_entries)
-        for n, chunk in enumerate(_chunks(entries, INDEX_ENTRIES_PER_FILE)):
-            repo.write_index(chunk, supersedes=all_old, snapshots=carried if n == 0 else None)
-        for name in all_old:
-            repo.storage.delete(name)
-        for sid in sorted(dropped):
-            repo.storage.delete(FORGOTTEN_PREFIX + sid)
-        stats.index_files_replaced = len(old_index)
-        for name in delete + [p for p, _ in repack]:
+        plan = _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats)
+        new_entries = _repack(repo, plan.repack)
+        stats.packs_repacked = len(plan.repack)
+        stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, plan.keep, new_entries)
+        for name in plan.delete + [p for p, _ in plan.repack]:
             stats.bytes_freed += stored.get(name, 0)
             repo.storage.delete(name)
-        stats.packs_deleted = len(delete)
+        stats.packs_deleted = len(plan.delete)
         repo.reload_index()
     return stats
+
+
+@dataclass
+class _PrunePlan:
+    """What prune does with each pack: keep it whole, repack its live blobs, or delete it."""
+
+    keep: array[int] = field(default_factory=lambda: array("I"))  # record numbers of fully used packs' blobs
+    delete: list[str] = field(default_factory=list)
+    repack: list[tuple[str, array[int]]] = field(default_factory=list)  # (pack, its live records)
+
+
+def _plan_prune(index: Index, stored: dict[str, int], live: Callable[[int], bool], stats: PruneStats) -> _PrunePlan:
+    """Sort the ``stored`` packs by how many of their blobs (index records) are ``live``."""
+    by_pack = index.records_by_pack()
+    plan = _PrunePlan(delete=[name for name in stored if name not in by_pack])  # orphans of crashed uploads
+    for pack, records in by_pack.items():
+        used = array("I", (r for r in records if live(r)))
+        if not used:
+            plan.delete.append(pack)
+        elif len(used) < len(records):
+            plan.repack.append((pack, used))
+        else:
+            plan.keep.extend(used)
+            stats.packs_kept += 1
+        stats.blobs_removed += len(records) - len(used)
+    return plan
+
+
+def _repack(repo: Repository, repack: list[tuple[str, array[int]]]) -> list[tuple[bytes, Location]]:
+    """Copy the live blobs of partly used packs into new packs; returns the new packs' entries."""
+    index = repo.index
+    for pack, live in repack:
+        raw = repo.storage.get(pack)
+        view = memoryview(raw)
+        for r in live:
+            cid, loc = index.entry(r)
+            sealed = view[loc.offset : loc.offset + loc.length]
+            open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
+            repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
+    return repo.flush_packs()
+
+
+def _replace_index(
+    repo: Repository, present: set[str], keep: array[int], new_entries: list[tuple[bytes, Location]]
+) -> int:
+    """Write the new index files superseding every old one, then delete the old ones and the
+    dropped snapshots' tombstones; returns how many index files were in use before.
+
+    The new index keeps recording every snapshot but the forgotten ones (manifest gone and a
+    tombstone says so); a manifest that vanished without a tombstone stays recorded, so check
+    keeps reporting it (so does a tombstone that does not authenticate: it drops nothing).
+    Tombstones of dropped ids go once the new index is written."""
+    index = repo.index
+    forgotten, _damaged = repo.forgotten_snapshots()
+    dropped = forgotten - present
+    carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
+    in_use = len(repo.index_files)
+    all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
+    entries = chain((index.entry(r) for r in keep), new_entries)
+    for n, chunk in enumerate(_chunks(entries, INDEX_ENTRIES_PER_FILE)):
+        repo.write_index(chunk, supersedes=all_old, snapshots=carried if n == 0 else None)
+    for name in all_old:
+        repo.storage.delete(name)
+    for sid in sorted(dropped):
+        repo.storage.delete(FORGOTTEN_PREFIX + sid)
+    return in_use
 
 
 def _check_recorded_snapshots(repo: Repository, report: CheckReport) -> None:
@@ -230,6 +262,17 @@ def _check_recorded_snapshots(repo: Repository, report: CheckReport) -> None:
 def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
     """Verify structure (and with ``read_data`` every byte); returns the problems found."""
     report = CheckReport()
+    _check_config_keys_and_locks(repo, report)
+    stored, records_by_pack = _check_index(repo, report)
+    _check_snapshots(repo, report)
+    _check_recorded_snapshots(repo, report)
+    _check_unindexed_packs([pack for pack in stored if pack not in records_by_pack], report)
+    if read_data:
+        _read_all_packs(repo, stored, records_by_pack, report)
+    return report
+
+
+def _check_config_keys_and_locks(repo: Repository, report: CheckReport) -> None:
     storage = repo.storage
     try:
         read_config(storage, repo.keys)
@@ -248,7 +291,11 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
         except MoverError as e:
             report.errors.append(str(e))
 
-    # Index files, then every index entry against the packs that exist.
+
+def _check_index(repo: Repository, report: CheckReport) -> tuple[dict[str, int], dict[str, array[int]]]:
+    """Index files, then every index entry against the packs that exist; returns (stored pack ->
+    size, pack -> its index records)."""
+    storage = repo.storage
     for obj in storage.list(INDEX_PREFIX):
         try:
             decode_index(repo.keys.encryption, obj.name, storage.get(obj.name))
@@ -268,14 +315,17 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
         end = max(loc.offset + loc.length for _, loc in map(index.entry, records))
         if end > size:
             report.errors.append(f"pack {pack} is truncated ({size} bytes, the index needs {end})")
-    unindexed = [pack for pack in stored if pack not in records_by_pack]
+    return stored, records_by_pack
 
-    # Snapshots and their trees.
+
+def _check_snapshots(repo: Repository, report: CheckReport) -> None:
+    """Every snapshot's manifest and trees, and that its data blobs are indexed."""
     snapshots = repo.list_snapshots()
     report.snapshots = len(snapshots)
     report.errors.extend(
         f"{name} is damaged and was skipped" for name in repo.damaged if name.startswith(SNAPSHOTS_PREFIX)
     )
+    index = repo.index
     for snap in snapshots:
         problems: list[str] = []
 
@@ -292,18 +342,15 @@ def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
             problems.append(f"{len(missing)} data blobs are in no index (e.g. {missing[0].hex()[:16]})")
         report.errors.extend(f"snapshot {snap.id[:16]}: {p}" for p in problems)
 
-    _check_recorded_snapshots(repo, report)
 
-    # Unindexed packs are normal after an interrupted upload, but a damage when snapshots miss blobs.
+def _check_unindexed_packs(unindexed: list[str], report: CheckReport) -> None:
+    """Unindexed packs are normal after an interrupted upload, but a damage when snapshots miss blobs."""
     blobs_missing = any("in no index" in e for e in report.errors)
     for pack in unindexed:
         if blobs_missing:
             report.errors.append(f"pack {pack} is in no index file: an index file was lost (snapshots miss blobs)")
         else:
             report.warnings.append(f"pack {pack} is not referenced by any index (left by an interrupted upload)")
-    if read_data:
-        _read_all_packs(repo, stored, records_by_pack, report)
-    return report
 
 
 def _read_all_packs(

@@ -15,7 +15,7 @@ Contract every implementation keeps (and every caller may rely on):
   the caller's (reused) buffer does so (``file://``), the others return a fresh object.
 * ``list`` yields every object under a prefix, however many (pagination is internal).
 * ``delete`` is idempotent: deleting a missing object succeeds.
-* ``put_aligned`` stores the first ``length`` bytes of an :class:`AlignedBuffer`; a backend that
+* ``put_aligned`` stores the first ``length`` bytes of an :class:`~jobs.direct_io.AlignedBuffer`; a backend that
   can write page-aligned memory without copying it (``file://`` with ``O_DIRECT``) overrides it,
   the others store ``buffer.view[:length]`` through ``put``.
 * All methods are thread safe. Transient failures raise
@@ -25,52 +25,11 @@ Contract every implementation keeps (and every caller may rely on):
 
 from __future__ import annotations
 
-import contextlib
-import mmap
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
 
-PAGE_BYTES: Final = mmap.PAGESIZE
-
-
-def round_up(n: int, multiple: int) -> int:
-    """``n`` rounded up to a multiple of ``multiple``."""
-    return -(-n // multiple) * multiple
-
-
-class AlignedBuffer:
-    """A writable, page-aligned buffer (anonymous memory map) that outlives many uses.
-
-    Packs are assembled in these so that blobs are encrypted straight into the bytes that are
-    stored, and so that ``file://`` can write them with ``O_DIRECT``: the mapping is rounded up to
-    whole pages, so a write padded to the next page boundary stays inside it.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._map = mmap.mmap(-1, round_up(max(1, capacity), PAGE_BYTES))
-        self.view = memoryview(self._map)
-
-    @property
-    def capacity(self) -> int:
-        """Usable bytes (whole pages)."""
-        return len(self._map)
-
-    @property
-    def unmapped(self) -> bool:
-        """True once :meth:`close` has unmapped the memory (False while a view of it is held)."""
-        return self._map.closed
-
-    def close(self) -> None:
-        """Unmap the memory; the buffer must not be used afterwards.
-
-        A view of it that someone else still holds (a library's retried request kept alive by
-        an exception's traceback until the garbage collector runs) makes an immediate unmap
-        impossible; the mapping is then freed with that last view instead of failing the job."""
-        self.view.release()
-        with contextlib.suppress(BufferError):  # else unmapped when the last outstanding view is collected
-            self._map.close()
+from jobs.direct_io import AlignedBuffer
 
 
 @dataclass(frozen=True)

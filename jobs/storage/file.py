@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from jobs.direct_io import PAGE_BYTES, AlignedBuffer, round_up, set_direct
 from jobs.errors import (
     ObjectExistsError,
     ObjectNotFoundError,
@@ -26,7 +26,7 @@ from jobs.errors import (
     StorageUnavailableError,
     UsageError,
 )
-from jobs.storage.base import PAGE_BYTES, AlignedBuffer, ObjectInfo, Storage, round_up
+from jobs.storage.base import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class FileStorage(Storage):
         padded = round_up(length, PAGE_BYTES)
         if self._direct_io and padded <= buffer.capacity:
             try:
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+                set_direct(fd, True)
                 _write_all(fd, buffer.view[:padded])  # whole pages, then cut back to the real length
                 os.ftruncate(fd, length)
                 return
@@ -117,7 +117,7 @@ class FileStorage(Storage):
                     raise
                 self._direct_io = False  # this filesystem refuses O_DIRECT (or its alignment): buffered from now on
                 log.debug("storage: O_DIRECT refused on %s; using buffered writes", self._root)
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                set_direct(fd, False)
                 os.ftruncate(fd, 0)
                 os.lseek(fd, 0, os.SEEK_SET)
         _write_all(fd, buffer.view[:length])

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from jobs.direct_io import AlignedBuffer
 from jobs.errors import MoverError, StorageUnavailableError
-from jobs.storage.base import AlignedBuffer, ObjectInfo, Storage
+from jobs.storage.base import ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

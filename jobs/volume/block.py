@@ -3,7 +3,7 @@
 The engine reads a block source in fixed blocks from several threads at once (``os.preadv`` via
 :func:`jobs.volume.source.read_at`) and writes a restore target with ``os.pwrite``. A target can
 be a regular file (an image: truncated to the snapshot size, so unwritten zero blocks stay holes)
-or a device node. Whole-page writes go through a second descriptor opened with ``O_DIRECT`` (copied
+or a device node. Whole-page writes go ``O_DIRECT`` (:class:`jobs.direct_io.DirectTarget`: copied
 into a page-aligned buffer per writer thread): no copy into the page cache and no contention on the
 file's lock between writers; where ``O_DIRECT`` is refused they use the page cache like the rest.
 A device is not known to read as zeros, so zero runs are zeroed there with the
@@ -17,17 +17,15 @@ import fcntl
 import os
 import stat
 import struct
-import threading
 from typing import Final
 
+from jobs.direct_io import DirectTarget
 from jobs.errors import VolumeIOError
-from jobs.storage.base import PAGE_BYTES, AlignedBuffer
 from jobs.volume.source import open_for_read
-from jobs.volume.target import open_direct, open_for_write, write_at, write_direct, write_zeros
+from jobs.volume.target import open_for_write, write_zeros
 
 BLKZEROOUT: Final = 0x127F  # _IO(0x12, 127): zero a byte range of a block device
 SECTOR_BYTES: Final = 512
-BOUNCE_BYTES: Final = 1024 * 1024  # the default block size: one bounce buffer per writer thread
 
 
 class BlockSource:
@@ -78,31 +76,11 @@ class BlockTarget:
                 os.ftruncate(self.fd, size)  # after O_TRUNC: every block reads as zero (a hole)
             except OSError as e:
                 raise VolumeIOError(f"{path}: cannot create image file: {e.strerror}") from e
-        self._direct_fd: int | None = open_direct(path)
-        self._local = threading.local()
-        self._bounce: list[AlignedBuffer] = []
-        self._bounce_lock = threading.Lock()
+        self._writes = DirectTarget(self.path, self.fd)  # errors name the path as given
 
     def write(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         """Write ``data`` at ``offset`` (thread safe); ``O_DIRECT`` when both are whole pages."""
-        n = len(data)
-        fd = self._direct_fd
-        if fd is None or offset % PAGE_BYTES or n % PAGE_BYTES:
-            write_at(self.fd, data, offset, path=self.path)
-            return
-        done = write_direct(fd, data, offset, self._bounce_view(n), path=self.path)
-        if done < n:
-            self._direct_fd = None  # refused after all (alignment of this device): the page cache from now on
-            write_at(self.fd, memoryview(data)[done:], offset + done, path=self.path)
-
-    def _bounce_view(self, n: int) -> memoryview:
-        buffer: AlignedBuffer | None = getattr(self._local, "buffer", None)
-        if buffer is None or buffer.capacity < n:
-            buffer = AlignedBuffer(max(n, BOUNCE_BYTES))
-            self._local.buffer = buffer
-            with self._bounce_lock:
-                self._bounce.append(buffer)
-        return buffer.view[:n]
+        self._writes.write(data, offset)
 
     @property
     def needs_zeroing(self) -> bool:
@@ -127,7 +105,4 @@ class BlockTarget:
             raise VolumeIOError(f"{self.path}: cannot flush: {e.strerror}") from e
         finally:
             os.close(self.fd)
-            if self._direct_fd is not None:
-                os.close(self._direct_fd)
-            for buffer in self._bounce:
-                buffer.close()
+            self._writes.close()

@@ -13,8 +13,9 @@ import json
 import shutil
 from pathlib import Path
 
+from jobs.repository.config import MiB
 from jobs.repository.crypto import KdfParams
-from jobs.repository.repository import MiB, Repository
+from jobs.repository.repository import Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.repository.tree import NODE_DIR, NODE_FILE, NODE_SYMLINK, Node, encode_tree
 from jobs.storage.file import FileStorage

@@ -20,6 +20,7 @@ import pytest
 from jobs.contract import TAG_SOURCE_NAMESPACE, TAG_SOURCE_PVC
 from jobs.engine.api import DataPathOptions, backup, init_repository, open_repository, restore
 from jobs.errors import CanceledError
+from jobs.repository.maintenance import check
 from jobs.repository.repository import Repository
 from jobs.volume.source import bytes_read_total
 from tests.unit.jobs.volume.treecompare import (
@@ -60,7 +61,7 @@ def test_filesystem_round_trip_is_faithful(repo: Repository, tmp_path: Path) -> 
     assert restored.snapshot_id == result.snapshot_id
     assert compare_trees(src, target) == []
     assert allocated_bytes(target / "sparse.img") < MiB
-    assert repo.check(read_data=True).errors == []
+    assert check(repo, read_data=True).errors == []
 
 
 def test_unchanged_second_upload_adds_under_one_percent(repo: Repository, tmp_path: Path) -> None:
@@ -196,6 +197,6 @@ def test_cancel_writes_no_snapshot_and_leaves_the_repository_consistent(repo: Re
     with pytest.raises(CanceledError):
         backup(repo, src, options=OPTIONS, cancel=cancel)
     assert repo.list_snapshots() == []
-    assert repo.check(read_data=True).errors == []
+    assert check(repo, read_data=True).errors == []
     result = backup(repo, src, options=OPTIONS)  # the lock was released
     assert result.snapshot_id

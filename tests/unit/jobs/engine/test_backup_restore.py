@@ -92,7 +92,7 @@ def test_large_files_are_restored_through_o_direct_exactly(
 ) -> None:
     """Files of DIRECT_FILE_BYTES and more get their whole pages written with O_DIRECT (chunk
     edges buffered): bytes, holes, size and times come out as they went in."""
-    import jobs.engine.restore as restore_module
+    import jobs.direct_io as direct_io
 
     src = tmp_path / "src"
     src.mkdir()
@@ -103,13 +103,13 @@ def test_large_files_are_restored_through_o_direct_exactly(
     repo = FakeRepository()
     stats, _ = run_backup(repo, src)
     calls = [0]
-    real = restore_module.write_split
+    real = direct_io.write_split
 
     def counted(*args: object, **kwargs: object) -> bool:
         calls[0] += 1
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(restore_module, "write_split", counted)
+    monkeypatch.setattr(direct_io, "write_split", counted)
     target = tmp_path / "restored"
     run_restore(repo, stats.root, target, write_sparse=sparse)
     assert calls[0] >= 20  # every chunk of both large files
@@ -483,7 +483,7 @@ def test_files_created_with_their_final_mode_skip_the_chmod(tmp_path: Path, monk
 
 def test_a_failing_queued_direct_write_fails_the_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An O_DIRECT write runs on its writer's I/O thread; its error still fails the restore."""
-    import jobs.volume.target as target_module
+    import jobs.direct_io as direct_io
 
     src = tmp_path / "src"
     src.mkdir()
@@ -494,6 +494,6 @@ def test_a_failing_queued_direct_write_fails_the_restore(tmp_path: Path, monkeyp
     def failing(*_args: object, path: str, **_kwargs: object) -> int:
         raise VolumeIOError(f"{path}: cannot write at offset 0: No space left on device")
 
-    monkeypatch.setattr(target_module, "pwrite_direct", failing)
+    monkeypatch.setattr(direct_io, "pwrite_direct", failing)
     with pytest.raises(VolumeIOError, match="No space left on device"):
         run_restore(repo, stats.root, tmp_path / "out")

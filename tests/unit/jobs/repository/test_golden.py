@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs.errors import WrongPasswordError
+from jobs.repository.maintenance import check
 from jobs.repository.repository import Repository
 from jobs.repository.tree import NODE_FILE, decode_tree, encode_tree
 from jobs.storage.file import FileStorage
@@ -32,7 +33,7 @@ def golden(tmp_path: Path) -> Repository:
 def test_golden_repository_opens_and_verifies(golden: Repository) -> None:
     assert golden.id == EXPECTED["repository_id"]
     assert golden.config.version == 1
-    assert golden.check(read_data=True).errors == []
+    assert check(golden, read_data=True).errors == []
 
 
 def test_golden_ids_trees_and_bytes(golden: Repository) -> None:

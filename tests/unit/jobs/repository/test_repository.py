@@ -16,7 +16,9 @@ from jobs.errors import (
     RepositoryNotFoundError,
     WrongPasswordError,
 )
+from jobs.repository.config import MiB
 from jobs.repository.crypto import KdfParams
+from jobs.repository.maintenance import check, prune
 from jobs.repository.packs import (
     FLAG_RAW,
     FLAG_SNAPPY,
@@ -27,9 +29,10 @@ from jobs.repository.packs import (
     seal_blob_into,
     sealed_blob_length,
 )
-from jobs.repository.repository import OPEN_PACKS, PACKS_IN_FLIGHT, MiB, Repository
+from jobs.repository.repository import Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.repository.tree import NODE_DIR, NODE_FILE, Node, decode_tree, encode_tree
+from jobs.repository.writer import OPEN_PACKS, PACKS_IN_FLIGHT
 from jobs.storage.base import AlignedBuffer
 from jobs.storage.file import FileStorage
 
@@ -101,7 +104,7 @@ def test_concurrent_add_flush_and_reload(tmp_path: Path) -> None:
     assert got == {cid: data for cid, data in zip(ids, chunks, strict=True)}
     assert reopened.load_blob(ids[-1]) == chunks[-1]
     assert len(list(storage.list("data/"))) >= 3  # several packs at 1 MiB target
-    assert reopened.check(read_data=True).errors == []
+    assert check(reopened, read_data=True).errors == []
 
 
 def test_packs_hold_tiny_oversized_and_torn_blobs_correctly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +121,7 @@ def test_packs_hold_tiny_oversized_and_torn_blobs_correctly(tmp_path: Path, monk
     # the tiny blobs are split at about the target (a pack closes at the first blob reaching it)
     assert max(sizes) > 12 * MiB and sum(1 for s in sizes if s <= MiB + 1024) >= 3
 
-    import jobs.repository.repository as module
+    import jobs.repository.writer as module
 
     def torn(*_args: object) -> None:
         raise OSError("simulated failure while sealing")
@@ -138,7 +141,7 @@ def test_packs_hold_tiny_oversized_and_torn_blobs_correctly(tmp_path: Path, monk
         huge_id: huge,
     }
     assert reopened.load_blob(repo.chunk_id(lost)) == lost
-    assert reopened.check(read_data=True).errors == []
+    assert check(reopened, read_data=True).errors == []
 
 
 def test_load_blobs_results_stay_intact_while_read_buffers_are_reused(tmp_path: Path) -> None:
@@ -187,7 +190,7 @@ def test_pack_buffers_in_use_stay_bounded_while_uploads_are_slow(tmp_path: Path)
     storage = SlowStorage(tmp_path / "repo")
     Repository.init(storage, PASSWORD, kdf_params=FAST_KDF, pack_target_bytes=1 * MiB)
     repo = Repository.open(storage, PASSWORD, upload_parallel=2)
-    pool = repo._buffers  # the bound under test
+    pool = repo._writer._buffers  # the bound under test
     in_use, peak, lock = [0], [0], threading.Lock()
     take, give = pool.try_take, pool.give
 
@@ -258,10 +261,10 @@ def test_flipping_a_byte_in_any_object_is_detected_and_named(tmp_path: Path) -> 
             except (IntegrityError, WrongPasswordError) as e:
                 assert name in str(e) or name.startswith("keys/"), (name, str(e))
             else:
-                errors = opened.check(read_data=True).errors
+                errors = check(opened, read_data=True).errors
                 assert any(name in err for err in errors), (name, position, errors)
             storage.put(name, original)
-    assert Repository.open(storage, PASSWORD).check(read_data=True).errors == []
+    assert check(Repository.open(storage, PASSWORD), read_data=True).errors == []
 
 
 def test_load_blob_refuses_corrupt_data(tmp_path: Path) -> None:
@@ -284,13 +287,13 @@ def test_forget_and_prune_free_space(tmp_path: Path) -> None:
     keep = snaps[-1]
     one_snapshot_bytes = 3 * 700_000
     repo.forget(snaps[:-1])
-    stats = repo.prune()
+    stats = prune(repo)
     assert stats.packs_deleted + stats.packs_repacked > 0
     total = sum(o.size for o in storage.list())
     assert total <= 1.1 * one_snapshot_bytes, total
     reopened = Repository.open(storage, PASSWORD)
     assert [s.id for s in reopened.list_snapshots()] == [keep]
-    assert reopened.check(read_data=True).errors == []
+    assert check(reopened, read_data=True).errors == []
     (top,) = decode_tree(reopened.load_blob(reopened.find_snapshot(keep).root))
     assert top.subtree is not None
     restored = {
@@ -304,15 +307,15 @@ def test_a_deleted_manifest_is_reported_a_forgotten_one_is_not(tmp_path: Path) -
     storage, repo = new_repo(tmp_path)
     old, kept, lost = (snapshot_of(repo, {"f": os.urandom(50_000)}) for _ in range(3))
     repo.forget([old])
-    assert storage.exists(f"forgotten/{old}") and repo.check().errors == []
+    assert storage.exists(f"forgotten/{old}") and check(repo).errors == []
     storage.delete(f"snapshots/{lost}")  # behind the repository's back
-    (error,) = repo.check().errors
+    (error,) = check(repo).errors
     assert f"snapshots/{lost}" in error and "never forgotten" in error
-    repo.prune()  # drops the forgotten snapshot's record and tombstone, keeps the lost one's record
+    prune(repo)  # drops the forgotten snapshot's record and tombstone, keeps the lost one's record
     assert not storage.exists(f"forgotten/{old}")
     reopened = Repository.open(storage, PASSWORD)
     assert set(reopened.recorded_snapshots) == {kept, lost}
-    (error,) = reopened.check().errors
+    (error,) = check(reopened).errors
     assert f"snapshots/{lost}" in error
 
 
@@ -324,10 +327,10 @@ def test_a_forged_or_damaged_tombstone_is_damage(tmp_path: Path) -> None:
     storage.put(f"forgotten/{sid}", storage.get(f"forgotten/{other}"))  # a tombstone moved to another id
     storage.delete(f"snapshots/{sid}")
     for _ in range(2):  # a prune in between must not take the moved tombstone for a real one
-        errors = repo.check().errors
+        errors = check(repo).errors
         assert any(f"forgotten/{sid} is damaged" in e for e in errors)
         assert any(f"snapshots/{sid} is missing" in e for e in errors)
-        repo.prune()
+        prune(repo)
 
 
 def test_prune_keeps_shared_blobs(tmp_path: Path) -> None:
@@ -336,11 +339,11 @@ def test_prune_keeps_shared_blobs(tmp_path: Path) -> None:
     first = snapshot_of(repo, {"a": shared, "b": os.urandom(200_000)})
     second = snapshot_of(repo, {"a": shared})
     repo.forget([first])
-    repo.prune()
+    prune(repo)
     reopened = Repository.open(storage, PASSWORD)
     assert reopened.find_snapshot(second[:8]).id == second
     assert reopened.load_blob(reopened.chunk_id(shared)) == shared
-    assert reopened.check(read_data=True).errors == []
+    assert check(reopened, read_data=True).errors == []
 
 
 def test_exclusive_lock_conflicts_with_shared(tmp_path: Path) -> None:
@@ -377,7 +380,7 @@ def test_concurrent_inits_leave_one_working_repository(tmp_path: Path) -> None:
     assert outcomes.count("created") == 1
     repo = Repository.open(storage, PASSWORD)
     snapshot_of(repo, {"f": b"data after a racy init"})
-    assert Repository.open(storage, PASSWORD).check(read_data=True).errors == []
+    assert check(Repository.open(storage, PASSWORD), read_data=True).errors == []
 
 
 def test_a_stray_key_for_another_config_is_skipped(tmp_path: Path) -> None:
@@ -392,15 +395,15 @@ def test_a_stray_key_for_another_config_is_skipped(tmp_path: Path) -> None:
 def test_uploaded_blobs_are_indexed_in_bounded_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Entries waiting for an index file are bounded: with a 1 MiB pack target and a limit of 20
     # entries, index files appear before the flush, and a reopened repository finds every blob.
-    monkeypatch.setattr("jobs.repository.repository.UNINDEXED_MAX_ENTRIES", 20)
+    monkeypatch.setattr("jobs.repository.writer.UNINDEXED_MAX_ENTRIES", 20)
     storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
     chunks = [os.urandom(30_000) for _ in range(200)]
     ids = [store(repo, "data", c) for c in chunks]
-    repo._wait_uploads()  # the packs filled so far are uploaded (their index files with them)
+    repo._writer._wait_uploads()  # the packs filled so far are uploaded (their index files with them)
     written_before_flush = len(list(storage.list("index/")))
     repo.flush()
     assert written_before_flush >= 2
     reopened = Repository.open(storage, PASSWORD)
     assert len(reopened.index) == len(chunks)
     assert dict(reopened.load_blobs(ids, parallel=2)) == dict(zip(ids, chunks, strict=True))
-    assert reopened.check(read_data=True).errors == []
+    assert check(reopened, read_data=True).errors == []

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from jobs.direct_io import write_at
 from jobs.errors import VolumeIOError
 from jobs.volume.block import BlockSource, BlockTarget
 from jobs.volume.metadata import NODE_FIFO, NODE_SYMLINK
-from jobs.volume.target import create_dir, create_file, create_hardlink, create_special, open_for_write, write_at
+from jobs.volume.target import create_dir, create_file, create_hardlink, create_special, open_for_write
 from tests.unit.jobs.volume.treecompare import MiB, allocated_bytes, write_sparse
 
 
@@ -134,14 +135,14 @@ def test_block_target_writes_from_many_threads_with_and_without_o_direct(
     refused) the page cache; either way the image holds exactly what was written."""
     import threading
 
-    import jobs.volume.block as block
+    import jobs.direct_io as direct_io
 
     if not direct:
-        monkeypatch.setattr(block, "open_direct", lambda _path: None)
+        monkeypatch.setattr(direct_io, "open_direct", lambda _path: None)
     img = tmp_path / "out.img"
     size = 16 * MiB + 1234
     target = BlockTarget(str(img), size, write_sparse=True)
-    assert (target._direct_fd is not None) == direct or not direct  # the filesystem may refuse it
+    assert target._writes.direct == direct or not direct  # the filesystem may refuse it
     pieces = [(i * MiB, os.urandom(MiB)) for i in range(0, 16, 2)] + [(16 * MiB, os.urandom(1234)), (MiB + 7, b"odd")]
     threads = [threading.Thread(target=target.write, args=(data, offset)) for offset, data in pieces]
     for t in threads:
@@ -154,119 +155,3 @@ def test_block_target_writes_from_many_threads_with_and_without_o_direct(
         expected[offset : offset + len(data)] = data
     assert img.read_bytes() == bytes(expected)
     assert allocated_bytes(img) < 10 * MiB  # the odd blocks stayed holes
-
-
-@pytest.mark.parametrize("refused", [False, True])
-def test_write_split_sends_whole_pages_direct_and_page_edges_buffered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool
-) -> None:
-    """Unaligned chunks back to back (as a restore writes them): the file holds exactly the data,
-    whether O_DIRECT takes the middles or is refused (EINVAL) and everything goes buffered."""
-    import errno
-    import random
-    from itertools import pairwise
-
-    import jobs.volume.target as target_module
-    from jobs.volume.target import DIRECT_MIN_BYTES, DirectWrites, open_direct, write_split
-
-    path = tmp_path / "file"
-    size = 9 * MiB + 321
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.ftruncate(fd, size)
-    direct_fd = open_direct(str(path))
-    assert direct_fd is not None  # tmp_path is on a filesystem with O_DIRECT here
-    real_pwrite = os.pwrite
-    direct_bytes = [0]
-
-    def pwrite(f: int, data: memoryview, offset: int) -> int:
-        if f == direct_fd:
-            if refused:
-                raise OSError(errno.EINVAL, "Invalid argument")
-            direct_bytes[0] += len(data)
-        return real_pwrite(f, data, offset)
-
-    monkeypatch.setattr(target_module.os, "pwrite", pwrite)
-    expected = os.urandom(size)
-    rng = random.Random(7)
-    cuts = sorted({0, size, *(rng.randrange(size) for _ in range(12)), 5000, 5000 + DIRECT_MIN_BYTES - 1})
-    # chunks larger than 1 MiB go in pieces; a buffer for every piece (at most one per MiB plus
-    # one per cut), so none finds them all in flight: a busy device sends a piece to the page
-    # cache, and the count below would depend on timing
-    direct = DirectWrites(size // MiB + len(cuts) + 1, MiB)
-    for a, b in pairwise(cuts):
-        write_split(fd, direct_fd, expected[a:b], a, direct, path=str(path))
-    direct.close()  # waits for the queued writes
-    os.close(direct_fd)
-    os.close(fd)
-    assert path.read_bytes() == expected
-    assert direct.refused == ({str(path)} if refused else set())
-    assert (direct_bytes[0] > MiB) is not refused
-
-
-def test_a_failed_queued_direct_write_is_raised_to_the_writer(tmp_path: Path) -> None:
-    from jobs.volume.target import DirectWrites
-
-    path = tmp_path / "file"
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    direct = DirectWrites(1, MiB)
-    direct.submit(fd, 987654, memoryview(bytes(MiB)), 0, path=str(path))  # not an open descriptor
-    with pytest.raises(VolumeIOError, match="cannot write at offset 0"):
-        direct.drain()
-    direct.close()  # the error was raised once; closing is clean
-    os.close(fd)
-
-
-def test_copy_released_copies_every_kind_of_chunk_buffer() -> None:
-    from jobs.storage.base import AlignedBuffer
-    from jobs.volume.target import copy_released
-
-    bounce = AlignedBuffer(64 * 1024)
-    stored = bytes(range(256)) * 64  # a stored chunk: a read-only view past the flag byte
-    for src in (memoryview(b"\x00" + stored)[1:], bytearray(stored[:5000]), stored[:1]):
-        copy_released(bounce.view[: len(src)], src)
-        assert bytes(bounce.view[: len(src)]) == bytes(src)
-    with pytest.raises(ValueError, match="into a 10-byte buffer"):
-        copy_released(bounce.view[:10], stored[:11])
-    with pytest.raises(BufferError):
-        copy_released(memoryview(stored), stored[:1])  # a read-only destination
-    bounce.close()
-
-
-def test_while_the_device_is_busy_write_split_uses_the_page_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With its only bounce buffer in flight, a second chunk is written through the page cache
-    at once (not queued behind the device); both land exactly."""
-    import threading
-
-    import jobs.volume.target as target_module
-    from jobs.volume.target import DirectWrites, open_direct, write_split
-
-    path = tmp_path / "file"
-    size = 4 * MiB
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.ftruncate(fd, size)
-    direct_fd = open_direct(str(path))
-    assert direct_fd is not None
-    device_busy = threading.Event()
-    real_pwrite = os.pwrite
-    routes: list[tuple[str, int]] = []
-
-    def pwrite(f: int, data: memoryview, offset: int) -> int:
-        if f == direct_fd:
-            assert device_busy.wait(10)  # held until the second chunk is written
-        routes.append(("direct" if f == direct_fd else "cache", offset))
-        return real_pwrite(f, data, offset)
-
-    monkeypatch.setattr(target_module.os, "pwrite", pwrite)
-    expected = os.urandom(size)
-    direct = DirectWrites(1, 2 * MiB)
-    write_split(fd, direct_fd, expected[: 2 * MiB], 0, direct, path=str(path))  # queued, stuck
-    write_split(fd, direct_fd, expected[2 * MiB :], 2 * MiB, direct, path=str(path))  # declined
-    assert routes == [("cache", 2 * MiB)]
-    device_busy.set()
-    direct.close()
-    os.close(direct_fd)
-    os.close(fd)
-    assert routes == [("cache", 2 * MiB), ("direct", 0)]
-    assert path.read_bytes() == expected

@@ -55,6 +55,7 @@ from jobs.repository.tree import (
 )
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import CreationRules, apply_metadata
+from jobs.volume.patterns import SKIP, WALK, Selection
 from jobs.volume.target import (
     DirectWrites,
     create_dir,
@@ -372,8 +373,12 @@ def restore_filesystem(
     write_sparse: bool,
     progress: ProgressTracker,
     abort: Abort,
+    selection: Selection | None = None,
 ) -> RestoreStats:
-    """Restore a filesystem snapshot's tree into the directory ``target`` (created if missing)."""
+    """Restore a filesystem snapshot's tree into the directory ``target`` (created if missing).
+
+    With a ``selection`` only the entries it takes are restored, with the directories leading to
+    them (:class:`_Subset`)."""
     root = load_root(repo, root_id, NODE_DIR)
     target = os.path.realpath(target)  # a symlink naming the target is followed once
     if os.path.lexists(target) and not os.path.isdir(target):
@@ -384,6 +389,7 @@ def restore_filesystem(
     except OSError as e:
         raise VolumeIOError(f"{target}: cannot create restore target: {e.strerror}") from e
     rules = CreationRules.probe(target)
+    subset = _Subset(selection, target) if selection else None
     dirs: list[tuple[str, Node]] = [(target, root)]
     first_names: dict[tuple[int, int], str] = {}  # grows only for multiply linked files
     batch = _Batch()
@@ -423,6 +429,8 @@ def restore_filesystem(
                 abort.check()
                 for node in trees.get(dir_node.subtree or "", []):
                     path = os.path.join(dir_path, node.name)
+                    if subset is not None and not subset.wants(dir_path, path, node):
+                        continue
                     if node.type == NODE_DIR:
                         next_level.append((path, node, create_dir(path, fresh=fresh)))
                         dirs.append((path, node))
@@ -437,8 +445,41 @@ def restore_filesystem(
         level = next_level
     files += finish(batch)
     for path, node in reversed(dirs):  # breadth-first order reversed: deepest first, the root last
-        apply_metadata(path, node)
+        if subset is None or not subset.remove_if_empty(path):
+            apply_metadata(path, node)
     return RestoreStats(files=files, total_bytes=progress.total_bytes)
+
+
+class _Subset:
+    """A partial restore's choices: which entries to restore, and which directories were only
+    walked through (looking for included entries) and are removed again if they stay empty."""
+
+    def __init__(self, selection: Selection, target: str) -> None:
+        self._selection = selection
+        self._prefix = len(target.rstrip("/")) + 1
+        self._target = target
+        self._walked: set[str] = {target} if selection.includes else set()
+
+    def wants(self, dir_path: str, path: str, node: Node) -> bool:
+        """Whether to restore ``node`` (a directory may be restored only to walk into it)."""
+        choice = self._selection.decide(
+            path[self._prefix :], node.type == NODE_DIR, inside_included=dir_path not in self._walked
+        )
+        if choice == WALK:
+            self._walked.add(path)
+        return choice != SKIP
+
+    def remove_if_empty(self, path: str) -> bool:
+        """Remove a walked-through directory that holds nothing; True when it was removed."""
+        if path == self._target or path not in self._walked:
+            return False
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise VolumeIOError(f"{path}: cannot remove an empty directory: {e.strerror}") from e
+        return True
 
 
 @dataclass

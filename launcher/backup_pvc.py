@@ -22,6 +22,7 @@ from jobs.contract import (
     DATAUPLOAD_KIND,
     DATAUPLOAD_PLURAL,
     DEFAULT_DATAMOVER_NAME,
+    DMC_EXCLUDES,
     TERMINAL_PHASES,
     ExitCode,
     Phase,
@@ -64,6 +65,13 @@ def _label(value: str) -> str:
 @click.option("--keep-last", type=click.IntRange(min=0), default=None, help="Keep this many newest Completed backups.")
 @click.option("--keep-daily", type=click.IntRange(min=0), default=0, help="Also keep the newest of this many days.")
 @click.option("--keep-weekly", type=click.IntRange(min=0), default=0, help="Also keep the newest of this many weeks.")
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="Exclude pattern (repeatable; rules: `snapmover upload --help`), sent as dataMoverConfig.excludes.",
+)
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig (default: in-cluster).")
 def backup_pvc(
     pvc_namespace: str,
@@ -78,11 +86,17 @@ def backup_pvc(
     keep_last: int | None,
     keep_daily: int,
     keep_weekly: int,
+    excludes: tuple[str, ...],
     kubeconfig: str | None,
 ) -> None:
-    """Snapshot a PVC and back it up with a DataUpload (for CronJobs), then apply retention."""
+    """Snapshot a PVC and back it up with a DataUpload (for CronJobs), then apply retention.
+
+    The mover checks the --exclude patterns: a bad one fails the DataUpload naming it."""
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
+
+    if any("\n" in p or "\r" in p for p in excludes):
+        raise click.ClickException("an --exclude pattern cannot contain a line break (give one pattern per option)")
 
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig)
@@ -131,6 +145,8 @@ def backup_pvc(
         }
         if not snapshot_class:
             du_body["spec"]["csiSnapshot"].pop("snapshotClass")
+        if excludes:
+            du_body["spec"]["dataMoverConfig"] = {DMC_EXCLUDES: "\n".join(excludes)}
         du = custom.create_namespaced_custom_object(
             API_GROUP, API_VERSION, launcher_namespace, DATAUPLOAD_PLURAL, du_body
         )

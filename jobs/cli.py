@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import inspect
 import json
 import os
 import signal
@@ -446,7 +447,7 @@ def download(
     --include/--exclude restore a subset of a filesystem snapshot with full metadata: an entry is
     restored when it (or a directory above it) matches an --include (no --include: everything)
     and no --exclude matches it or a directory above it. The directories leading to it are
-    restored with their own metadata. Patterns follow the exclude rules of `upload --help`."""
+    restored with their own metadata. Patterns follow the rules below."""
     from jobs.engine.api import restore
 
     selection = Selection(PathFilter.compile(includes, "--include"), PathFilter.compile(excludes, "--exclude"))
@@ -478,7 +479,7 @@ def download(
 
 
 for _command in (upload, download):
-    _command.help = f"{_command.help}\n\n{PATTERN_RULES}"
+    _command.help = f"{inspect.cleandoc(_command.help or '')}\n\n{PATTERN_RULES}"
 
 
 def _entry_json(entry: Any) -> dict[str, Any]:

@@ -99,7 +99,8 @@ def make_snapshot_v2() -> None:
         summary={"total_bytes": 10, "files": 1},
         excludes=["**/cache/", "*.tmp", "!keep.tmp"],
     )
-    vector = {"key_hex": SNAPSHOT_V2_KEY.hex(), "id": SNAPSHOT_V2_ID, "sealed_hex": manifest.encode(SNAPSHOT_V2_KEY).hex()}
+    sealed = manifest.encode(SNAPSHOT_V2_KEY)
+    vector = {"key_hex": SNAPSHOT_V2_KEY.hex(), "id": SNAPSHOT_V2_ID, "sealed_hex": sealed.hex()}
     SNAPSHOT_V2.write_text(json.dumps(vector, indent=1, sort_keys=True) + "\n")
     print(f"version-2 manifest vector written to {SNAPSHOT_V2}")
 

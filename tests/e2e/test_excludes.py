@@ -1,7 +1,13 @@
 """e2e: a DataUpload with ``dataMoverConfig.excludes`` backs up everything but the excluded entries,
-records the patterns in its dataMoverResult, and a bad pattern fails the CR naming the key."""
+records the patterns in its dataMoverResult, and a bad pattern fails the CR naming the key; `backup-pvc
+--exclude` fills that key."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +55,30 @@ def test_dataupload_excludes_are_left_out_recorded_and_checked(env: LauncherEnv)
     failed = env.wait_phase("dataupload", bad, {"Completed", "Failed"})["status"]
     assert failed["phase"] == "Failed"
     assert "dataMoverConfig.excludes" in failed["message"] and "[unclosed" in failed["message"]
+
+
+def test_backup_pvc_exclude_reaches_the_dataupload(env: LauncherEnv) -> None:
+    """``snapmover backup-pvc --exclude`` (what the CronJob example runs) sends the patterns as
+    dataMoverConfig.excludes; the snapshot leaves those entries out."""
+    env.apply(pvc("data"), env.app)
+    env.run_pod_job("fill", "mkdir -p /data/tmp && echo a > /data/keep.txt && echo b > /data/tmp/x", "data")
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "snapmover"), "backup-pvc", "--kubeconfig", str(env.cluster.kubeconfig),
+            "--namespace", env.app, "--pvc", "data", "--launcher-namespace", env.ns, "--snapshot-class", "standard",
+            "--exclude", "/tmp/", "--exclude", "*.log", "--wait", "--timeout", "180",
+        ],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    (du,) = json.loads(env.kubectl("get", "datauploads", "-n", env.ns, "-o", "json").stdout)["items"]
+    assert du["spec"]["dataMoverConfig"] == {"excludes": "/tmp/\n*.log"}
+    assert du["status"]["phase"] == "Completed" and du["status"]["dataMoverResult"]["excludes"] == "/tmp/\n*.log"
+    assert du["status"]["dataMoverResult"]["files"] == "1"  # keep.txt only
+
+    bad = subprocess.run(
+        [str(Path(sys.executable).parent / "snapmover"), "backup-pvc", "--namespace", env.app, "--pvc", "data",
+         "--kubeconfig", str(env.cluster.kubeconfig), "--exclude", "a\nb"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "line break" in bad.stderr and "Traceback" not in bad.stderr

@@ -143,3 +143,18 @@ def run_bytes(env: dict[str, str], *args: str) -> bytes:
     proc = subprocess.run([SNAPMOVER, *args], env=env, capture_output=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+def test_bad_patterns_and_block_mode_are_usage_errors(env: dict[str, str], source: Path, tmp_path: Path) -> None:
+    bad = snapmover("upload", "--source", str(source), "--exclude", "[unclosed", env=env, expect=2)
+    assert "--exclude: pattern '[unclosed'" in bad.stderr
+    missing = snapmover("upload", "--source", str(source), "--exclude-file", str(tmp_path / "nope"), env=env, expect=2)
+    assert "cannot read the exclude file" in missing.stderr
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\1" * 8192)
+    block = snapmover("upload", "--source", str(image), "--mode", "block", "--exclude", "x", env=env, expect=2)
+    assert "filesystem backups only" in block.stderr
+    assert json.loads(snapmover("snapshots", "--json", env=env).stdout)["snapshots"] == []  # nothing was written
+    snapshot_id = snapmover("upload", "--source", str(image), "--mode", "block", env=env).stdout.split()[-1]
+    args = ["--snapshot", snapshot_id, "--target", str(tmp_path / "out.img"), "--mode", "block", "--include", "x"]
+    assert "do not apply to --mode block" in snapmover("download", *args, env=env, expect=2).stderr

@@ -250,8 +250,18 @@ Exclude patterns (gitignore-like; paths relative to the source directory):
 
 
 def _exclude_filter(patterns: tuple[str, ...], files: tuple[str, ...]) -> PathFilter:
-    lines = [line for path in files for line in read_pattern_file(path)]
-    return PathFilter.compile([*lines, *patterns], "--exclude")
+    """The exclude files' patterns, then the --exclude ones; an error names the file or option."""
+    parts = [PathFilter.compile(read_pattern_file(path), f"--exclude-file {path}") for path in files]
+    parts.append(PathFilter.compile(patterns, "--exclude"))
+    return PathFilter(tuple(p for part in parts for p in part.patterns))
+
+
+def _filesystem_snapshot(repository: Repository, snapshot_id: str) -> str:
+    """The root tree of a filesystem snapshot (what ls and dump read); UsageError for a block one."""
+    manifest = repository.find_snapshot(snapshot_id)
+    if manifest.mode != "filesystem":
+        raise UsageError(f"snapshot {manifest.id[:16]} is a {manifest.mode} snapshot: ls and dump read files")
+    return manifest.root
 
 
 # --- repo ---------------------------------------------------------------------------------------
@@ -534,8 +544,7 @@ def ls_command(repo_url: str | None, password_file: str | None, as_json: bool, s
     from jobs.engine.browse import list_path
 
     with _opened(repo_url, password_file) as repository:
-        manifest = repository.find_snapshot(snapshot_id)
-        entries = list_path(repository, manifest.root, path)
+        entries = list_path(repository, _filesystem_snapshot(repository, snapshot_id), path)
     for entry in entries:
         click.echo(json.dumps(_entry_json(entry), sort_keys=True) if as_json else _long_line(entry))
 
@@ -553,9 +562,7 @@ def dump(repo_url: str | None, password_file: str | None, as_json: bool, snapsho
 
     del as_json
     with _opened(repo_url, password_file) as repository:
-        manifest = repository.find_snapshot(snapshot_id)
-        stdout = sys.stdout.buffer
-        dump_file(repository, manifest.root, path, stdout)
+        dump_file(repository, _filesystem_snapshot(repository, snapshot_id), path, sys.stdout.buffer)
 
 
 def _manifest_dict(m: Any) -> dict[str, Any]:

@@ -150,6 +150,10 @@ def test_bad_patterns_and_block_mode_are_usage_errors(env: dict[str, str], sourc
     assert "--exclude: pattern '[unclosed'" in bad.stderr
     missing = snapmover("upload", "--source", str(source), "--exclude-file", str(tmp_path / "nope"), env=env, expect=2)
     assert "cannot read the exclude file" in missing.stderr
+    bad_file = tmp_path / "bad-excludes"
+    bad_file.write_text("# fine\n*.tmp\n!\n")
+    named = snapmover("upload", "--source", str(source), "--exclude-file", str(bad_file), env=env, expect=2)
+    assert f"--exclude-file {bad_file}: pattern '!' matches nothing" in named.stderr
     image = tmp_path / "disk.img"
     image.write_bytes(b"\1" * 8192)
     block = snapmover("upload", "--source", str(image), "--mode", "block", "--exclude", "x", env=env, expect=2)
@@ -158,3 +162,4 @@ def test_bad_patterns_and_block_mode_are_usage_errors(env: dict[str, str], sourc
     snapshot_id = snapmover("upload", "--source", str(image), "--mode", "block", env=env).stdout.split()[-1]
     args = ["--snapshot", snapshot_id, "--target", str(tmp_path / "out.img"), "--mode", "block", "--include", "x"]
     assert "do not apply to --mode block" in snapmover("download", *args, env=env, expect=2).stderr
+    assert "is a block snapshot" in snapmover("ls", snapshot_id, env=env, expect=2).stderr

@@ -457,8 +457,8 @@ class _Subset:
     def __init__(self, selection: Selection, target: str) -> None:
         self._selection = selection
         self._prefix = len(target.rstrip("/")) + 1
-        self._target = target
         self._walked: set[str] = {target} if selection.includes else set()
+        self._created: set[str] = set()
 
     def wants(self, dir_path: str, path: str, node: Node) -> bool:
         """Whether to restore ``node`` (a directory may be restored only to walk into it)."""
@@ -467,11 +467,13 @@ class _Subset:
         )
         if choice == WALK:
             self._walked.add(path)
+            if not os.path.lexists(path):  # only a directory this restore creates may be removed again
+                self._created.add(path)
         return choice != SKIP
 
     def remove_if_empty(self, path: str) -> bool:
-        """Remove a walked-through directory that holds nothing; True when it was removed."""
-        if path == self._target or path not in self._walked:
+        """Remove a walked-through directory this restore created that holds nothing; True when removed."""
+        if path not in self._created:
             return False
         try:
             os.rmdir(path)

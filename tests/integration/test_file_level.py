@@ -90,6 +90,11 @@ def test_download_include_and_exclude_restore_a_subset(env: dict[str, str], sour
         target = tmp_path / f"subset-{i}"
         snapmover("download", "--snapshot", snapshot_id, "--target", str(target), *args, env=env)
         assert compare_trees(source, target, only=expected) == [], args
+    # a directory that was there before is never removed, even when the subset leaves it empty
+    target = tmp_path / "existing"
+    (target / "emptydir").mkdir(parents=True)
+    snapmover("download", "--snapshot", snapshot_id, "--target", str(target), "--include", "hard-*", env=env)
+    assert sorted(p.name for p in target.iterdir()) == ["dir", "emptydir", "hard-a", "hard-c"]
 
 
 def test_ls_lists_long_and_json(env: dict[str, str], source: Path) -> None:

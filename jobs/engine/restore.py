@@ -26,7 +26,9 @@ snapshot's file count; step 4's directories come once at the end:
    node's owner anyway (:class:`jobs.volume.metadata.CreationRules`).
 
 Zero runs stay holes unless ``write_sparse`` is off, in which case zeros are written. Block
-restore maps the single ``block`` node's chunks onto the target volume the same way.
+restore maps the single ``block`` node's chunks onto the target volume the same way. A partial
+restore (``download --include/--exclude``) skips the entries its selection does not take while
+planning (:class:`_Subset`); the rest of the pipeline is the same.
 """
 
 from __future__ import annotations

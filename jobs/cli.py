@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import inspect
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from jobs.cli_help import add_epilogs, completion
 from jobs.contract import ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_REPOSITORY, ExitCode
 from jobs.errors import IntegrityError, MoverError, UsageError, VolumeIOError
 from jobs.kube.commands import job
+from jobs.volume.patterns import PathFilter, Selection, read_pattern_file
 
 if TYPE_CHECKING:  # the engine (and boto3 below it) is imported only by the commands that need it
     from jobs.engine.api import DataPathOptions, Progress
@@ -233,6 +235,35 @@ def _options(parallel: int | None, **extra: Any) -> DataPathOptions:
     return DataPathOptions(**values)
 
 
+PATTERN_RULES: Final = """\b
+Exclude patterns (gitignore-like; paths relative to the source directory):
+  name        no "/" inside: matches that name at any depth (files and directories)
+  /x, a/b     a "/" at the start or in the middle anchors the pattern at the source root
+  dir/        a trailing "/" matches directories only
+  * ? [a-z]   any run of characters / one character / one of a set, never across "/";
+              [!a-z] or [^a-z] negates the set; a backslash makes the next character literal
+  **          a whole component: **/x at any depth, x/** everything inside x, a/**/b any
+              directories between; elsewhere ** is a plain *
+  !pattern    re-includes what an earlier pattern excluded (the last match wins); nothing inside
+              an excluded directory can be re-included: it is never read
+  exclude files: one pattern a line, blank lines and lines starting with # ignored"""
+
+
+def _exclude_filter(patterns: tuple[str, ...], files: tuple[str, ...]) -> PathFilter:
+    """The exclude files' patterns, then the --exclude ones; an error names the file or option."""
+    parts = [PathFilter.compile(read_pattern_file(path), f"--exclude-file {path}") for path in files]
+    parts.append(PathFilter.compile(patterns, "--exclude"))
+    return PathFilter(tuple(p for part in parts for p in part.patterns))
+
+
+def _filesystem_snapshot(repository: Repository, snapshot_id: str) -> str:
+    """The root tree of a filesystem snapshot (what ls and dump read); UsageError for a block one."""
+    manifest = repository.find_snapshot(snapshot_id)
+    if manifest.mode != "filesystem":
+        raise UsageError(f"snapshot {manifest.id[:16]} is a {manifest.mode} snapshot: ls and dump read files")
+    return manifest.root
+
+
 # --- repo ---------------------------------------------------------------------------------------
 
 
@@ -325,6 +356,16 @@ def repo_unlock(repo_url: str | None, password_file: str | None, as_json: bool, 
 @click.option("--mode", type=click.Choice(["filesystem", "block"]), default="filesystem", show_default=True)
 @_tag_option("Snapshot tag (repeatable).")
 @click.option("--parent", default="auto", show_default=True, help="auto | none | snapshot id.")
+@click.option(
+    "--exclude", "excludes", multiple=True, metavar="PATTERN", help="Leave matching entries out (repeatable)."
+)
+@click.option(
+    "--exclude-file",
+    "exclude_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="File of exclude patterns, one a line (repeatable; read before the --exclude patterns).",
+)
 @_parallel_option
 def upload(
     *,
@@ -335,12 +376,18 @@ def upload(
     mode: str,
     tags: tuple[str, ...],
     parent: str,
+    excludes: tuple[str, ...],
+    exclude_files: tuple[str, ...],
     parallel: int | None,
 ) -> None:
-    """Back up a directory or block volume; prints the snapshot id last."""
+    """Back up a directory or block volume; prints the snapshot id last.
+
+    Excluded entries are not read at all (an excluded directory is not descended into); the
+    snapshot records the patterns (`snapshots --json`)."""
     from jobs.engine.api import backup
 
     tag_map = _parse_tags(tags)
+    exclude_filter = _exclude_filter(excludes, exclude_files)
     options = _options(parallel)
     if not os.path.lexists(source):
         raise VolumeIOError(f"{source}: source does not exist")
@@ -360,6 +407,7 @@ def upload(
             options=options,
             on_progress=progress,
             cancel=cancel,
+            excludes=exclude_filter,
         )
     _emit(
         as_json,
@@ -384,6 +432,14 @@ def upload(
     show_default=True,
     help="Leave zero runs as holes (files, images); --no-sparse writes zeros.",
 )
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="PATTERN",
+    help="Restore only matching entries (a directory with all it holds; repeatable).",
+)
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN", help="Do not restore matching entries.")
 @_parallel_option
 def download(
     *,
@@ -394,11 +450,19 @@ def download(
     target: str,
     mode: str,
     sparse: bool,
+    includes: tuple[str, ...],
+    excludes: tuple[str, ...],
     parallel: int | None,
 ) -> None:
-    """Restore a snapshot into a directory or onto a block volume (every blob verified first)."""
+    """Restore a snapshot into a directory or onto a block volume (every blob verified first).
+
+    --include/--exclude restore a subset of a filesystem snapshot with full metadata: an entry is
+    restored when it (or a directory above it) matches an --include (no --include: everything)
+    and no --exclude matches it or a directory above it. The directories leading to it are
+    restored with their own metadata. Patterns follow the rules below."""
     from jobs.engine.api import restore
 
+    selection = Selection(PathFilter.compile(includes, "--include"), PathFilter.compile(excludes, "--exclude"))
     options = _options(parallel, write_sparse=sparse)
     with (
         _opened(repo_url, password_file, parallel=options.parallel * 2) as repository,
@@ -413,6 +477,7 @@ def download(
             options=options,
             on_progress=progress,
             cancel=cancel,
+            selection=selection,
         )
     _emit(
         as_json,
@@ -423,6 +488,83 @@ def download(
             + _duration_text(result.total_bytes, result.duration_seconds),
         ],
     )
+
+
+for _command in (upload, download):
+    _command.help = f"{inspect.cleandoc(_command.help or '')}\n\n{PATTERN_RULES}"
+
+
+def _entry_json(entry: Any) -> dict[str, Any]:
+    node = entry.node
+    data: dict[str, Any] = {
+        "path": "/" + entry.path,
+        "name": node.name if entry.path else "/",
+        "type": node.type,
+        "mode": f"{node.mode:04o}",
+        "uid": node.uid,
+        "gid": node.gid,
+        "size": node.size,
+        "mtime": _rfc3339_ns(node.mtime_ns),
+    }
+    if node.target:
+        data["target"] = node.target
+    if node.nlink > 1:
+        data["nlink"] = node.nlink
+    return data
+
+
+def _rfc3339_ns(ns: int) -> str:
+    from datetime import UTC, datetime
+
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
+
+
+_TYPE_LETTERS: Final = {"dir": "d", "symlink": "l", "fifo": "p", "chardev": "c", "blockdev": "b", "socket": "s"}
+
+
+def _long_line(entry: Any) -> str:
+    """An ``ls -l``-like line: mode, owner, size, mtime, name (-> symlink target)."""
+    import stat as stat_module
+
+    node = entry.node
+    perms = stat_module.filemode(node.mode)[1:]
+    mtime = _rfc3339_ns(node.mtime_ns)[:19].replace("T", " ")
+    name = ("/" + entry.path) if entry.path else "/"
+    line = f"{_TYPE_LETTERS.get(node.type, '-')}{perms} {node.uid:>6} {node.gid:>6} {node.size:>14} {mtime} {name}"
+    return f"{line} -> {node.target}" if node.target else line
+
+
+@cli.command("ls")
+@_repository_options
+@click.argument("snapshot_id", metavar="SNAPSHOT")
+@click.argument("path", default="/")
+def ls_command(repo_url: str | None, password_file: str | None, as_json: bool, snapshot_id: str, path: str) -> None:
+    """List PATH (default: the root) of a filesystem SNAPSHOT: mode, owner (uid gid), size, mtime
+    (UTC), name and symlink target. A directory lists its entries, anything else itself; --json
+    prints one JSON object per entry and line."""
+    from jobs.engine.browse import list_path
+
+    with _opened(repo_url, password_file) as repository:
+        entries = list_path(repository, _filesystem_snapshot(repository, snapshot_id), path)
+    for entry in entries:
+        click.echo(json.dumps(_entry_json(entry), sort_keys=True) if as_json else _long_line(entry))
+
+
+@cli.command()
+@_repository_options
+@click.argument("snapshot_id", metavar="SNAPSHOT")
+@click.argument("path")
+def dump(repo_url: str | None, password_file: str | None, as_json: bool, snapshot_id: str, path: str) -> None:
+    """Write the content of the file PATH of SNAPSHOT to stdout, byte for byte (every blob verified).
+
+    A directory (or any other non-file) is an error with exit code 2. --json is accepted for
+    symmetry and changes nothing: the output is the file."""
+    from jobs.engine.browse import dump_file
+
+    del as_json
+    with _opened(repo_url, password_file) as repository:
+        dump_file(repository, _filesystem_snapshot(repository, snapshot_id), path, sys.stdout.buffer)
 
 
 def _manifest_dict(m: Any) -> dict[str, Any]:

@@ -153,6 +153,8 @@ ENV_AWS_REGION: Final = "AWS_DEFAULT_REGION"
 DMC_PARALLEL_FILES_UPLOAD: Final = "ParallelFilesUpload"
 DMC_PARALLEL_FILES_DOWNLOAD: Final = "ParallelFilesDownload"
 DMC_WRITE_SPARSE_FILES: Final = "WriteSparseFiles"
+# snapmover's own key: exclude patterns, one a line (the exclude-file format; see the README).
+DMC_EXCLUDES: Final = "excludes"
 
 PROGRESS_INTERVAL_SECONDS: Final = 5.0
 CANCEL_DEADLINE_SECONDS: Final = 10.0

@@ -23,6 +23,7 @@ from jobs.contract import (
     DATAUPLOAD_KIND,
     DATAUPLOAD_PLURAL,
     DEFAULT_DATAMOVER_NAME,
+    DMC_EXCLUDES,
     TERMINAL_PHASES,
     ExitCode,
     Phase,
@@ -65,6 +66,13 @@ def _label(value: str) -> str:
 @click.option("--keep-last", type=click.IntRange(min=0), default=None, help="Keep this many newest Completed backups.")
 @click.option("--keep-daily", type=click.IntRange(min=0), default=0, help="Also keep the newest of this many days.")
 @click.option("--keep-weekly", type=click.IntRange(min=0), default=0, help="Also keep the newest of this many weeks.")
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="Exclude pattern (repeatable; rules: `snapmover upload --help`), sent as dataMoverConfig.excludes.",
+)
 @click.option("--kubeconfig", envvar="KUBECONFIG", default=None, help="kubeconfig (default: in-cluster).")
 def backup_pvc(
     pvc_namespace: str,
@@ -79,11 +87,16 @@ def backup_pvc(
     keep_last: int | None,
     keep_daily: int,
     keep_weekly: int,
+    excludes: tuple[str, ...],
     kubeconfig: str | None,
 ) -> None:
-    """Snapshot a PVC and back it up with a DataUpload (for CronJobs), then apply retention."""
+    """Snapshot a PVC and back it up with a DataUpload (for CronJobs), then apply retention.
+
+    The mover checks the --exclude patterns: a bad one fails the DataUpload naming it."""
     from kubernetes.client.rest import ApiException
 
+    if any("\n" in p or "\r" in p for p in excludes):
+        raise click.ClickException("an --exclude pattern cannot contain a line break (give one pattern per option)")
     core, custom = _api_clients(kubeconfig)
     schedule = _label(schedule or f"{pvc_namespace}-{pvc}")
     try:
@@ -107,6 +120,7 @@ def backup_pvc(
             pvc_namespace=pvc_namespace,
             datamover=datamover,
             storage_location=storage_location,
+            excludes=excludes,
         )
         du = custom.create_namespaced_custom_object(
             API_GROUP,
@@ -172,6 +186,7 @@ class DataUploadSpec:
     pvc_namespace: str
     datamover: str
     storage_location: str
+    excludes: tuple[str, ...] = ()  # backup-side exclude patterns (dataMoverConfig.excludes)
 
 
 def data_upload_body(
@@ -181,7 +196,7 @@ def data_upload_body(
     csi = {"volumeSnapshot": spec.snapshot, "storageClass": spec.storage_class}
     if spec.snapshot_class:
         csi["snapshotClass"] = spec.snapshot_class
-    return {
+    body: dict[str, Any] = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": DATAUPLOAD_KIND,
         "metadata": {"generateName": generate_name, "namespace": namespace, "labels": labels},
@@ -195,6 +210,9 @@ def data_upload_body(
             "operationTimeout": "10m0s",
         },
     }
+    if spec.excludes:
+        body["spec"]["dataMoverConfig"] = {DMC_EXCLUDES: "\n".join(spec.excludes)}
+    return body
 
 
 def _wait(custom: Any, namespace: str, name: str, timeout: int) -> tuple[str, str]:

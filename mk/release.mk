@@ -1,7 +1,10 @@
-# Release artefacts: one install manifest rendered from the default kustomization.
+# Release artefacts: the install manifests rendered from the kustomizations.
 .PHONY: release
-release: ## Render the default install (CRDs + launcher, namespace snapmover) into build/install.yaml with kubectl kustomize
+release: ## Render build/install.yaml (the default: launcher, namespace snapmover, no CRD) and build/install-without-velero.yaml (+ the CRDs)
 	@mkdir -p build
 	kubectl kustomize manifests > build/install.yaml.tmp
+	kubectl kustomize manifests/overlays/without-velero > build/install-without-velero.yaml.tmp
 	mv build/install.yaml.tmp build/install.yaml
-	@echo "build/install.yaml: $$(grep -c '^kind:' build/install.yaml) objects"
+	mv build/install-without-velero.yaml.tmp build/install-without-velero.yaml
+	@echo "build/install.yaml: $$(grep -c '^kind:' build/install.yaml) objects (no CRD: Velero's, or apply build/install-without-velero.yaml)"
+	@echo "build/install-without-velero.yaml: $$(grep -c '^kind:' build/install-without-velero.yaml) objects (with the CRDs)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The cluster half of `make demo`: a local Kubernetes (built on first use), snapmover installed
-# with `kubectl apply -k manifests/`, a DataUpload of a sample PVC, a DataDownload into a new PVC,
+# with `kubectl apply -k manifests/overlays/without-velero`, a DataUpload of a sample PVC, a DataDownload into a new PVC,
 # the data verified. Everything through kubectl, as a user would. Usage: demo-cluster.sh PYTHON
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +27,8 @@ scripts/kube-build.sh
 k delete datauploads --all -n snapmover --ignore-not-found --timeout=120s >/dev/null 2>&1 || true
 for ns in demo-app snapmover; do k delete namespace "$ns" --ignore-not-found --wait=true --timeout=120s >/dev/null; done
 
-say "installing snapmover: kubectl apply -k manifests/"
-k apply -k manifests/
+say "installing snapmover (no Velero here, so with the CRDs): kubectl apply -k manifests/overlays/without-velero"
+k apply -k manifests/overlays/without-velero
 k apply -f manifests/examples/storage-location-filesystem.yaml
 k -n snapmover patch configmap snapmover-config --type merge \
   -p '{"data": {"storageLocations": "{\"default\": {\"provider\": \"filesystem\", \"pvc\": \"snapmover-repository\"}}"}}'

@@ -9,6 +9,7 @@ It joins the layers below: :mod:`jobs.storage` (where objects live), :mod:`jobs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 import threading
@@ -29,6 +30,7 @@ from jobs.repository.repository import Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.repository.writer import OPEN_PACKS, PACKS_IN_FLIGHT
 from jobs.storage.url import open_storage
+from jobs.volume.patterns import PathFilter, Selection
 
 __all__ = [
     "PRUNE_UPLOAD_PARALLEL",
@@ -108,6 +110,7 @@ class BackupResult:
     files: int
     dirs: int
     duration_seconds: float
+    excludes: list[str] = field(default_factory=list)  # the patterns recorded in the snapshot
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,12 @@ def backup(
     options: DataPathOptions | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    excludes: PathFilter | None = None,
 ) -> BackupResult:
     """Back up ``source`` (a directory, or a device/image with ``mode="block"``) into a new snapshot.
+
+    ``excludes`` (filesystem mode only) leaves matching entries out without reading them; the
+    snapshot records the patterns.
 
     ``parent``: "auto" = the latest snapshot of the same mode with the same
     ``jobs.contract.SOURCE_TAGS`` values (or, without those tags, the same source path); "none";
@@ -217,6 +224,9 @@ def backup(
     repository raises. ``on_progress`` is called from worker threads at most ~1/s and at the end.
     """
     _check_mode(mode)
+    excludes = excludes or PathFilter()
+    if excludes and mode == MODE_BLOCK:
+        raise UsageError("exclude patterns apply to filesystem backups only, not to --mode block")
     options = options or DataPathOptions()
     tags = dict(tags or {})
     source_path = os.path.abspath(source)
@@ -237,6 +247,7 @@ def backup(
                 options=budget_options,
                 progress=progress,
                 abort=abort,
+                excludes=excludes,
             )
         except BaseException:
             if abort.error is None and cancel is not None and cancel.is_set():
@@ -245,23 +256,7 @@ def backup(
         repo.flush()
         final = progress.finish()
         duration = time.monotonic() - started
-        manifest = SnapshotManifest(
-            time=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            hostname=socket.gethostname(),
-            source=source_path,
-            mode=mode,
-            tags=tags,
-            root=stats.root,
-            parent=parent_manifest.id if parent_manifest else None,
-            summary={
-                "total_bytes": final.total_bytes,
-                "files": stats.files,
-                "dirs": stats.dirs,
-                "new_bytes": final.new_bytes,
-                "stored_bytes": stats.stored_bytes,
-                "duration_seconds": round(duration, 3),
-            },
-        )
+        manifest = _manifest(source_path, mode, tags, parent_manifest, stats, final, duration, excludes)
         snapshot_id = repo.save_snapshot(manifest)
     return BackupResult(
         snapshot_id=snapshot_id,
@@ -272,6 +267,38 @@ def backup(
         files=stats.files,
         dirs=stats.dirs,
         duration_seconds=duration,
+        excludes=excludes.texts,
+    )
+
+
+def _manifest(
+    source: str,
+    mode: str,
+    tags: dict[str, str],
+    parent: SnapshotManifest | None,
+    stats: TreeStats,
+    final: Progress,
+    duration: float,
+    excludes: PathFilter,
+) -> SnapshotManifest:
+    """The manifest of a finished backup (its id is set when it is saved)."""
+    return SnapshotManifest(
+        time=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        hostname=socket.gethostname(),
+        source=source,
+        mode=mode,
+        tags=tags,
+        root=stats.root,
+        parent=parent.id if parent else None,
+        summary={
+            "total_bytes": final.total_bytes,
+            "files": stats.files,
+            "dirs": stats.dirs,
+            "new_bytes": final.new_bytes,
+            "stored_bytes": stats.stored_bytes,
+            "duration_seconds": round(duration, 3),
+        },
+        excludes=excludes.texts,
     )
 
 
@@ -284,6 +311,7 @@ def _run_backup(
     options: DataPathOptions,
     progress: ProgressTracker,
     abort: Abort,
+    excludes: PathFilter,
 ) -> TreeStats:
     if mode == MODE_BLOCK:
         return backup_block(repo, source, parallel=options.parallel, progress=progress, abort=abort)
@@ -295,6 +323,7 @@ def _run_backup(
         progress=progress,
         abort=abort,
         parent_root=parent.root if parent else None,
+        excludes=excludes,
     ).run()
 
 
@@ -307,20 +336,25 @@ def restore(
     options: DataPathOptions | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    selection: Selection | None = None,
 ) -> RestoreResult:
     """Restore a snapshot (id or unique prefix) into ``target`` (a directory, or a device/image for block).
+
+    ``selection`` (filesystem mode only): restore just the entries it takes (``--include``/``--exclude``).
 
     Every blob is verified before any of its bytes are written (IntegrityError, exit 3). Raises
     SnapshotNotFoundError, UsageError (the snapshot is of the other mode), VolumeIOError,
     CanceledError.
     """
     _check_mode(mode)
+    if selection and mode == MODE_BLOCK:
+        raise UsageError("--include/--exclude select files: they do not apply to --mode block")
     options = options or DataPathOptions()
     started = time.monotonic()
     manifest = repo.find_snapshot(snapshot_id)
     progress = ProgressTracker(on_progress)
     abort = Abort(cancel)
-    run = restore_block if mode == MODE_BLOCK else restore_filesystem
+    run = restore_block if mode == MODE_BLOCK else functools.partial(restore_filesystem, selection=selection)
     stats: RestoreStats = run(
         repo,
         manifest.root,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -53,6 +53,7 @@ from jobs.repository.tree import (
 )
 from jobs.volume.block import BlockSource
 from jobs.volume.metadata import capture_metadata, file_xattrs
+from jobs.volume.patterns import PathFilter
 from jobs.volume.source import data_extents, is_zero, list_dir, open_for_read, read_at
 
 MiB: Final = 1024 * 1024
@@ -193,8 +194,10 @@ class FilesystemBackup:
         progress: ProgressTracker,
         abort: Abort,
         parent_root: str | None,
+        excludes: PathFilter | None = None,
     ) -> None:
         self._repo = repo
+        self._excludes = excludes or PathFilter()
         self._source = source
         self._progress = progress
         self._abort = abort
@@ -266,7 +269,7 @@ class FilesystemBackup:
                 self._load_parent_trees(stack)
             d, path = stack.pop()
             subdirs: list[tuple[Node, str]] = []
-            for i, (name, st) in enumerate(list_dir(path)):
+            for i, (name, st) in enumerate(list_dir(path, self._keep(path))):
                 if i % CANCEL_CHECK_ENTRIES == CANCEL_CHECK_ENTRIES - 1 and self._abort.is_set:
                     raise Stopped  # a huge directory of unchanged files must not delay a cancel
                 child_path = os.path.join(path, name)
@@ -282,6 +285,17 @@ class FilesystemBackup:
             self._push_subdirs(d, subdirs, stack)
             self._report_walked()
             self._release(d)
+
+    def _keep(self, path: str) -> Callable[[str, bool], bool] | None:
+        """The exclude test for the entries of directory ``path`` (None: keep everything).
+
+        Excluded entries are dropped from the listing before they are stat'ed, so an excluded
+        file is never read and an excluded directory never descended into."""
+        if not self._excludes:
+            return None
+        prefix = "" if path == self._source else path[len(self._source) + 1 :] + "/"
+        excludes = self._excludes
+        return lambda name, is_dir: not excludes.matches(prefix + name, is_dir)
 
     def _push_subdirs(self, d: _Dir, subdirs: list[tuple[Node, str]], stack: list[tuple[_Dir, str]]) -> None:
         """Queue the subdirectories; their parent-snapshot listings are loaded when they come up."""

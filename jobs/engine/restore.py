@@ -26,7 +26,9 @@ snapshot's file count; step 4's directories come once at the end:
    node's owner anyway (:class:`jobs.volume.metadata.CreationRules`).
 
 Zero runs stay holes unless ``write_sparse`` is off, in which case zeros are written. Block
-restore maps the single ``block`` node's chunks onto the target volume the same way.
+restore maps the single ``block`` node's chunks onto the target volume the same way. A partial
+restore (``download --include/--exclude``) skips the entries its selection does not take while
+planning (:class:`_Subset`); the rest of the pipeline is the same.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from jobs.repository.tree import (
 )
 from jobs.volume.block import BlockTarget
 from jobs.volume.metadata import CreationRules, apply_metadata
+from jobs.volume.patterns import SKIP, WALK, Selection
 from jobs.volume.target import (
     create_dir,
     create_file,
@@ -372,12 +375,23 @@ def restore_filesystem(
     write_sparse: bool,
     progress: ProgressTracker,
     abort: Abort,
+    selection: Selection | None = None,
 ) -> RestoreStats:
-    """Restore a filesystem snapshot's tree into the directory ``target`` (created if missing)."""
+    """Restore a filesystem snapshot's tree into the directory ``target`` (created if missing).
+
+    With a ``selection`` only the entries it takes are restored, with the directories leading to
+    them (:class:`_Subset`)."""
     root = load_root(repo, root_id, NODE_DIR)
     target, target_is_new = _prepare_target(target)
+    subset = _Subset(selection, target) if selection else None
     restore = _FilesystemRestore(
-        repo, CreationRules.probe(target), parallel=parallel, write_sparse=write_sparse, progress=progress, abort=abort
+        repo,
+        CreationRules.probe(target),
+        parallel=parallel,
+        write_sparse=write_sparse,
+        progress=progress,
+        abort=abort,
+        subset=subset,
     )
     restore.dirs.append((target, root))
     level = [(target, root, target_is_new)]  # (path, node, the directory was empty when we started)
@@ -385,7 +399,8 @@ def restore_filesystem(
         level = restore.restore_level(level)
     restore.finish_batch()
     for path, node in reversed(restore.dirs):  # breadth-first order reversed: deepest first, the root last
-        apply_metadata(path, node)
+        if subset is None or not subset.remove_if_empty(path):
+            apply_metadata(path, node)
     return RestoreStats(files=restore.files, total_bytes=progress.total_bytes)
 
 
@@ -416,9 +431,11 @@ class _FilesystemRestore:
         write_sparse: bool,
         progress: ProgressTracker,
         abort: Abort,
+        subset: _Subset | None = None,
     ) -> None:
         self._repo = repo
         self._rules = rules
+        self._subset = subset
         self._parallel = parallel
         self._write_sparse = write_sparse
         self._progress = progress
@@ -443,6 +460,8 @@ class _FilesystemRestore:
 
     def _add_entry(self, dir_path: str, node: Node, fresh: bool, next_level: list[tuple[str, Node, bool]]) -> None:
         path = os.path.join(dir_path, node.name)
+        if self._subset is not None and not self._subset.wants(dir_path, path, node):
+            return
         if node.type == NODE_DIR:
             next_level.append((path, node, create_dir(path, fresh=fresh)))
             self.dirs.append((path, node))
@@ -478,6 +497,40 @@ class _FilesystemRestore:
                     progress.add(files_done=256)
         progress.add(files_done=files_done % 256)
         self.files += batch.files + len(batch.links)
+
+
+class _Subset:
+    """A partial restore's choices: which entries to restore, and which directories were only
+    walked through (looking for included entries) and are removed again if they stay empty."""
+
+    def __init__(self, selection: Selection, target: str) -> None:
+        self._selection = selection
+        self._prefix = len(target.rstrip("/")) + 1
+        self._walked: set[str] = {target} if selection.includes else set()
+        self._created: set[str] = set()
+
+    def wants(self, dir_path: str, path: str, node: Node) -> bool:
+        """Whether to restore ``node`` (a directory may be restored only to walk into it)."""
+        choice = self._selection.decide(
+            path[self._prefix :], node.type == NODE_DIR, inside_included=dir_path not in self._walked
+        )
+        if choice == WALK:
+            self._walked.add(path)
+            if not os.path.lexists(path):  # only a directory this restore creates may be removed again
+                self._created.add(path)
+        return choice != SKIP
+
+    def remove_if_empty(self, path: str) -> bool:
+        """Remove a walked-through directory this restore created that holds nothing; True when removed."""
+        if path not in self._created:
+            return False
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise VolumeIOError(f"{path}: cannot remove an empty directory: {e.strerror}") from e
+        return True
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 from jobs.contract import (
     DATAUPLOAD_KIND,
+    DMC_EXCLUDES,
     DMC_PARALLEL_FILES_DOWNLOAD,
     DMC_PARALLEL_FILES_UPLOAD,
     DMC_WRITE_SPARSE_FILES,
@@ -56,6 +57,7 @@ class JobEnv:
     tags: dict[str, str]
     options: DataPathOptions
     node: str
+    excludes: str = ""  # dataMoverConfig.excludes as given: compiled (and refused) by the upload itself
 
     @classmethod
     def from_environ(cls, env: dict[str, str], role: str) -> JobEnv:
@@ -92,6 +94,7 @@ class JobEnv:
             tags={str(k): str(v) for k, v in tags.items()},
             options=data_path_options(dmc, env.get(ENV_PARALLEL, ""), role),
             node=env.get(ENV_NODE_NAME, "") or socket.gethostname(),
+            excludes=str(dmc.get(DMC_EXCLUDES) or "") if role == "upload" else "",
         )
 
 

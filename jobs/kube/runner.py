@@ -32,6 +32,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from jobs.contract import (
+    DMC_EXCLUDES,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
     ENV_SNAPSHOT_ID,
@@ -62,6 +63,7 @@ from jobs.kube.progress import ProgressReporter
 from jobs.kube.status import CRStatus, rfc3339_now
 from jobs.repository.maintenance import prune
 from jobs.repository.repository import Repository
+from jobs.volume.patterns import PathFilter
 
 log = logging.getLogger("snapmover.job")
 CANCEL_POLL_SECONDS = 2.0
@@ -192,6 +194,7 @@ def _upload(
         tags[TAG_SOURCE_NAMESPACE] = env.source_namespace
     if env.source_pvc:
         tags[TAG_SOURCE_PVC] = env.source_pvc
+    excludes = PathFilter.compile(env.excludes.splitlines(), f"dataMoverConfig.{DMC_EXCLUDES}")
     result = backup(
         repo,
         env.volume_path,
@@ -201,6 +204,7 @@ def _upload(
         options=env.options,
         on_progress=progress,
         cancel=watcher.event,
+        excludes=excludes,
     )
     watcher.stop()
     progress.stopped = True
@@ -217,6 +221,8 @@ def _upload(
     }
     if result.parent_id:
         summary["parent"] = result.parent_id
+    if result.excludes:
+        summary[DMC_EXCLUDES] = "\n".join(result.excludes)
 
     def complete(obj: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -15,7 +15,9 @@ from jobs.errors import IntegrityError
 from jobs.repository.crypto import open_sealed, seal
 
 SNAPSHOTS_PREFIX: Final = "snapshots/"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 1  # tombstones, and manifests of backups that excluded nothing
+SNAPSHOT_VERSION_EXCLUDES: Final = 2  # a manifest with an ``excludes`` list (FORMAT.md §8)
+SUPPORTED_SNAPSHOT_VERSIONS: Final = frozenset({SNAPSHOT_VERSION, SNAPSHOT_VERSION_EXCLUDES})
 FORGOTTEN_PREFIX: Final = "forgotten/"  # tombstones: snapshots removed on purpose (FORMAT.md §8)
 
 
@@ -56,11 +58,17 @@ class SnapshotManifest:
     root: str = ""  # chunk id of the root tree blob
     parent: str | None = None
     summary: dict[str, int | float] = field(default_factory=dict)
+    excludes: list[str] = field(default_factory=list)  # the exclude patterns the backup ran with
 
     def encode(self, key: bytes) -> bytes:
-        """Seal the manifest (its id must be set)."""
+        """Seal the manifest (its id must be set).
+
+        Without excludes the manifest is written as version 1, so snapmover releases that
+        predate excludes still read it; with them as version 2 (older readers refuse it)."""
         body = {k: v for k, v in asdict(self).items() if k != "id"}
-        body["v"] = SNAPSHOT_VERSION
+        body["v"] = SNAPSHOT_VERSION_EXCLUDES if self.excludes else SNAPSHOT_VERSION
+        if not self.excludes:
+            del body["excludes"]
         return seal(key, json.dumps(body, sort_keys=True).encode(), snapshot_aad(self.id))
 
     @classmethod
@@ -70,8 +78,11 @@ class SnapshotManifest:
         plain = open_sealed(key, sealed, snapshot_aad(snapshot_id), f"snapshot {name}")
         try:
             body: dict[str, Any] = json.loads(plain)
-            if body.pop("v", None) != SNAPSHOT_VERSION:
-                raise ValueError("unsupported snapshot version")
+            version = body.pop("v", None)
+            if version not in SUPPORTED_SNAPSHOT_VERSIONS:
+                raise ValueError(f"unsupported snapshot version {version!r} (a newer snapmover wrote it?)")
+            if version == SNAPSHOT_VERSION and "excludes" in body:
+                raise ValueError("a version 1 manifest has no excludes")
             return cls(id=snapshot_id, **body)
         except (ValueError, TypeError) as e:
             raise IntegrityError(f"snapshot {name} is malformed: {e}") from e

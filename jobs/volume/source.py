@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from jobs.errors import VolumeIOError
@@ -46,11 +46,18 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
     return all(ZERO_BYTES.startswith(view[i : i + len(ZERO_BYTES)]) for i in range(0, n, len(ZERO_BYTES)))
 
 
-def list_dir(path: str) -> list[tuple[str, os.stat_result]]:
-    """The entries of a directory with their ``lstat`` results, sorted by name (bytes order)."""
+def list_dir(path: str, keep: Callable[[str, bool], bool] | None = None) -> list[tuple[str, os.stat_result]]:
+    """The entries of a directory with their ``lstat`` results, sorted by name (bytes order).
+
+    ``keep(name, is_dir)`` leaves entries out before they are stat'ed (``is_dir`` comes from the
+    directory listing's entry type, without a ``stat`` where the filesystem reports it)."""
     try:
         with os.scandir(path) as it:
-            entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+            entries = [
+                (e.name, e.stat(follow_symlinks=False))
+                for e in it
+                if keep is None or keep(e.name, e.is_dir(follow_symlinks=False))
+            ]
     except FileNotFoundError as e:
         raise VolumeIOError(f"{path}: directory vanished during the backup") from e
     except OSError as e:

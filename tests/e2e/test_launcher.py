@@ -38,13 +38,6 @@ def tree_signature(root: Path) -> dict[str, tuple[object, ...]]:
     return out
 
 
-@pytest.fixture
-def env(velero_crds: ClusterHandle, tmp_path: Path) -> LauncherEnv:
-    with launcher_env(velero_crds, tmp_path) as e:
-        e.start_launcher()
-        yield e  # type: ignore[misc]
-
-
 def test_backup_restore_round_trip_with_kubectl(env: LauncherEnv) -> None:
     env.apply(pvc("data"), env.app)
     env.run_pod_job("fill", FILL, "data")

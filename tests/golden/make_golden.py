@@ -2,6 +2,9 @@
 
     .venv/bin/python -m tests.golden.make_golden
 
+(The version-2 manifest vector alone, without touching the repository:
+``.venv/bin/python -c "from tests.golden.make_golden import make_snapshot_v2; make_snapshot_v2()"``.)
+
 The repository pins format version 1: tests/unit/jobs/repository/test_golden.py opens it with
 the fixed password and checks every id, tree and byte. Regenerating it is a format change:
 bump the format version in jobs/FORMAT.md and keep reading the old one.
@@ -80,5 +83,29 @@ def main() -> None:
     print(f"golden repository written to {REPO}")
 
 
+SNAPSHOT_V2 = HERE / "snapshot-v2.json"
+SNAPSHOT_V2_KEY = bytes(range(32))  # a fixed test key: the vector pins the manifest encoding, not a repository
+SNAPSHOT_V2_ID = "ab" * 32
+
+
+def make_snapshot_v2() -> None:
+    """Write a sealed version-2 manifest (one with ``excludes``) as a vector next to the repository."""
+    manifest = SnapshotManifest(
+        id=SNAPSHOT_V2_ID,
+        time="2026-12-02T01:00:00.000000Z",
+        hostname="golden",
+        source="/golden",
+        tags={"source-namespace": "app", "source-pvc": "data"},
+        root="cd" * 32,
+        summary={"total_bytes": 10, "files": 1},
+        excludes=["**/cache/", "*.tmp", "!keep.tmp"],
+    )
+    sealed = manifest.encode(SNAPSHOT_V2_KEY)
+    vector = {"key_hex": SNAPSHOT_V2_KEY.hex(), "id": SNAPSHOT_V2_ID, "sealed_hex": sealed.hex()}
+    SNAPSHOT_V2.write_text(json.dumps(vector, indent=1, sort_keys=True) + "\n")
+    print(f"version-2 manifest vector written to {SNAPSHOT_V2}")
+
+
 if __name__ == "__main__":
     main()
+    make_snapshot_v2()

@@ -1,7 +1,8 @@
 """The install manifests (manifests/), rendered with `kubectl kustomize` (local, no cluster):
 RBAC is exactly the launcher's API use (tests/rbac_inventory.py), the ConfigMap documents every
 launcher key and validates, the Deployment is hardened, `kustomize edit set image` changes the
-launcher's and the movers' image together, and the Velero overlay stays out of Velero's way."""
+launcher's and the movers' image together, no install but the without-velero overlay carries a
+CRD, and the Velero overlay stays out of Velero's way."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.rbac_inventory import LAUNCHER_API_CALLS, LAUNCHER_MODULES, VERB_OF_P
 ROOT = Path(__file__).parents[2]
 MANIFESTS = ROOT / "manifests"
 VELERO_OVERLAY = MANIFESTS / "overlays" / "velero"
+WITHOUT_VELERO_OVERLAY = MANIFESTS / "overlays" / "without-velero"
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomizations")
 
 
@@ -135,13 +137,31 @@ def test_set_image_changes_the_launcher_and_the_mover_image(path: Path, tmp_path
     assert one(docs, "ConfigMap", "snapmover-config")["data"]["image"] == image
 
 
-def test_base_installs_namespace_and_crds_into_snapmover() -> None:
+def test_default_installs_into_snapmover_and_never_a_crd() -> None:
+    """Where Velero is installed its CRDs are what counts: the default install must not carry ours."""
     docs = render(MANIFESTS)
     assert one(docs, "Namespace")["metadata"]["name"] == "snapmover"
-    crds = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
-    assert {"datauploads.velero.io", "datadownloads.velero.io"} <= crds
-    cluster_kinds = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+    assert "CustomResourceDefinition" not in {d["kind"] for d in docs}
+    cluster_kinds = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] not in cluster_kinds} == {"snapmover"}
+    monitoring = render(MANIFESTS / "overlays" / "monitoring")
+    assert "CustomResourceDefinition" not in {d["kind"] for d in monitoring}
+
+
+def test_without_velero_overlay_is_the_default_plus_exactly_the_crds() -> None:
+    default = render(MANIFESTS)
+    docs = render(WITHOUT_VELERO_OVERLAY)
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert {d["metadata"]["name"] for d in crds} == {
+        "datauploads.velero.io",
+        "datadownloads.velero.io",
+        "backupstoragelocations.velero.io",
+    }
+    for crd in crds:  # manifests/crd as is
+        assert crd == yaml.safe_load(
+            (MANIFESTS / "crd" / f"velero.io_{crd['spec']['names']['plural']}.yaml").read_text()
+        )
+    assert [d for d in docs if d["kind"] != "CustomResourceDefinition"] == default
 
 
 def test_velero_overlay_lives_in_velero_without_owning_its_namespace_or_crds() -> None:

@@ -34,7 +34,7 @@ def test_doctor_job_example() -> None:
     assert not any("SECRET" in name or name == "SNAPMOVER_PASSWORD" for name in env)
 
 
-def test_make_release_renders_the_default_install() -> None:
+def test_make_release_renders_the_default_install_without_crds_and_one_with_them() -> None:
     import subprocess
 
     root = EXAMPLES.parents[1]
@@ -43,8 +43,11 @@ def test_make_release_renders_the_default_install() -> None:
     docs = [d for d in yaml.safe_load_all((root / "build" / "install.yaml").read_text()) if d]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("Deployment", "snapmover-launcher") in kinds and ("Namespace", "snapmover") in kinds
-    assert {n for k, n in kinds if k == "CustomResourceDefinition"} == {
+    assert not {n for k, n in kinds if k == "CustomResourceDefinition"}  # never replaces Velero's
+    with_crds = [d for d in yaml.safe_load_all((root / "build" / "install-without-velero.yaml").read_text()) if d]
+    assert {d["metadata"]["name"] for d in with_crds if d["kind"] == "CustomResourceDefinition"} == {
         "datauploads.velero.io",
         "datadownloads.velero.io",
         "backupstoragelocations.velero.io",
     }
+    assert [d for d in with_crds if d["kind"] != "CustomResourceDefinition"] == docs

@@ -11,6 +11,7 @@ import os
 import random
 import stat
 import struct
+from collections.abc import Collection
 from pathlib import Path
 
 IS_ROOT = os.geteuid() == 0
@@ -133,28 +134,48 @@ def _hardlink_groups(entries: dict[bytes, os.stat_result]) -> set[frozenset[byte
     return {frozenset(g) for g in groups.values()}
 
 
-def compare_trees(src: Path, dst: Path, *, check_owner: bool = IS_ROOT) -> list[str]:
+def _read(path: bytes) -> bytes:
+    """A file's bytes without touching its atime where allowed, so a tree can be compared twice."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOATIME)
+    except PermissionError:  # O_NOATIME needs ownership or CAP_FOWNER
+        fd = os.open(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def compare_trees(
+    src: Path, dst: Path, *, check_owner: bool = IS_ROOT, only: Collection[bytes] | None = None
+) -> list[str]:
     """Differences between two trees (empty list = faithful): every entry's bytes and metadata.
 
     atime is compared for regular files only (both sides are stat'ed before any content is read;
     listing a directory or reading a symlink updates theirs); holes are compared as "the restored
-    file has no more allocated blocks than the source".
+    file has no more allocated blocks than the source". ``only``: the restore must hold exactly
+    these entries of the source (relative paths; the root is implied), each compared in full; a
+    file's link count is then the number of its names within ``only``.
     """
     a, b = _entries(src), _entries(dst)
+    if only is not None:
+        a = {rel: st for rel, st in a.items() if rel in only or rel == b"."}
     diffs = []
     if set(a) != set(b):
         diffs.append(
             f"entry sets differ: only in source {sorted(set(a) - set(b))}, only in restore {sorted(set(b) - set(a))}"
         )
+    groups = _hardlink_groups(a)
+    names = {member: len(group) for group in groups for member in group}
     for rel in sorted(set(a) & set(b)):
         sa, sb = a[rel], b[rel]
+        if only is not None and stat.S_ISREG(sa.st_mode) and sb.st_nlink != names.get(rel, 1):
+            diffs.append(f"{rel!r}: st_nlink {sb.st_nlink}, expected {names.get(rel, 1)} (names within the subset)")
         pa, pb = os.path.join(os.fsencode(src), rel), os.path.join(os.fsencode(dst), rel)
-        fields = ["st_mode", "st_size", "st_mtime_ns", "st_rdev", "st_nlink"]
+        # with ``only`` a file's link count is checked above against its names within the subset
+        fields = ["st_mode", "st_size", "st_mtime_ns", "st_rdev"] + ([] if only is not None else ["st_nlink"])
         if check_owner:
             fields += ["st_uid", "st_gid"]
         if stat.S_ISDIR(sa.st_mode):
-            fields.remove("st_size")
-            fields.remove("st_nlink")
+            fields = [f for f in fields if f not in ("st_size", "st_nlink")]
         if stat.S_ISREG(sa.st_mode):
             # The mover reads with O_NOATIME; listing a directory or reading a link updates atime.
             fields.append("st_atime_ns")
@@ -166,13 +187,13 @@ def compare_trees(src: Path, dst: Path, *, check_owner: bool = IS_ROOT) -> list[
         if stat.S_ISLNK(sa.st_mode) and os.readlink(pa) != os.readlink(pb):
             diffs.append(f"{rel!r}: symlink target differs")
         if stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode):
-            with open(pa, "rb") as fa, open(pb, "rb") as fb:
-                if fa.read() != fb.read():
-                    diffs.append(f"{rel!r}: contents differ")
+            if _read(pa) != _read(pb):
+                diffs.append(f"{rel!r}: contents differ")
             if sb.st_blocks > sa.st_blocks + 8:  # 8 x 512 B: one filesystem block of slack
                 diffs.append(f"{rel!r}: restored file is less sparse ({sb.st_blocks} > {sa.st_blocks} blocks)")
-    if _hardlink_groups(a) != _hardlink_groups(b):
-        diffs.append(f"hardlink groups differ: {_hardlink_groups(a)} != {_hardlink_groups(b)}")
+    groups = {g for g in groups if len(g) > 1}  # a subset may keep one name of a group
+    if groups != _hardlink_groups(b):
+        diffs.append(f"hardlink groups differ: {groups} != {_hardlink_groups(b)}")
     return diffs
 
 

@@ -8,7 +8,7 @@ Everything the mover does with ``O_DIRECT`` is here, used by
 * block restore (:class:`jobs.volume.block.BlockTarget`): :class:`DirectTarget` writes whole-page
   blocks through a page-aligned bounce buffer per writer thread;
 * the pack writer and ``file://`` storage: packs are assembled in :class:`AlignedBuffer` memory, which
-  ``file://`` writes with ``O_DIRECT`` (:func:`set_direct`).
+  ``file://`` writes with ``O_DIRECT`` (:func:`write_new_file_direct`).
 
 Where a filesystem or device refuses ``O_DIRECT`` (``open`` fails, or a write gets EINVAL) the
 bytes go through the page cache instead, and that file is written that way from then on; the
@@ -105,6 +105,31 @@ def set_direct(fd: int, enabled: bool) -> None:
     """Switch ``O_DIRECT`` on or off for an open descriptor (``file://`` storage's pack writes)."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, (flags | os.O_DIRECT) if enabled else (flags & ~os.O_DIRECT))
+
+
+def write_new_file_direct(fd: int, buffer: AlignedBuffer, length: int) -> bool:
+    """Write the first ``length`` bytes of ``buffer`` into the new, empty file open as ``fd`` with
+    ``O_DIRECT``: its whole pages, then the file cut back to ``length``. Returns False where the
+    filesystem refuses ``O_DIRECT`` (or its alignment): the file is then empty again, at offset 0
+    and without ``O_DIRECT``, for the caller to write through the page cache. Other errors raise
+    ``OSError`` (the caller translates them)."""
+    padded = round_up(length, PAGE_BYTES)
+    if padded > buffer.capacity:
+        return False
+    try:
+        set_direct(fd, True)
+        done = 0
+        while done < padded:
+            done += os.pwrite(fd, buffer.view[done:padded], done)
+        os.ftruncate(fd, length)
+        return True
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        set_direct(fd, False)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return False
 
 
 DIRECT_MIN_BYTES: Final = 64 * 1024  # whole-page middles shorter than this go through the page cache

@@ -13,34 +13,31 @@ It is a facade over the parts that do the work, each in its own module:
 * :mod:`jobs.repository.reader` — :class:`~jobs.repository.reader.BlobReader`: range reads,
   decryption and verification, reading threads and buffers;
 * :mod:`jobs.repository.index_files` — the index files and the in-memory index both share;
-* :mod:`jobs.repository.config`, :mod:`jobs.repository.keys`, :mod:`jobs.repository.locks`,
-  :mod:`jobs.repository.snapshots` — the config object, key files, locks and manifests.
+* :mod:`jobs.repository.snapshots` — :class:`~jobs.repository.snapshots.SnapshotStore`: the
+  snapshot manifests and the tombstones of forgotten ones;
+* :mod:`jobs.repository.config`, :mod:`jobs.repository.keys`, :mod:`jobs.repository.locks` — the
+  config object, key files and locks.
 
-Here are what joins them: creating and opening a repository, the snapshot manifests and
-tombstones, and the counts of ``repo info``. Maintenance (``check``, ``prune``) sits above this, in
-:mod:`jobs.repository.maintenance`, and takes a :class:`Repository`.
+Here is what joins them: creating and opening a repository, recording each saved snapshot in an
+index file, which objects were found damaged, and the counts of ``repo info``. Maintenance
+(``check``, ``prune``) sits above this, in :mod:`jobs.repository.maintenance`, and takes a
+:class:`Repository`.
 """
 
 from __future__ import annotations
 
-import logging
 import secrets
-import socket
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final
 
 import blake3
 
 from jobs.errors import (
     IntegrityError,
-    ObjectNotFoundError,
     RepositoryExistsError,
     RepositoryNotFoundError,
-    SnapshotNotFoundError,
     UsageError,
 )
 from jobs.repository.config import (
@@ -64,21 +61,12 @@ from jobs.repository.keys import KEYS_PREFIX, add_key, open_keys
 from jobs.repository.locks import LockManager
 from jobs.repository.packs import BlobData
 from jobs.repository.reader import BlobReader
-from jobs.repository.snapshots import (
-    FORGOTTEN_PREFIX,
-    SNAPSHOTS_PREFIX,
-    SnapshotManifest,
-    encode_tombstone,
-    tombstone_is_authentic,
-)
+from jobs.repository.snapshots import SNAPSHOTS_PREFIX, SnapshotManifest, SnapshotStore
 from jobs.repository.writer import PackWriter
 from jobs.storage.base import Storage
 
-log = logging.getLogger(__name__)
-
 MIN_PACK_TARGET_BYTES: Final = 1 * MiB
 MAX_PACK_TARGET_BYTES: Final = 512 * MiB
-LIST_PARALLEL: Final = 8  # snapshot manifests read at once by list_snapshots
 
 
 @dataclass(frozen=True)
@@ -106,6 +94,7 @@ class Repository:
         self._indexes = IndexFiles(storage, keys.encryption)
         self._writer = PackWriter(storage, keys.encryption, config, self._indexes, upload_parallel=upload_parallel)
         self._reader = BlobReader(storage, keys, self._indexes)
+        self._snapshots = SnapshotStore(storage, keys.encryption)
         self._locks = LockManager(storage, keys.encryption)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -258,14 +247,9 @@ class Repository:
 
     def save_snapshot(self, manifest: SnapshotManifest) -> str:
         """Write the manifest (after ``flush``), then record it; returns the new snapshot id."""
-        manifest.id = secrets.token_hex(32)
-        if not manifest.time:
-            manifest.time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        if not manifest.hostname:
-            manifest.hostname = socket.gethostname()
-        self.storage.put(SNAPSHOTS_PREFIX + manifest.id, manifest.encode(self._keys.encryption), overwrite=False)
-        self.record_snapshot(manifest.id)
-        return manifest.id
+        snapshot_id = self._snapshots.save(manifest)
+        self.record_snapshot(snapshot_id)
+        return snapshot_id
 
     def record_snapshot(self, snapshot_id: str) -> None:
         """After its manifest is written: an index file recording that the snapshot exists, so a
@@ -274,73 +258,29 @@ class Repository:
 
     def load_snapshot(self, snapshot_id: str) -> SnapshotManifest:
         """Load one manifest by its full id."""
-        try:
-            sealed = self.storage.get(SNAPSHOTS_PREFIX + snapshot_id)
-        except ObjectNotFoundError as e:
-            raise SnapshotNotFoundError(f"no snapshot {snapshot_id} in {self.storage.location}") from e
-        return SnapshotManifest.decode(self._keys.encryption, snapshot_id, sealed)
+        return self._snapshots.load(snapshot_id)
 
     def snapshot_ids(self) -> list[str]:
         """Ids of every stored manifest."""
-        return [o.name[len(SNAPSHOTS_PREFIX) :] for o in self.storage.list(SNAPSHOTS_PREFIX)]
+        return self._snapshots.ids()
 
     def list_snapshots(self) -> list[SnapshotManifest]:
         """Every readable snapshot, oldest first; damaged manifests are skipped and remembered."""
-        ids = self.snapshot_ids()
-        result: list[SnapshotManifest] = []
-        damaged: list[str] = []
-
-        def load(sid: str) -> None:
-            try:
-                result.append(self.load_snapshot(sid))
-            except IntegrityError as e:
-                log.warning("skipping snapshot: %s", e)
-                damaged.append(SNAPSHOTS_PREFIX + sid)
-            except SnapshotNotFoundError:
-                pass  # forgotten while listing
-
-        with ThreadPoolExecutor(max_workers=LIST_PARALLEL) as pool:
-            list(pool.map(load, ids))
+        snapshots, damaged = self._snapshots.load_all()
         self.damaged = [d for d in self.damaged if not d.startswith(SNAPSHOTS_PREFIX)] + damaged
-        return sorted(result, key=lambda s: (s.time, s.id))
+        return snapshots
 
     def find_snapshot(self, id_or_prefix: str) -> SnapshotManifest:
         """The snapshot with this id or unique id prefix."""
-        wanted = id_or_prefix.strip().lower()
-        if not wanted or any(c not in "0123456789abcdef" for c in wanted):
-            raise SnapshotNotFoundError(f"no snapshot {id_or_prefix!r}: snapshot ids are hexadecimal")
-        matches = [sid for sid in self.snapshot_ids() if sid.startswith(wanted)]
-        if not matches:
-            raise SnapshotNotFoundError(f"no snapshot {id_or_prefix} in {self.storage.location}")
-        if len(matches) > 1:
-            raise UsageError(f"snapshot id prefix {id_or_prefix} is ambiguous ({len(matches)} matches)")
-        return self.load_snapshot(matches[0])
+        return self._snapshots.find(id_or_prefix)
 
     def forget(self, snapshot_ids: Iterable[str]) -> None:
-        """Delete snapshot manifests (their data is freed by ``prune``).
-
-        A tombstone ``forgotten/<id>`` is written first: it tells check that the manifest is gone
-        on purpose (a manifest deleted any other way is reported); prune removes it later."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        for sid in snapshot_ids:
-            self.storage.put(FORGOTTEN_PREFIX + sid, encode_tombstone(self._keys.encryption, sid, now))
-            self.storage.delete(SNAPSHOTS_PREFIX + sid)
+        """Delete snapshot manifests, each after its tombstone (their data is freed by ``prune``)."""
+        self._snapshots.forget(snapshot_ids)
 
     def forgotten_snapshots(self) -> tuple[set[str], list[str]]:
         """(ids with an authentic tombstone, names of tombstones that do not authenticate)."""
-        ids: set[str] = set()
-        damaged: list[str] = []
-        for obj in self.storage.list(FORGOTTEN_PREFIX):
-            sid = obj.name[len(FORGOTTEN_PREFIX) :]
-            try:
-                sealed = self.storage.get(obj.name)
-            except ObjectNotFoundError:
-                continue  # removed by a prune meanwhile
-            if tombstone_is_authentic(self._keys.encryption, sid, sealed):
-                ids.add(sid)
-            else:
-                damaged.append(obj.name)
-        return ids, damaged
+        return self._snapshots.forgotten()
 
     # --- locks and counts ----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from jobs.direct_io import PAGE_BYTES, AlignedBuffer, round_up, set_direct
+from jobs.direct_io import AlignedBuffer, write_new_file_direct
 from jobs.errors import (
     ObjectExistsError,
     ObjectNotFoundError,
@@ -105,21 +105,11 @@ class FileStorage(Storage):
         self._store(name, overwrite, lambda fd: self._write_direct(fd, buffer, length))
 
     def _write_direct(self, fd: int, buffer: AlignedBuffer, length: int) -> None:
-        padded = round_up(length, PAGE_BYTES)
-        if self._direct_io and padded <= buffer.capacity:
-            try:
-                set_direct(fd, True)
-                _write_all(fd, buffer.view[:padded])  # whole pages, then cut back to the real length
-                os.ftruncate(fd, length)
+        if self._direct_io:
+            if write_new_file_direct(fd, buffer, length):
                 return
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                self._direct_io = False  # this filesystem refuses O_DIRECT (or its alignment): buffered from now on
-                log.debug("storage: O_DIRECT refused on %s; using buffered writes", self._root)
-                set_direct(fd, False)
-                os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)
+            self._direct_io = False  # this filesystem refuses O_DIRECT (or its alignment): buffered from now on
+            log.debug("storage: O_DIRECT refused on %s; using buffered writes", self._root)
         _write_all(fd, buffer.view[:length])
 
     def _store(self, name: str, overwrite: bool, write: Callable[[int], None]) -> None:

@@ -210,3 +210,29 @@ def test_direct_target_uses_the_page_cache_once_o_direct_is_refused(
     target.close()
     os.close(fd)
     assert path.read_bytes() == first[:5] + b"odd" + first[8:] + rest
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_a_new_file_is_written_direct_or_left_empty_for_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    """file:// pack writes: whole pages with O_DIRECT, cut back to the length; where refused,
+    nothing is left written and the descriptor is back to buffered writes at offset 0."""
+    import fcntl
+
+    from jobs.direct_io import write_new_file_direct
+
+    path = tmp_path / "pack"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    buffer = AlignedBuffer(3 * 4096)
+    data = os.urandom(2 * 4096 + 100)
+    buffer.view[: len(data)] = data
+    if refused:
+        _refuse_direct_writes(monkeypatch, {fd})
+    assert write_new_file_direct(fd, buffer, len(data)) is not refused
+    if refused:
+        assert path.stat().st_size == 0 and os.lseek(fd, 0, os.SEEK_CUR) == 0
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+    os.close(fd)
+    buffer.close()
+    assert path.read_bytes() == (b"" if refused else data)

@@ -21,6 +21,7 @@ import logging
 import secrets
 import socket
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -94,6 +95,10 @@ READ_MAX_RANGE_BYTES: Final = 8 * MiB
 # Uploaded packs' entries wait for an index file at most this many at a time (~250 bytes each
 # while they wait): a backup of millions of blobs writes an index file every this many.
 UNINDEXED_MAX_ENTRIES: Final = 65_536
+# ... and, so a killed backup's uploaded data is found by the next run (which then deduplicates
+# instead of uploading it again), also once this many packs or seconds have gone unindexed.
+UNINDEXED_MAX_PACKS: Final = 8
+UNINDEXED_MAX_SECONDS: Final = 10.0
 SCRATCH_MIN_RAW_BYTES: Final = 1 * MiB  # a compression buffer starts this big (grows to the largest chunk)
 
 
@@ -220,6 +225,9 @@ class Repository:
         self.recorded_snapshots: dict[str, str] = {}  # snapshot id -> the index file recording it
         self._open: dict[int, _OpenPack | None] = {k: None for k in KIND_NAMES}
         self._unindexed: list[tuple[bytes, Location]] = []
+        self._unindexed_packs = 0
+        self._repacking = False  # prune's repacked blobs are indexed by its consolidated index only
+        self._indexed_at = time.monotonic()  # when uploaded packs were last made findable
         self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
         in_flight = max(PACKS_IN_FLIGHT, upload_parallel)
         self._in_flight = threading.BoundedSemaphore(in_flight)
@@ -361,8 +369,10 @@ class Repository:
         return scratch
 
     def append_sealed(self, chunk_id: bytes, kind: int, sealed: memoryview, raw_length: int, compressed: bool) -> None:
-        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``."""
+        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``,
+        which returns its entry (no index file lists it before: prune supersedes every old one)."""
         with self._lock:
+            self._repacking = True
             self._pending.add(chunk_id)
         pack, out = self._reserve(PackEntry(chunk_id, kind, 0, len(sealed), raw_length, compressed))
         ok = False
@@ -461,10 +471,26 @@ class Repository:
                 (e.chunk_id, Location(pack.name, e.kind, e.offset, e.length, e.raw_length, e.compressed))
                 for e in pack.entries
             )
-            full = len(self._unindexed) >= UNINDEXED_MAX_ENTRIES
-            entries, self._unindexed = (self._unindexed, []) if full else ([], self._unindexed)
+            self._unindexed_packs += 1
+            entries = self._take_unindexed(force=False)
         if entries:
             self.write_index(entries, supersedes=[])  # its packs are all uploaded: write order holds
+
+    def _take_unindexed(self, *, force: bool) -> list[tuple[bytes, Location]]:
+        """Under the lock: the uploaded entries due for an index file now (FORMAT.md §7), or none.
+
+        Due when ``force`` or when the entries, packs or seconds since the last one reach their
+        bound; only uploaded packs are ever listed, so the write order of FORMAT.md §10 holds."""
+        now = time.monotonic()
+        due = force or (
+            len(self._unindexed) >= UNINDEXED_MAX_ENTRIES
+            or self._unindexed_packs >= UNINDEXED_MAX_PACKS
+            or now - self._indexed_at >= UNINDEXED_MAX_SECONDS
+        )
+        if not due or (self._repacking and not force):
+            return []
+        entries, self._unindexed, self._unindexed_packs, self._indexed_at = self._unindexed, [], 0, now
+        return entries
 
     def _raise_upload_error(self) -> None:
         if self._upload_error is not None:
@@ -494,7 +520,7 @@ class Repository:
         self._close_open_packs()
         self._wait_uploads()
         with self._lock:
-            entries, self._unindexed = self._unindexed, []
+            entries = self._take_unindexed(force=True)
         if entries:
             self.write_index(entries, supersedes=[])
 
@@ -780,7 +806,8 @@ class Repository:
         self._close_open_packs()
         self._wait_uploads()
         with self._lock:
-            entries, self._unindexed = self._unindexed, []
+            entries = self._take_unindexed(force=True)
+            self._repacking = False
         return entries
 
 

@@ -260,6 +260,8 @@ class Controller:
         if change.phase in TERMINAL_PHASES and not status.get("completionTimestamp"):
             status["completionTimestamp"] = now_rfc3339()
         meta = dict(cr["metadata"])
+        if change.annotations:
+            meta["annotations"] = {**(meta.get("annotations") or {}), **change.annotations}
         if change.add_finalizer:
             meta["finalizers"] = sorted(set(meta.get("finalizers") or []) | {FINALIZER})
         cr = {**cr, "metadata": meta, "status": status}
@@ -274,7 +276,9 @@ class Controller:
         if change.count_bytes is not None:
             metrics.BYTES_MOVED.labels(cr["kind"]).inc(change.count_bytes)
         note = f": {change.note}" if change.note else ""
-        kind = "Warning" if change.phase == Phase.FAILED else "Normal"
+        kind = "Warning" if change.phase == Phase.FAILED or change.warning else "Normal"
+        if change.reason == "MoverRetry":
+            metrics.MOVER_RETRIES.labels(cr["kind"]).inc()
         self.event(cr, kind, change.reason, change.message or f"{old} -> {change.phase}{note}")
         log.info("%s %s: %s -> %s %s", cr["kind"], cr["metadata"]["name"], old, change.phase, change.message)
         return updated
@@ -450,6 +454,8 @@ class Controller:
             source_namespace=exposed.source_namespace,
             source_pvc=exposed.source_pvc,
         )
+        attempt = {phases.ATTEMPT_ANNOTATION: str(phases.attempt_of(cr))}  # a dead attempt's Job is replaced
+        body["metadata"]["annotations"] = {**(body["metadata"].get("annotations") or {}), **attempt}
         created = api.create_if_absent(
             f"Job {self.ns}/{body['metadata']['name']}", self.batch.create_namespaced_job, self.ns, body
         )

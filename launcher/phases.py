@@ -33,6 +33,12 @@ Job Complete, DataUpload    → Completed with the mover's snapshotID (else Fail
 Job Complete, DataDownload  rebind the restored PV to the target PVC step by step (retain + label,
                             delete the restore PVC, claimRef + selector labels, wait Bound,
                             restore the reclaim policy), then → Completed
+Job Failed, the mover died  the pod ended without a result (OOMKilled, killed by a signal, evicted,
+                            gone with its node): while attempts remain (1 + ``moverRetries``)
+                            and the operationTimeout since acceptance has not passed, → Accepted
+                            with the next attempt (annotation ``snapmover.io/mover-attempt``,
+                            Warning Event MoverRetry); the old Job is deleted and a new one made
+                            as for a new CR (the mover resumes: what it stored is deduplicated)
 Job Failed                  → Canceled when the mover says so, else Failed with its message
 pod cannot start            past ``podStartTimeout`` → Failed (PodCannotStart), delete the Job
 Accepted, pod Running       → Prepared (``node``)
@@ -69,6 +75,8 @@ WAIT_REQUEUE_SECONDS = 1.0
 QUEUE_FULL_REQUEUE_SECONDS = 2.0
 SUPERVISE_REQUEUE_SECONDS = 5.0
 RETENTION_REQUEUE_MAX_SECONDS = 60.0
+ATTEMPT_ANNOTATION = "snapmover.io/mover-attempt"  # on the CR: the attempt it is on; on a Job: its attempt
+RETRIED_ANNOTATION = "snapmover.io/mover-retried-at"  # when the current attempt was decided (prepare timeout)
 START_FAILURE_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 )
@@ -113,6 +121,7 @@ class Settings:
     pod_start_timeout_seconds: float
     job_retention_seconds: float
     prepare_queue_length: int
+    mover_retries: int = 2
 
     @classmethod
     def from_config(cls, config: LauncherConfig, identity: str) -> Settings:
@@ -124,6 +133,7 @@ class Settings:
             pod_start_timeout_seconds=config.pod_start_timeout_seconds,
             job_retention_seconds=config.job_retention_seconds,
             prepare_queue_length=config.prepare_queue_length,
+            mover_retries=config.mover_retries,
         )
 
 
@@ -183,7 +193,10 @@ class Observation:
 
     @property
     def pod(self) -> Obj | None:
-        return self.pods[0] if self.pods else None
+        """The current Job's pod (a dead attempt's pods linger until they are garbage-collected)."""
+        uid = ((self.job or {}).get("metadata") or {}).get("uid")
+        current = [p for p in self.pods if not uid or uid in owner_uids(p) or not owner_uids(p)]
+        return current[0] if current else None
 
 
 # --- what to do ------------------------------------------------------------------------------------
@@ -200,6 +213,8 @@ class SetPhase:
     fields: Mapping[str, Any] = field(default_factory=dict)
     add_finalizer: bool = False
     count_bytes: int | None = None  # bytes moved to count when the change is written
+    annotations: Mapping[str, str] = field(default_factory=dict)  # set on the CR with the change
+    warning: bool = False  # its Event is a Warning (always for Failed)
 
 
 @dataclass(frozen=True)
@@ -318,6 +333,16 @@ def phase_of(cr: Obj) -> str:
 
 def finalizers_of(cr: Obj) -> list[str]:
     return list((cr.get("metadata") or {}).get("finalizers") or [])
+
+
+def owner_uids(obj: Obj) -> set[str]:
+    return {str(r.get("uid")) for r in (obj.get("metadata") or {}).get("ownerReferences") or []}
+
+
+def attempt_of(obj: Obj | None) -> int:
+    """The mover attempt a CR is on, or a Job is (1 when not annotated: every first attempt)."""
+    text = str((((obj or {}).get("metadata") or {}).get("annotations") or {}).get(ATTEMPT_ANNOTATION))
+    return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
 def holds_snapshot(cr: Obj) -> bool:
@@ -464,6 +489,9 @@ def wait(obs: Observation, what: str) -> list[Action]:
     """Requeue; before the Job runs, the prepare timeout ends the wait."""
     actions: list[Action] = []
     accepted = status_of(obs.cr).get("acceptedTimestamp")
+    retried = ((obs.cr.get("metadata") or {}).get("annotations") or {}).get(RETRIED_ANNOTATION)
+    if retried and accepted and (parse_time(retried) or 0) > (parse_time(accepted) or 0):
+        accepted = retried  # a retry prepares anew
     limit = obs.settings.prepare_timeout_seconds
     if phase_of(obs.cr) in (Phase.NEW, Phase.ACCEPTED) and accepted and age(accepted, obs.now) > limit:
         actions += fail(f"timed out after {limit:.0f}s preparing: {what}", "PrepareTimeout")
@@ -544,6 +572,8 @@ def accept(obs: Observation) -> list[Action]:
 
 def prepare(obs: Observation) -> list[Action]:
     """Accepted: expose the volume, then create the Job once a slot is free, then supervise."""
+    if obs.job is not None and attempt_of(obs.job) < attempt_of(obs.cr):
+        return [DeleteJob(), Requeue(WAIT_REQUEUE_SECONDS, "the dead mover's Job to go")]
     exposure = obs.exposure
     if exposure is None:
         return [Expose()]
@@ -578,7 +608,7 @@ def supervise(obs: Observation) -> list[Action]:
     if "Complete" in conditions:
         return succeeded(obs)
     if "Failed" in conditions:
-        return job_failed(pod, conditions["Failed"])
+        return retry_dead_mover(obs, pod, conditions["Failed"]) or job_failed(pod, conditions["Failed"])
     return running(obs, job, pod)
 
 
@@ -617,6 +647,52 @@ def succeeded(obs: Observation) -> list[Action]:
         fields = {"snapshotID": msg["snapshotID"], "incrementalBytes": msg.get("incrementalBytes", 0)}
         return [SetPhase(Phase.COMPLETED, "Completed", fields=fields)]
     return fail("the mover exited without completing the backup", "MoverExited")
+
+
+def mover_death(pod: Obj | None, condition: Obj) -> str:
+    """How a mover pod ended without a result, '' when it did not simply die (a crash with a
+    message, a deadline): OOMKilled, killed by a signal, evicted, or gone with its node.
+
+    The seam for the failure classification (``classify``, issue #16 item 4): its words replace
+    these once it exists; the decision to retry stays here."""
+    if condition.get("reason") == "DeadlineExceeded":
+        return ""
+    if pod is None:
+        return f"the mover pod is gone ({condition.get('reason') or 'Job failed'}: {condition.get('message') or ''})"
+    status = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name")
+    if status.get("reason") in ("Evicted", "NodeLost", "Terminated") or "DisruptionTarget" in true_conditions(pod):
+        return f"the mover pod {name} was {status.get('reason') or 'disrupted'}: {status.get('message') or ''}".strip()
+    for cs in status.get("containerStatuses") or []:
+        ended = (cs.get("state") or {}).get("terminated") or {}
+        code = int(ended.get("exitCode") or 0)
+        if ended.get("reason") == "OOMKilled" or code >= 128:
+            return f"the mover container of pod {name} ended {ended.get('reason') or 'killed'} (exit code {code})"
+    return ""
+
+
+def retry_dead_mover(obs: Observation, pod: Obj | None, condition: Obj) -> list[Action]:
+    """A mover that died without a result: start the next attempt while the bounds allow, or fail
+    saying how many attempts died; empty when the mover ended on its own terms."""
+    cause = mover_death(pod, condition)
+    if not cause or result_of(pod) is not None:
+        return []
+    attempt, allowed = attempt_of(obs.cr), 1 + obs.settings.mover_retries
+    timeout = operation_timeout(obs.cr)
+    if attempt >= allowed:
+        return fail(
+            f"the mover died in each of {attempt} attempt(s) (moverRetries {allowed - 1}); last: {cause}", "MoverFailed"
+        )
+    if waited_too_long(obs.cr, obs.now):
+        return fail(
+            f"the mover died ({cause}); not retried: the operationTimeout {timeout:.0f}s has passed", "MoverFailed"
+        )
+    message = f"mover attempt {attempt} of {allowed} died ({cause}); starting attempt {attempt + 1}"
+    annotations = {ATTEMPT_ANNOTATION: str(attempt + 1), RETRIED_ANNOTATION: rfc3339(obs.now)}
+    return [
+        SetPhase(Phase.ACCEPTED, "MoverRetry", message, annotations=annotations, warning=True),
+        Requeue(WAIT_REQUEUE_SECONDS, "the next mover attempt"),
+    ]
 
 
 def job_failed(pod: Obj | None, condition: Obj) -> list[Action]:

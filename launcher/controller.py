@@ -118,6 +118,7 @@ class Controller:
             lambda bsl: self.exposer.storage_location({"spec": {"backupStorageLocation": bsl}}),
             self.job_event,
             self.to_dict,
+            movers_of=self.movers_of,
         )
 
     def to_dict(self, obj: Any) -> Any:
@@ -361,7 +362,8 @@ class Controller:
         for action in actions:
             if isinstance(action, phases.Expose):
                 exposure, _ = self.exposer.expose(cr, obs.now)
-                busy = self.no_free_slot() if isinstance(exposure, phases.Exposed) and obs.job is None else ""
+                blocked = isinstance(exposure, phases.Exposed) and obs.job is None
+                busy = (self.prune_hold(cr) or self.no_free_slot()) if blocked else ""
                 return replace(obs, exposure=exposure, free_slot=busy)
             if isinstance(action, phases.Rebind):
                 return replace(obs, rebind=self.exposer.rebind_view(cr, self.to_dict))
@@ -414,6 +416,23 @@ class Controller:
             return f"every node runs {self.config.max_jobs_per_node} mover(s), the per-node limit"
         return ""
 
+    def prune_hold(self, cr: dict[str, Any]) -> str:
+        """Why no mover Job of the CR's repository may start now: its prune Job runs ('' when none)."""
+        bsl, source_ns = repository_of(cr)
+        running = self.maintainer.running_prune(bsl, source_ns)
+        return f"prune Job {running} is pruning repository {bsl}/{source_ns}" if running else ""
+
+    def movers_of(self, bsl: str, source_ns: str) -> int:
+        """Mover Jobs (of both kinds) running on the repository (storage location, source namespace)."""
+        return sum(
+            1
+            for informer in self.crs.values()
+            for cr in informer.items()
+            if repository_of(cr) == (bsl, source_ns)
+            and (job := self.read_job(cr)) is not None
+            and not phases.job_finished(self.to_dict(job))
+        )
+
     def ready_nodes(self) -> list[str]:
         return [
             n.metadata.name
@@ -422,6 +441,13 @@ class Controller:
         ]
 
     def create_job(self, cr: dict[str, Any], exposed: phases.Exposed) -> None:
+        """The mover's RBAC and Job, unless a prune of its repository started meanwhile (the next
+        reconcile waits for it); the check and the creation are atomic with the prune's start."""
+        with self.maintainer.gate:
+            if not self.prune_hold(cr):
+                self._create_job(cr, exposed)
+
+    def _create_job(self, cr: dict[str, Any], exposed: phases.Exposed) -> None:
         """The mover's RBAC (owned by its PVC, so garbage-collected with it), then its Job."""
         location = self.exposer.storage_location(cr)
         uid = cr["metadata"]["uid"]
@@ -507,6 +533,12 @@ class Controller:
                 api.delete_if_present(f"{what} {self.ns}/{name}", delete)
                 informer.forget(name, self.ns)
         self.rbac_ready.discard(cr["metadata"]["uid"])
+
+
+def repository_of(cr: dict[str, Any]) -> tuple[str, str]:
+    """The repository a CR's mover uses: (storage location, source namespace)."""
+    spec = cr.get("spec") or {}
+    return str(spec.get("backupStorageLocation", "")), str(spec.get("sourceNamespace", ""))
 
 
 def live(obj: Any) -> bool:

@@ -42,7 +42,7 @@ from jobs.contract import (
     TERMINAL_PHASES,
     Phase,
 )
-from launcher import api, logfmt, metrics, objects, phases
+from launcher import api, logfmt, metrics, notices, objects, phases
 from launcher.config import LauncherConfig
 from launcher.exposure import Exposer, LocationError
 from launcher.informer import Informer, Recent, meta_of
@@ -80,6 +80,7 @@ class Controller:
         self.rbac_ready: set[str] = set()  # CR uids whose mover ServiceAccount/Role/RoleBinding exist
         self.recent = Recent(ttl=15.0)  # reads without a watch: Secrets, storage locations, nodes
         self.settings = phases.Settings.from_config(config, identity)
+        self.notices = notices.Notices()  # Events about mover-written phases and waits, once each
         self.crs = {
             kind: Informer(
                 plural,
@@ -270,6 +271,7 @@ class Controller:
         if updated is None:
             return None
         metrics.TRANSITIONS.labels(cr["kind"], change.phase).inc()
+        self.notices.first(cr["metadata"]["uid"], f"phase {change.phase}")  # its Event is posted below
         if old != change.phase:
             # time in the phase left: since the mover started, else since the CR was accepted
             since = status.get("startTimestamp") if old == Phase.IN_PROGRESS else status.get("acceptedTimestamp")
@@ -315,6 +317,7 @@ class Controller:
         cr = self.get_cr(kind, name)
         if cr is None:
             return
+        self.announce_mover_phase(cr)
         obs = self.observe(cr)
         try:
             for _ in range(MAX_DECISIONS):
@@ -326,6 +329,21 @@ class Controller:
             # a permanent refusal (a rejected body, a forbidden call): the CR fails with the server's word
             if self.set_phase(cr, phases.SetPhase(Phase.FAILED, "Failed", str(e))) is None:
                 raise
+
+    def announce_mover_phase(self, cr: dict[str, Any]) -> None:
+        """The Event and count of a phase the mover wrote (InProgress, Completed, …), once per CR."""
+        if (cr.get("spec") or {}).get("datamover") != self.config.datamover_name:
+            return
+        notice = notices.mover_phase_event(cr, time.time())
+        if notice is not None and self.notices.first(cr["metadata"]["uid"], f"phase {phases.phase_of(cr)}"):
+            metrics.MOVER_PHASES.labels(cr["kind"], phases.phase_of(cr)).inc()
+            self.event(cr, notice.type, notice.reason, notice.message)
+
+    def requeue(self, cr: dict[str, Any], requeue: phases.Requeue) -> None:
+        """Look again later; a wait worth telling gets one Event per reason (not one per requeue)."""
+        if requeue.announce and self.notices.first(cr["metadata"]["uid"], f"waiting for {requeue.waiting_for}"):
+            self.event(cr, "Normal", "Waiting", f"waiting for {requeue.waiting_for}")
+        self.enqueue(cr["kind"], cr["metadata"]["name"], delay=requeue.delay)
 
     def observe(self, cr: dict[str, Any]) -> phases.Observation:
         """The CR and what it owns, from the caches (plain dicts)."""
@@ -376,7 +394,7 @@ class Controller:
     def act_one(self, cr: dict[str, Any], action: phases.Action) -> None:
         """One action that neither changes the phase nor asks for more observation."""
         handlers: dict[type, Callable[[Any], Any]] = {
-            phases.Requeue: lambda a: self.enqueue(cr["kind"], cr["metadata"]["name"], delay=a.delay),
+            phases.Requeue: lambda a: self.requeue(cr, a),
             phases.CreateJob: lambda a: self.create_job(cr, a.exposed),
             phases.PatchVolume: lambda a: self.exposer.patch_volume(a.name, dict(a.patch)),
             phases.DeleteRestoreClaim: lambda a: self.exposer.delete_restore_claim(cr),

@@ -74,6 +74,7 @@ POD_STATUS_GRACE_SECONDS = 15.0  # how long a finished Job waits for its pod's t
 WAIT_REQUEUE_SECONDS = 1.0
 QUEUE_FULL_REQUEUE_SECONDS = 2.0
 SUPERVISE_REQUEUE_SECONDS = 5.0
+WAIT_NOTICE_AFTER_SECONDS = 5.0  # a prepare wait this long gets its (one) Event
 RETENTION_REQUEUE_MAX_SECONDS = 60.0
 ATTEMPT_ANNOTATION = "snapmover.io/mover-attempt"  # on the CR: the attempt it is on; on a Job: its attempt
 RETRIED_ANNOTATION = "snapmover.io/mover-retried-at"  # when the current attempt was decided (prepare timeout)
@@ -223,6 +224,7 @@ class Requeue:
 
     delay: float
     waiting_for: str = ""
+    announce: bool = False  # a wait worth one Event per reason (the controller deduplicates)
 
 
 @dataclass(frozen=True)
@@ -485,8 +487,9 @@ def fail(message: str, reason: str = "Failed") -> list[Action]:
     return [SetPhase(Phase.FAILED, reason, message)]
 
 
-def wait(obs: Observation, what: str) -> list[Action]:
-    """Requeue; before the Job runs, the prepare timeout ends the wait."""
+def wait(obs: Observation, what: str, *, announce: bool = False) -> list[Action]:
+    """Requeue; before the Job runs, the prepare timeout ends the wait. ``announce``: a wait that
+    holds the CR up (not a step's moment), told in an Event once it lasted a few seconds."""
     actions: list[Action] = []
     accepted = status_of(obs.cr).get("acceptedTimestamp")
     retried = ((obs.cr.get("metadata") or {}).get("annotations") or {}).get(RETRIED_ANNOTATION)
@@ -495,7 +498,8 @@ def wait(obs: Observation, what: str) -> list[Action]:
     limit = obs.settings.prepare_timeout_seconds
     if phase_of(obs.cr) in (Phase.NEW, Phase.ACCEPTED) and accepted and age(accepted, obs.now) > limit:
         actions += fail(f"timed out after {limit:.0f}s preparing: {what}", "PrepareTimeout")
-    return [*actions, Requeue(WAIT_REQUEUE_SECONDS, what)]
+    lasted = bool(accepted) and age(accepted, obs.now) >= WAIT_NOTICE_AFTER_SECONDS
+    return [*actions, Requeue(WAIT_REQUEUE_SECONDS, what, announce=announce and lasted and not actions)]
 
 
 def deleted(obs: Observation) -> list[Action]:
@@ -578,13 +582,13 @@ def prepare(obs: Observation) -> list[Action]:
     if exposure is None:
         return [Expose()]
     if isinstance(exposure, Waiting):
-        return wait(obs, exposure.what)
+        return wait(obs, exposure.what, announce=True)
     if isinstance(exposure, Failed):
         return fail(exposure.message)
     if obs.job is not None:
         return supervise(obs)
     if obs.free_slot:
-        return wait(obs, f"a free mover slot ({obs.free_slot})")
+        return wait(obs, f"a free mover slot ({obs.free_slot})", announce=True)
     if exposure.claim_uid is None:
         return wait(obs, f"PVC {exposure.claim} to appear")
     return [CreateJob(exposure), *wait(obs, "the mover pod to be created")]

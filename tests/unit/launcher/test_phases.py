@@ -255,7 +255,12 @@ def test_accepted_first_exposes() -> None:
 
 def test_exposure_waiting_requeues_before_the_prepare_timeout() -> None:
     actions = decide(obs(du(Phase.ACCEPTED), exposure=Waiting("VolumeSnapshot app/snap to exist")))
-    assert actions == [Requeue(1.0, "VolumeSnapshot app/snap to exist")]
+    assert actions == [Requeue(1.0, "VolumeSnapshot app/snap to exist", announce=True)]  # waiting 10 s: told
+    fresh = du(Phase.ACCEPTED)
+    fresh["status"]["acceptedTimestamp"] = ago(2)  # a moment's wait gets no Event
+    assert decide(obs(fresh, exposure=Waiting("x"))) == [Requeue(1.0, "x")]
+    # a step's own moment (the pod being created) is never announced
+    assert not any(a.announce for a in only(decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED)), Requeue))
 
 
 def test_prepare_timeout_fails_naming_what_it_waited_for() -> None:

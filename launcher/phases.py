@@ -81,6 +81,8 @@ RETRIED_ANNOTATION = "snapmover.io/mover-retried-at"  # when the current attempt
 START_FAILURE_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 )
+# kube-scheduler's message for a pod whose PVC (immediate binding) is not bound yet
+UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"
 
 Obj = Mapping[str, Any]
 
@@ -393,6 +395,14 @@ def pod_start_problem(pod: Obj) -> str:
     return ""
 
 
+def volume_not_bound_yet(pod: Obj) -> bool:
+    """Whether the scheduler holds the pod only because a PVC it mounts is not bound yet."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+            return UNBOUND_CLAIMS in str(cond.get("message") or "")
+    return False
+
+
 def operation_timeout(cr: Obj) -> float:
     """``spec.operationTimeout`` in seconds (ConfigurationError when it is not a duration)."""
     value = spec_of(cr).get("operationTimeout")
@@ -623,6 +633,10 @@ def running(obs: Observation, job: Obj, pod: Obj | None) -> list[Action]:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     node = (pod.get("spec") or {}).get("nodeName") or ""
     problem = pod_start_problem(pod)
+    if problem and volume_not_bound_yet(pod):
+        # kube-scheduler keeps the pod unschedulable until its PVC is provisioned (from the
+        # snapshot, which can take long): preparation, bounded by the prepare timeout
+        return wait(obs, f"the mover's volume to be provisioned ({problem})")
     if problem and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
         return [
             SetPhase(Phase.FAILED, "PodCannotStart", f"the mover pod {meta.get('name')} cannot start: {problem}"),

@@ -103,13 +103,16 @@ def test_a_mover_killed_at_60_percent_is_resumed_and_completes(velero_crds: Clus
         init = cli(env, "repo", "init", "--pack-size", "1")
         assert init.returncode == 0, init.stderr
         env.snapshot("snap", "data")
-        du = env.data_upload("snap", "data", operationTimeout="10m", dataMoverConfig={"ParallelFilesUpload": "2"})
+        du = env.data_upload("snap", "data", operationTimeout="10m", dataMoverConfig={"ParallelFilesUpload": "1"})
         repo = repository(env)
-        wait_for("60 % of the data stored", lambda: pack_bytes(repo) >= 0.6 * total, timeout=300)
-        pod = wait_for("the mover pod", lambda: running_pod(env, "snapmover.io/role"))
-        os.kill(container_pid(env, pod), signal.SIGKILL)
+        pid = container_pid(env, wait_for("the mover pod", lambda: running_pod(env, "snapmover.io/role")))
+        deadline = time.monotonic() + 300
+        while pack_bytes(repo) < 0.6 * total and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
         at_kill = pack_bytes(repo)
-        assert at_kill < total, "the backup finished before it could be killed"
+        assert not any((repo / "snapshots").iterdir()), "the backup finished before it could be killed"
+        assert at_kill >= 0.6 * total, at_kill
 
         status = env.wait_phase("dataupload", du, {"Completed", "Failed", "Canceled"}, timeout=400)["status"]
         assert status["phase"] == "Completed", status

@@ -83,6 +83,7 @@ class LauncherConfig:
     resync_seconds: float = 10.0
     maintenance_interval_seconds: float = 86400.0  # 0 disables scheduled maintenance
     maintenance_jobs_kept: int = 3
+    mover_retries: int = 2  # new Jobs for a mover that died without a result (DESIGN §3)
     http_proxy: str = ""
     https_proxy: str = ""
     no_proxy: str = ""
@@ -98,6 +99,7 @@ _INT_KEYS = {
     "jobRetentionSeconds": "job_retention_seconds",
     "parallelism": "parallelism",
     "maintenanceJobsKept": "maintenance_jobs_kept",
+    "moverRetries": "mover_retries",
 }
 _DURATION_KEYS = {
     "prepareTimeout": "prepare_timeout_seconds",
@@ -199,7 +201,7 @@ def _number(key: str, text: str) -> int:
         number = int(text)
     except ValueError as e:
         raise ConfigurationError(f"{key}: {text!r} is not a whole number") from e
-    if number < 0 or (number == 0 and key not in ("parallelism", "jobRetentionSeconds")):
+    if number < 0 or (number == 0 and key not in ("parallelism", "jobRetentionSeconds", "moverRetries")):
         raise ConfigurationError(f"{key}: must be positive, not {number}")
     return number
 

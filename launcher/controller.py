@@ -42,7 +42,7 @@ from jobs.contract import (
     TERMINAL_PHASES,
     Phase,
 )
-from launcher import api, logfmt, metrics, objects, phases
+from launcher import api, logfmt, metrics, notices, objects, phases
 from launcher.config import LauncherConfig
 from launcher.exposure import Exposer, LocationError
 from launcher.informer import Informer, Recent, meta_of
@@ -80,6 +80,7 @@ class Controller:
         self.rbac_ready: set[str] = set()  # CR uids whose mover ServiceAccount/Role/RoleBinding exist
         self.recent = Recent(ttl=15.0)  # reads without a watch: Secrets, storage locations, nodes
         self.settings = phases.Settings.from_config(config, identity)
+        self.notices = notices.Notices()  # Events about mover-written phases and waits, once each
         self.crs = {
             kind: Informer(
                 plural,
@@ -118,6 +119,7 @@ class Controller:
             lambda bsl: self.exposer.storage_location({"spec": {"backupStorageLocation": bsl}}),
             self.job_event,
             self.to_dict,
+            movers_of=self.movers_of,
         )
 
     def to_dict(self, obj: Any) -> Any:
@@ -260,6 +262,8 @@ class Controller:
         if change.phase in TERMINAL_PHASES and not status.get("completionTimestamp"):
             status["completionTimestamp"] = now_rfc3339()
         meta = dict(cr["metadata"])
+        if change.annotations:
+            meta["annotations"] = {**(meta.get("annotations") or {}), **change.annotations}
         if change.add_finalizer:
             meta["finalizers"] = sorted(set(meta.get("finalizers") or []) | {FINALIZER})
         cr = {**cr, "metadata": meta, "status": status}
@@ -267,6 +271,7 @@ class Controller:
         if updated is None:
             return None
         metrics.TRANSITIONS.labels(cr["kind"], change.phase).inc()
+        self.notices.first(cr["metadata"]["uid"], f"phase {change.phase}")  # its Event is posted below
         if old != change.phase:
             # time in the phase left: since the mover started, else since the CR was accepted
             since = status.get("startTimestamp") if old == Phase.IN_PROGRESS else status.get("acceptedTimestamp")
@@ -274,7 +279,9 @@ class Controller:
         if change.count_bytes is not None:
             metrics.BYTES_MOVED.labels(cr["kind"]).inc(change.count_bytes)
         note = f": {change.note}" if change.note else ""
-        kind = "Warning" if change.phase == Phase.FAILED else "Normal"
+        kind = "Warning" if change.phase == Phase.FAILED or change.warning else "Normal"
+        if change.reason == "MoverRetry":
+            metrics.MOVER_RETRIES.labels(cr["kind"]).inc()
         self.event(cr, kind, change.reason, change.message or f"{old} -> {change.phase}{note}")
         log.info("%s %s: %s -> %s %s", cr["kind"], cr["metadata"]["name"], old, change.phase, change.message)
         return updated
@@ -310,6 +317,7 @@ class Controller:
         cr = self.get_cr(kind, name)
         if cr is None:
             return
+        self.announce_mover_phase(cr)
         obs = self.observe(cr)
         try:
             for _ in range(MAX_DECISIONS):
@@ -321,6 +329,21 @@ class Controller:
             # a permanent refusal (a rejected body, a forbidden call): the CR fails with the server's word
             if self.set_phase(cr, phases.SetPhase(Phase.FAILED, "Failed", str(e))) is None:
                 raise
+
+    def announce_mover_phase(self, cr: dict[str, Any]) -> None:
+        """The Event and count of a phase the mover wrote (InProgress, Completed, …), once per CR."""
+        if (cr.get("spec") or {}).get("datamover") != self.config.datamover_name:
+            return
+        notice = notices.mover_phase_event(cr, time.time())
+        if notice is not None and self.notices.first(cr["metadata"]["uid"], f"phase {phases.phase_of(cr)}"):
+            metrics.MOVER_PHASES.labels(cr["kind"], phases.phase_of(cr)).inc()
+            self.event(cr, notice.type, notice.reason, notice.message)
+
+    def requeue(self, cr: dict[str, Any], requeue: phases.Requeue) -> None:
+        """Look again later; a wait worth telling gets one Event per reason (not one per requeue)."""
+        if requeue.announce and self.notices.first(cr["metadata"]["uid"], f"waiting for {requeue.waiting_for}"):
+            self.event(cr, "Normal", "Waiting", f"waiting for {requeue.waiting_for}")
+        self.enqueue(cr["kind"], cr["metadata"]["name"], delay=requeue.delay)
 
     def observe(self, cr: dict[str, Any]) -> phases.Observation:
         """The CR and what it owns, from the caches (plain dicts)."""
@@ -357,7 +380,8 @@ class Controller:
         for action in actions:
             if isinstance(action, phases.Expose):
                 exposure, _ = self.exposer.expose(cr, obs.now)
-                busy = self.no_free_slot() if isinstance(exposure, phases.Exposed) and obs.job is None else ""
+                blocked = isinstance(exposure, phases.Exposed) and obs.job is None
+                busy = (self.prune_hold(cr) or self.no_free_slot()) if blocked else ""
                 return replace(obs, exposure=exposure, free_slot=busy)
             if isinstance(action, phases.Rebind):
                 return replace(obs, rebind=self.exposer.rebind_view(cr, self.to_dict))
@@ -370,7 +394,7 @@ class Controller:
     def act_one(self, cr: dict[str, Any], action: phases.Action) -> None:
         """One action that neither changes the phase nor asks for more observation."""
         handlers: dict[type, Callable[[Any], Any]] = {
-            phases.Requeue: lambda a: self.enqueue(cr["kind"], cr["metadata"]["name"], delay=a.delay),
+            phases.Requeue: lambda a: self.requeue(cr, a),
             phases.CreateJob: lambda a: self.create_job(cr, a.exposed),
             phases.PatchVolume: lambda a: self.exposer.patch_volume(a.name, dict(a.patch)),
             phases.DeleteRestoreClaim: lambda a: self.exposer.delete_restore_claim(cr),
@@ -410,6 +434,23 @@ class Controller:
             return f"every node runs {self.config.max_jobs_per_node} mover(s), the per-node limit"
         return ""
 
+    def prune_hold(self, cr: dict[str, Any]) -> str:
+        """Why no mover Job of the CR's repository may start now: its prune Job runs ('' when none)."""
+        bsl, source_ns = repository_of(cr)
+        running = self.maintainer.running_prune(bsl, source_ns)
+        return f"prune Job {running} is pruning repository {bsl}/{source_ns}" if running else ""
+
+    def movers_of(self, bsl: str, source_ns: str) -> int:
+        """Mover Jobs (of both kinds) running on the repository (storage location, source namespace)."""
+        return sum(
+            1
+            for informer in self.crs.values()
+            for cr in informer.items()
+            if repository_of(cr) == (bsl, source_ns)
+            and (job := self.read_job(cr)) is not None
+            and not phases.job_finished(self.to_dict(job))
+        )
+
     def ready_nodes(self) -> list[str]:
         return [
             n.metadata.name
@@ -418,6 +459,13 @@ class Controller:
         ]
 
     def create_job(self, cr: dict[str, Any], exposed: phases.Exposed) -> None:
+        """The mover's RBAC and Job, unless a prune of its repository started meanwhile (the next
+        reconcile waits for it); the check and the creation are atomic with the prune's start."""
+        with self.maintainer.gate:
+            if not self.prune_hold(cr):
+                self._create_job(cr, exposed)
+
+    def _create_job(self, cr: dict[str, Any], exposed: phases.Exposed) -> None:
         """The mover's RBAC (owned by its PVC, so garbage-collected with it), then its Job."""
         location = self.exposer.storage_location(cr)
         uid = cr["metadata"]["uid"]
@@ -450,6 +498,8 @@ class Controller:
             source_namespace=exposed.source_namespace,
             source_pvc=exposed.source_pvc,
         )
+        attempt = {phases.ATTEMPT_ANNOTATION: str(phases.attempt_of(cr))}  # a dead attempt's Job is replaced
+        body["metadata"]["annotations"] = {**(body["metadata"].get("annotations") or {}), **attempt}
         created = api.create_if_absent(
             f"Job {self.ns}/{body['metadata']['name']}", self.batch.create_namespaced_job, self.ns, body
         )
@@ -501,6 +551,12 @@ class Controller:
                 api.delete_if_present(f"{what} {self.ns}/{name}", delete)
                 informer.forget(name, self.ns)
         self.rbac_ready.discard(cr["metadata"]["uid"])
+
+
+def repository_of(cr: dict[str, Any]) -> tuple[str, str]:
+    """The repository a CR's mover uses: (storage location, source namespace)."""
+    spec = cr.get("spec") or {}
+    return str(spec.get("backupStorageLocation", "")), str(spec.get("sourceNamespace", ""))
 
 
 def live(obj: Any) -> bool:

@@ -45,6 +45,12 @@ BYTES_MOVED = Counter("snapmover_moved_bytes_total", "Logical bytes of completed
 QUEUE_DEPTH = Gauge("snapmover_queue_depth", "Keys waiting in the launcher work queue")
 API_ERRORS = Counter("snapmover_api_errors_total", "Kubernetes API calls that failed")
 MAINTENANCE = Counter("snapmover_maintenance_jobs_total", "Finished repository maintenance Jobs", ["result"])
+MOVER_RETRIES = Counter(
+    "snapmover_mover_retries_total", "New mover Jobs started because the previous mover died", ["kind"]
+)
+MOVER_PHASES = Counter(
+    "snapmover_mover_phases_total", "Phases the mover wrote to its CR, as the launcher saw them", ["kind", "phase"]
+)
 LEADER = Gauge("snapmover_leader", "1 when this launcher holds the leader lease")
 RESULTS = Counter(
     "snapmover_results_total", "CRs seen reaching a terminal phase since the launcher started", ["kind", "phase"]
@@ -75,6 +81,8 @@ EXPORTED: Final = frozenset(
         "snapmover_queue_depth",
         "snapmover_api_errors_total",
         "snapmover_maintenance_jobs_total",
+        "snapmover_mover_retries_total",
+        "snapmover_mover_phases_total",
         "snapmover_leader",
         "snapmover_results_total",
         "snapmover_failures_total",

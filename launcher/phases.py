@@ -33,6 +33,12 @@ Job Complete, DataUpload    → Completed with the mover's snapshotID (else Fail
 Job Complete, DataDownload  rebind the restored PV to the target PVC step by step (retain + label,
                             delete the restore PVC, claimRef + selector labels, wait Bound,
                             restore the reclaim policy), then → Completed
+Job Failed, the mover died  the pod ended without a result (OOMKilled, killed by a signal, evicted,
+                            gone with its node): while attempts remain (1 + ``moverRetries``)
+                            and the operationTimeout since acceptance has not passed, → Accepted
+                            with the next attempt (annotation ``snapmover.io/mover-attempt``,
+                            Warning Event MoverRetry); the old Job is deleted and a new one made
+                            as for a new CR (the mover resumes: what it stored is deduplicated)
 Job Failed                  → Canceled when the mover says so, else Failed with its message
 pod cannot start            past ``podStartTimeout`` → Failed (PodCannotStart), delete the Job
 Accepted, pod Running       → Prepared (``node``)
@@ -68,10 +74,15 @@ POD_STATUS_GRACE_SECONDS = 15.0  # how long a finished Job waits for its pod's t
 WAIT_REQUEUE_SECONDS = 1.0
 QUEUE_FULL_REQUEUE_SECONDS = 2.0
 SUPERVISE_REQUEUE_SECONDS = 5.0
+WAIT_NOTICE_AFTER_SECONDS = 5.0  # a prepare wait this long gets its (one) Event
 RETENTION_REQUEUE_MAX_SECONDS = 60.0
+ATTEMPT_ANNOTATION = "snapmover.io/mover-attempt"  # on the CR: the attempt it is on; on a Job: its attempt
+RETRIED_ANNOTATION = "snapmover.io/mover-retried-at"  # when the current attempt was decided (prepare timeout)
 START_FAILURE_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 )
+# kube-scheduler's message for a pod whose PVC (immediate binding) is not bound yet
+UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"
 
 Obj = Mapping[str, Any]
 
@@ -113,6 +124,7 @@ class Settings:
     pod_start_timeout_seconds: float
     job_retention_seconds: float
     prepare_queue_length: int
+    mover_retries: int = 2
 
     @classmethod
     def from_config(cls, config: LauncherConfig, identity: str) -> Settings:
@@ -124,6 +136,7 @@ class Settings:
             pod_start_timeout_seconds=config.pod_start_timeout_seconds,
             job_retention_seconds=config.job_retention_seconds,
             prepare_queue_length=config.prepare_queue_length,
+            mover_retries=config.mover_retries,
         )
 
 
@@ -183,7 +196,10 @@ class Observation:
 
     @property
     def pod(self) -> Obj | None:
-        return self.pods[0] if self.pods else None
+        """The current Job's pod (a dead attempt's pods linger until they are garbage-collected)."""
+        uid = ((self.job or {}).get("metadata") or {}).get("uid")
+        current = [p for p in self.pods if not uid or uid in owner_uids(p) or not owner_uids(p)]
+        return current[0] if current else None
 
 
 # --- what to do ------------------------------------------------------------------------------------
@@ -200,6 +216,8 @@ class SetPhase:
     fields: Mapping[str, Any] = field(default_factory=dict)
     add_finalizer: bool = False
     count_bytes: int | None = None  # bytes moved to count when the change is written
+    annotations: Mapping[str, str] = field(default_factory=dict)  # set on the CR with the change
+    warning: bool = False  # its Event is a Warning (always for Failed)
 
 
 @dataclass(frozen=True)
@@ -208,6 +226,7 @@ class Requeue:
 
     delay: float
     waiting_for: str = ""
+    announce: bool = False  # a wait worth one Event per reason (the controller deduplicates)
 
 
 @dataclass(frozen=True)
@@ -320,6 +339,16 @@ def finalizers_of(cr: Obj) -> list[str]:
     return list((cr.get("metadata") or {}).get("finalizers") or [])
 
 
+def owner_uids(obj: Obj) -> set[str]:
+    return {str(r.get("uid")) for r in (obj.get("metadata") or {}).get("ownerReferences") or []}
+
+
+def attempt_of(obj: Obj | None) -> int:
+    """The mover attempt a CR is on, or a Job is (1 when not annotated: every first attempt)."""
+    text = str((((obj or {}).get("metadata") or {}).get("annotations") or {}).get(ATTEMPT_ANNOTATION))
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
 def holds_snapshot(cr: Obj) -> bool:
     """True for a Completed DataUpload whose repository snapshot must be forgotten when it is deleted."""
     status = status_of(cr)
@@ -364,6 +393,14 @@ def pod_start_problem(pod: Obj) -> str:
         if waiting is not None and waiting.get("reason") in START_FAILURE_REASONS:
             return f"{waiting['reason']}: {waiting.get('message') or ''}".strip()
     return ""
+
+
+def volume_not_bound_yet(pod: Obj) -> bool:
+    """Whether the scheduler holds the pod only because a PVC it mounts is not bound yet."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+            return UNBOUND_CLAIMS in str(cond.get("message") or "")
+    return False
 
 
 def operation_timeout(cr: Obj) -> float:
@@ -460,14 +497,19 @@ def fail(message: str, reason: str = "Failed") -> list[Action]:
     return [SetPhase(Phase.FAILED, reason, message)]
 
 
-def wait(obs: Observation, what: str) -> list[Action]:
-    """Requeue; before the Job runs, the prepare timeout ends the wait."""
+def wait(obs: Observation, what: str, *, announce: bool = False) -> list[Action]:
+    """Requeue; before the Job runs, the prepare timeout ends the wait. ``announce``: a wait that
+    holds the CR up (not a step's moment), told in an Event once it lasted a few seconds."""
     actions: list[Action] = []
     accepted = status_of(obs.cr).get("acceptedTimestamp")
+    retried = ((obs.cr.get("metadata") or {}).get("annotations") or {}).get(RETRIED_ANNOTATION)
+    if retried and accepted and (parse_time(retried) or 0) > (parse_time(accepted) or 0):
+        accepted = retried  # a retry prepares anew
     limit = obs.settings.prepare_timeout_seconds
     if phase_of(obs.cr) in (Phase.NEW, Phase.ACCEPTED) and accepted and age(accepted, obs.now) > limit:
         actions += fail(f"timed out after {limit:.0f}s preparing: {what}", "PrepareTimeout")
-    return [*actions, Requeue(WAIT_REQUEUE_SECONDS, what)]
+    lasted = bool(accepted) and age(accepted, obs.now) >= WAIT_NOTICE_AFTER_SECONDS
+    return [*actions, Requeue(WAIT_REQUEUE_SECONDS, what, announce=announce and lasted and not actions)]
 
 
 def deleted(obs: Observation) -> list[Action]:
@@ -544,17 +586,19 @@ def accept(obs: Observation) -> list[Action]:
 
 def prepare(obs: Observation) -> list[Action]:
     """Accepted: expose the volume, then create the Job once a slot is free, then supervise."""
+    if obs.job is not None and attempt_of(obs.job) < attempt_of(obs.cr):
+        return [DeleteJob(), Requeue(WAIT_REQUEUE_SECONDS, "the dead mover's Job to go")]
     exposure = obs.exposure
     if exposure is None:
         return [Expose()]
     if isinstance(exposure, Waiting):
-        return wait(obs, exposure.what)
+        return wait(obs, exposure.what, announce=True)
     if isinstance(exposure, Failed):
         return fail(exposure.message)
     if obs.job is not None:
         return supervise(obs)
     if obs.free_slot:
-        return wait(obs, f"a free mover slot ({obs.free_slot})")
+        return wait(obs, f"a free mover slot ({obs.free_slot})", announce=True)
     if exposure.claim_uid is None:
         return wait(obs, f"PVC {exposure.claim} to appear")
     return [CreateJob(exposure), *wait(obs, "the mover pod to be created")]
@@ -578,7 +622,7 @@ def supervise(obs: Observation) -> list[Action]:
     if "Complete" in conditions:
         return succeeded(obs)
     if "Failed" in conditions:
-        return job_failed(pod, conditions["Failed"])
+        return retry_dead_mover(obs, pod, conditions["Failed"]) or job_failed(pod, conditions["Failed"])
     return running(obs, job, pod)
 
 
@@ -589,6 +633,10 @@ def running(obs: Observation, job: Obj, pod: Obj | None) -> list[Action]:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     node = (pod.get("spec") or {}).get("nodeName") or ""
     problem = pod_start_problem(pod)
+    if problem and volume_not_bound_yet(pod):
+        # kube-scheduler keeps the pod unschedulable until its PVC is provisioned (from the
+        # snapshot, which can take long): preparation, bounded by the prepare timeout
+        return wait(obs, f"the mover's volume to be provisioned ({problem})")
     if problem and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
         return [
             SetPhase(Phase.FAILED, "PodCannotStart", f"the mover pod {meta.get('name')} cannot start: {problem}"),
@@ -617,6 +665,52 @@ def succeeded(obs: Observation) -> list[Action]:
         fields = {"snapshotID": msg["snapshotID"], "incrementalBytes": msg.get("incrementalBytes", 0)}
         return [SetPhase(Phase.COMPLETED, "Completed", fields=fields)]
     return fail("the mover exited without completing the backup", "MoverExited")
+
+
+def mover_death(pod: Obj | None, condition: Obj) -> str:
+    """How a mover pod ended without a result, '' when it did not simply die (a crash with a
+    message, a deadline): OOMKilled, killed by a signal, evicted, or gone with its node.
+
+    The seam for the failure classification (``classify``, issue #16 item 4): its words replace
+    these once it exists; the decision to retry stays here."""
+    if condition.get("reason") == "DeadlineExceeded":
+        return ""
+    if pod is None:
+        return f"the mover pod is gone ({condition.get('reason') or 'Job failed'}: {condition.get('message') or ''})"
+    status = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name")
+    if status.get("reason") in ("Evicted", "NodeLost", "Terminated") or "DisruptionTarget" in true_conditions(pod):
+        return f"the mover pod {name} was {status.get('reason') or 'disrupted'}: {status.get('message') or ''}".strip()
+    for cs in status.get("containerStatuses") or []:
+        ended = (cs.get("state") or {}).get("terminated") or {}
+        code = int(ended.get("exitCode") or 0)
+        if ended.get("reason") == "OOMKilled" or code >= 128:
+            return f"the mover container of pod {name} ended {ended.get('reason') or 'killed'} (exit code {code})"
+    return ""
+
+
+def retry_dead_mover(obs: Observation, pod: Obj | None, condition: Obj) -> list[Action]:
+    """A mover that died without a result: start the next attempt while the bounds allow, or fail
+    saying how many attempts died; empty when the mover ended on its own terms."""
+    cause = mover_death(pod, condition)
+    if not cause or result_of(pod) is not None:
+        return []
+    attempt, allowed = attempt_of(obs.cr), 1 + obs.settings.mover_retries
+    timeout = operation_timeout(obs.cr)
+    if attempt >= allowed:
+        return fail(
+            f"the mover died in each of {attempt} attempt(s) (moverRetries {allowed - 1}); last: {cause}", "MoverFailed"
+        )
+    if waited_too_long(obs.cr, obs.now):
+        return fail(
+            f"the mover died ({cause}); not retried: the operationTimeout {timeout:.0f}s has passed", "MoverFailed"
+        )
+    message = f"mover attempt {attempt} of {allowed} died ({cause}); starting attempt {attempt + 1}"
+    annotations = {ATTEMPT_ANNOTATION: str(attempt + 1), RETRIED_ANNOTATION: rfc3339(obs.now)}
+    return [
+        SetPhase(Phase.ACCEPTED, "MoverRetry", message, annotations=annotations, warning=True),
+        Requeue(WAIT_REQUEUE_SECONDS, "the next mover attempt"),
+    ]
 
 
 def job_failed(pod: Obj | None, condition: Obj) -> list[Action]:

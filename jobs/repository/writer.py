@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Final
@@ -50,6 +51,10 @@ PACK_TRAILER_ROOM_BYTES: Final = 64 * KiB
 # Uploaded packs' entries wait for an index file at most this many at a time (~250 bytes each
 # while they wait): a backup of millions of blobs writes an index file every this many.
 UNINDEXED_MAX_ENTRIES: Final = 65_536
+# ... and, so a killed backup's uploaded data is found by the next run (which then deduplicates
+# instead of uploading it again), also once this many packs or seconds have gone unindexed.
+UNINDEXED_MAX_PACKS: Final = 8
+UNINDEXED_MAX_SECONDS: Final = 10.0
 SCRATCH_MIN_RAW_BYTES: Final = 1 * MiB  # a compression buffer starts this big (grows to the largest chunk)
 
 IndexEntries = list[tuple[bytes, Location]]
@@ -139,6 +144,9 @@ class PackWriter:
         self._pending: set[bytes] = set()
         self._open: dict[int, _OpenPack | None] = {k: None for k in KIND_NAMES}
         self._unindexed: IndexEntries = []
+        self._unindexed_packs = 0
+        self._repacking = False  # prune's repacked blobs are indexed by its consolidated index only
+        self._indexed_at = time.monotonic()  # when uploaded packs were last made findable
         self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
         in_flight = max(PACKS_IN_FLIGHT, upload_parallel)
         self._in_flight = threading.BoundedSemaphore(in_flight)
@@ -188,8 +196,10 @@ class PackWriter:
         return scratch
 
     def append_sealed(self, chunk_id: bytes, kind: int, sealed: memoryview, raw_length: int, compressed: bool) -> None:
-        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``."""
+        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``,
+        which returns its entry (no index file lists it before: prune supersedes every old one)."""
         with self._lock:
+            self._repacking = True
             self._pending.add(chunk_id)
         pack, out = self._reserve(PackEntry(chunk_id, kind, 0, len(sealed), raw_length, compressed))
         ok = False
@@ -287,17 +297,28 @@ class PackWriter:
                 index.add(cid, loc)
                 self._pending.discard(cid)
             self._unindexed.extend(uploaded)
+            self._unindexed_packs += 1
             entries = self._take_index_batch()
         if entries:
             self._indexes.write(entries, supersedes=[])  # its packs are all uploaded: write order holds
 
-    def _take_index_batch(self) -> IndexEntries:
-        """The index-flush policy, under the lock after each upload: the uploaded entries due for an
-        index file now — all of them once ``UNINDEXED_MAX_ENTRIES`` wait — else none (``flush``
-        writes the rest)."""
-        if len(self._unindexed) < UNINDEXED_MAX_ENTRIES:
+    def _take_index_batch(self, *, force: bool = False) -> IndexEntries:
+        """The index-flush policy, under the lock: the uploaded entries due for an index file now
+        (FORMAT.md §7), else none.
+
+        Due when ``force`` (``flush``) or when the entries, packs or seconds since the last one
+        reach their bound, so a killed backup's uploads are findable; never during prune's
+        repacking until it forces (its consolidated index lists them). Only uploaded packs are
+        ever listed, so the write order of FORMAT.md §10 holds."""
+        now = time.monotonic()
+        due = force or (
+            len(self._unindexed) >= UNINDEXED_MAX_ENTRIES
+            or self._unindexed_packs >= UNINDEXED_MAX_PACKS
+            or now - self._indexed_at >= UNINDEXED_MAX_SECONDS
+        )
+        if not due or (self._repacking and not force):
             return []
-        entries, self._unindexed = self._unindexed, []
+        entries, self._unindexed, self._unindexed_packs, self._indexed_at = self._unindexed, [], 0, now
         return entries
 
     def _raise_upload_error(self) -> None:
@@ -328,7 +349,8 @@ class PackWriter:
         self._close_open_packs()
         self._wait_uploads()
         with self._lock:
-            entries, self._unindexed = self._unindexed, []
+            entries = self._take_index_batch(force=True)
+            self._repacking = False
         return entries
 
     def flush(self) -> None:

@@ -218,3 +218,12 @@ def test_bsl_mapping_and_unsupported_provider() -> None:
     )
     with pytest.raises(LocationError, match="not supported"):
         location_from_bsl({"metadata": {"name": "g"}, "spec": {"provider": "gcp", "objectStorage": {"bucket": "b"}}})
+
+
+def test_mover_retries_default_zero_and_bad_values() -> None:
+    assert load_config({}, "ns").mover_retries == 2
+    assert load_config({"moverRetries": "0"}, "ns").mover_retries == 0
+    with pytest.raises(ConfigurationError, match="moverRetries"):
+        load_config({"moverRetries": "-1"}, "ns")
+    with pytest.raises(ConfigurationError, match="moverRetries"):
+        load_config({"moverRetries": "two"}, "ns")

@@ -44,3 +44,9 @@ def test_repositories_are_those_of_our_completed_uploads() -> None:
 
     uploads = [du("Completed"), du("Completed"), du("Failed", ns="x"), du("Completed", mover="velero", ns="y")]
     assert repositories(uploads, "snapmover") == [("default", "app")]
+
+
+def test_a_running_mover_of_the_repository_holds_the_prune_back() -> None:
+    # prune takes the exclusive lock a mover waits only 60 s for: it starts once no mover runs
+    assert not plan([], now=NOW, interval=60, kept=2, reported=frozenset(), movers=1).start
+    assert plan([], now=NOW, interval=60, kept=2, reported=frozenset(), movers=0).start

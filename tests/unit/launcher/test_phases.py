@@ -255,7 +255,12 @@ def test_accepted_first_exposes() -> None:
 
 def test_exposure_waiting_requeues_before_the_prepare_timeout() -> None:
     actions = decide(obs(du(Phase.ACCEPTED), exposure=Waiting("VolumeSnapshot app/snap to exist")))
-    assert actions == [Requeue(1.0, "VolumeSnapshot app/snap to exist")]
+    assert actions == [Requeue(1.0, "VolumeSnapshot app/snap to exist", announce=True)]  # waiting 10 s: told
+    fresh = du(Phase.ACCEPTED)
+    fresh["status"]["acceptedTimestamp"] = ago(2)  # a moment's wait gets no Event
+    assert decide(obs(fresh, exposure=Waiting("x"))) == [Requeue(1.0, "x")]
+    # a step's own moment (the pod being created) is never announced
+    assert not any(a.announce for a in only(decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED)), Requeue))
 
 
 def test_prepare_timeout_fails_naming_what_it_waited_for() -> None:
@@ -306,6 +311,17 @@ def test_pod_that_cannot_start_waits_then_fails(problem: dict[str, Any]) -> None
     assert only(young, SetPhase) == [] and "to start" in only(young, Requeue)[0].waiting_for
     old = decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED, job=job(), pods=[pod("Pending", created=21, **problem)]))
     assert phase_set(old).reason == "PodCannotStart" and DeleteJob() in old and Cleanup(keep_job=True) in old
+
+
+def test_pod_waiting_for_its_volume_waits_under_the_prepare_timeout_not_the_pod_start_timeout() -> None:
+    waiting = pod("Pending", created=50, unschedulable=True)
+    waiting["status"]["conditions"][0]["message"] = (
+        "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims."
+    )
+    young = decide(obs(du(Phase.ACCEPTED, acceptedTimestamp=ago(50)), exposure=EXPOSED, job=job(), pods=[waiting]))
+    assert only(young, SetPhase) == [] and "volume to be provisioned" in only(young, Requeue)[0].waiting_for
+    old = decide(obs(du(Phase.ACCEPTED, acceptedTimestamp=ago(101)), exposure=EXPOSED, job=job(), pods=[waiting]))
+    assert phase_set(old).reason == "PrepareTimeout" and "unbound immediate" in phase_set(old).message
 
 
 def test_job_without_a_pod_yet_waits_under_the_prepare_timeout() -> None:
@@ -489,3 +505,102 @@ def test_snapshot_wait_steps() -> None:
 def test_time_parsing_accepts_both_forms_kubernetes_writes() -> None:
     assert phases.parse_time("2026-01-01T00:00:00Z") == phases.parse_time("2026-01-01T00:00:00+00:00")
     assert phases.age(None, NOW) == 0.0
+
+
+# --- a dead mover resumes (issue #16 item 5) -------------------------------------------------------
+
+
+def killed(reason: str = "Error", code: int = 137, evicted: str = "") -> dict[str, Any]:
+    """A mover pod that died without writing a result (the log tail as its message)."""
+    p = pod("Failed", term="INFO uploading 61 %")
+    p["status"]["containerStatuses"][0]["state"]["terminated"] |= {"reason": reason, "exitCode": code}
+    if evicted:
+        p["status"] |= {"reason": "Evicted", "message": evicted}
+    return p
+
+
+def attempt(cr: dict[str, Any], n: int, retried: float | None = None) -> dict[str, Any]:
+    notes = {phases.ATTEMPT_ANNOTATION: str(n)}
+    if retried is not None:
+        notes[phases.RETRIED_ANNOTATION] = ago(retried)
+    cr["metadata"]["annotations"] = notes
+    return cr
+
+
+@pytest.mark.parametrize(
+    ("dead", "words"),
+    [
+        ([killed()], "exit code 137"),
+        ([killed("OOMKilled")], "OOMKilled"),
+        ([killed(code=0, reason="", evicted="low on memory")], "Evicted: low on memory"),
+        ([], "the mover pod is gone"),
+    ],
+)
+def test_a_mover_that_died_without_a_result_is_started_again(dead: list[dict[str, Any]], words: str) -> None:
+    actions = decide(obs(du(Phase.IN_PROGRESS), job=job("Failed"), pods=dead))
+    change = phase_set(actions)
+    assert (change.phase, change.reason, change.warning) == (Phase.ACCEPTED, "MoverRetry", True)
+    assert change.annotations == {phases.ATTEMPT_ANNOTATION: "2", phases.RETRIED_ANNOTATION: rfc3339(NOW)}
+    assert "mover attempt 1 of 3 died" in change.message and words in change.message, change.message
+    assert only(actions, Requeue)
+
+
+def test_the_next_attempt_counts_on_and_the_last_one_fails_naming_the_attempts() -> None:
+    second = phase_set(decide(obs(attempt(du(Phase.IN_PROGRESS), 2), job=job("Failed"), pods=[killed("OOMKilled")])))
+    assert second.annotations[phases.ATTEMPT_ANNOTATION] == "3" and "attempt 2 of 3" in second.message
+    last = phase_set(decide(obs(attempt(du(Phase.IN_PROGRESS), 3), job=job("Failed"), pods=[killed("OOMKilled")])))
+    assert (last.phase, last.reason) == (Phase.FAILED, "MoverFailed")
+    assert "each of 3 attempt(s)" in last.message and "OOMKilled" in last.message
+
+
+def test_no_retry_when_disabled_or_past_the_operation_timeout() -> None:
+    disabled = replace(SETTINGS, mover_retries=0)
+    change = phase_set(decide(obs(du(Phase.IN_PROGRESS), job=job("Failed"), pods=[killed()], settings=disabled)))
+    assert change.phase == Phase.FAILED and "each of 1 attempt(s)" in change.message
+    late = du(Phase.IN_PROGRESS)
+    late["status"]["acceptedTimestamp"] = ago(700)  # the default operationTimeout is 600 s
+    change = phase_set(decide(obs(late, job=job("Failed"), pods=[killed()])))
+    assert change.phase == Phase.FAILED and "operationTimeout 600s has passed" in change.message
+
+
+def test_a_mover_that_ended_on_its_own_terms_is_not_retried() -> None:
+    crash = pod("Failed", term="Traceback x")  # exit 1 with its log tail: a failure, not a death
+    crash["status"]["containerStatuses"][0]["state"]["terminated"] |= {"reason": "Error", "exitCode": 1}
+    assert phase_set(decide(obs(du(Phase.IN_PROGRESS), job=job("Failed"), pods=[crash]))).phase == Phase.FAILED
+    result = killed()
+    result["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = json.dumps(
+        {"phase": "Failed", "message": "storage unreachable"}
+    )
+    change = phase_set(decide(obs(du(Phase.IN_PROGRESS), job=job("Failed"), pods=[result])))
+    assert change.phase == Phase.FAILED and "storage unreachable" in change.message
+    deadline = job("Failed")
+    deadline["status"]["conditions"][0]["reason"] = "DeadlineExceeded"
+    assert phase_set(decide(obs(du(Phase.IN_PROGRESS), job=deadline, pods=[killed()]))).phase == Phase.FAILED
+
+
+def test_the_dead_attempts_job_is_deleted_before_the_next_is_made() -> None:
+    cr = attempt(du(Phase.ACCEPTED), 2, retried=1)
+    assert decide(obs(cr, job=job("Failed"), pods=[killed()]))[0] == DeleteJob()
+    current = job()
+    current["metadata"]["annotations"] = {phases.ATTEMPT_ANNOTATION: "2"}
+    assert DeleteJob() not in decide(obs(cr, job=current, pods=[pod("Pending")]))
+    assert decide(obs(cr, exposure=EXPOSED)) == [CreateJob(EXPOSED), Requeue(1.0, "the mover pod to be created")]
+
+
+def test_a_retry_prepares_anew_under_the_prepare_timeout() -> None:
+    cr = attempt(du(Phase.ACCEPTED), 2, retried=5)
+    cr["status"]["acceptedTimestamp"] = ago(500)  # the first attempt's prepare began long ago
+    assert only(decide(obs(cr, exposure=Waiting("a free slot"))), SetPhase) == []
+    cr["metadata"]["annotations"][phases.RETRIED_ANNOTATION] = ago(200)
+    assert phase_set(decide(obs(cr, exposure=Waiting("a free slot")))).reason == "PrepareTimeout"
+
+
+def test_the_pods_of_a_dead_attempts_job_are_not_the_current_pod() -> None:
+    current = job()
+    current["metadata"] |= {"uid": "job-2", "annotations": {phases.ATTEMPT_ANNOTATION: "2"}}
+    old, new = killed(), pod("Running")
+    old["metadata"]["ownerReferences"] = [{"uid": "job-1"}]
+    new["metadata"]["ownerReferences"] = [{"uid": "job-2"}]
+    cr = attempt(du(Phase.ACCEPTED), 2, retried=1)
+    change = phase_set(decide(obs(cr, job=current, pods=[old, new], exposure=EXPOSED)))
+    assert change.phase == Phase.PREPARED

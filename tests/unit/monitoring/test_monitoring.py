@@ -81,6 +81,8 @@ def scraped_names() -> set[str]:
     metrics.BYTES_MOVED.labels("DataUpload").inc(5)
     metrics.MAINTENANCE.labels("failed").inc()
     metrics.API_ERRORS.inc()
+    metrics.MOVER_RETRIES.labels("DataUpload").inc()
+    metrics.MOVER_PHASES.labels("DataUpload", "Completed").inc()
     text = generate_latest(REGISTRY).decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples if not s.name.endswith("_created")}
 

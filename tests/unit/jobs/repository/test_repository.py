@@ -407,3 +407,49 @@ def test_uploaded_blobs_are_indexed_in_bounded_batches(tmp_path: Path, monkeypat
     assert len(reopened.index) == len(chunks)
     assert dict(reopened.load_blobs(ids, parallel=2)) == dict(zip(ids, chunks, strict=True))
     assert check(reopened, read_data=True).errors == []
+
+
+def test_uploaded_packs_become_findable_every_few_packs_and_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A backup killed midway leaves its uploaded data findable (FORMAT.md §7): an index file is
+    # written once UNINDEXED_MAX_PACKS packs wait for one, and once UNINDEXED_MAX_SECONDS passed
+    # with any pack waiting, long before the entry bound; a repository opened without any flush
+    # (the next run after a SIGKILL) knows those blobs and does not store them again.
+    storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    by_packs = [os.urandom(300_000) for _ in range(4 * 8 + 2)]  # > 8 packs of ~3 blobs each
+    for c in by_packs:
+        store(repo, "data", c)
+    repo._writer._wait_uploads()
+    indexed = Repository.open(storage, PASSWORD)
+    known = sum(indexed.has_blob(indexed.chunk_id(c)) for c in by_packs)
+    assert known >= 8 * 3 - 3, known  # at least the first eight packs' blobs
+    monkeypatch.setattr("jobs.repository.writer.UNINDEXED_MAX_SECONDS", 0.0)
+    by_time = [os.urandom(300_000) for _ in range(4)]  # one more full pack: due by time alone
+    for c in by_time:
+        store(repo, "data", c)
+    repo._writer._wait_uploads()
+    again = Repository.open(storage, PASSWORD)
+    assert again.has_blob(again.chunk_id(by_time[0]))
+    assert again.add_blob("data", again.chunk_id(by_packs[0]), by_packs[0]) == 0  # deduplicated
+    repo.flush()
+    assert check(Repository.open(storage, PASSWORD), read_data=True).errors == []
+
+
+def test_prune_repacking_many_packs_keeps_every_live_blob(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Repacking writes more packs than trigger an interim index file during a backup; prune's
+    # consolidated index must still list every repacked blob (an interim index file would be
+    # superseded and deleted with the old ones, losing them).
+    monkeypatch.setattr("jobs.repository.writer.UNINDEXED_MAX_SECONDS", 0.0)
+    storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    kept = {f"k{i}": os.urandom(300_000) for i in range(30)}
+    dropped = {f"d{i}": os.urandom(300_000) for i in range(30)}
+    first = snapshot_of(repo, {**{k: v for pair in zip(kept.items(), dropped.items(), strict=True) for k, v in pair}})
+    second = snapshot_of(repo, kept)
+    repo.forget([first])
+    stats = prune(repo)
+    assert stats.packs_repacked >= 8, stats
+    reopened = Repository.open(storage, PASSWORD)
+    assert reopened.find_snapshot(second).id == second
+    assert all(reopened.load_blob(reopened.chunk_id(v)) == v for v in kept.values())
+    assert check(reopened, read_data=True).errors == []

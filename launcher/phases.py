@@ -59,9 +59,10 @@ from jobs.contract import (
     Phase,
     decode_termination_message,
 )
-from launcher.config import ConfigurationError, LauncherConfig, parse_duration
+from launcher.config import LauncherConfig, parse_duration
 from launcher.jobspec import FORGET_RETRIES
 from launcher.objects import ORIGINAL_RECLAIM, claim_ref_patch, reclaim_patch, retain_volume_patch
+from launcher.validation import spec_problem
 
 DEFAULT_OPERATION_TIMEOUT_SECONDS = 600.0
 POD_STATUS_GRACE_SECONDS = 15.0  # how long a finished Job waits for its pod's termination message
@@ -377,43 +378,9 @@ def waited_too_long(cr: Obj, now: float) -> bool:
     return age(status_of(cr).get("acceptedTimestamp"), now) > operation_timeout(cr)
 
 
-def upload_problem(spec: Obj) -> str:
-    """What a DataUpload's own fields lack ('' when nothing)."""
-    for name in ("sourceNamespace", "sourcePVC"):
-        if not spec.get(name):
-            return f"spec.{name} is empty"
-    if spec.get("snapshotType", "CSI") != "CSI":
-        return f"spec.snapshotType {spec.get('snapshotType')!r} is not supported (only CSI)"
-    if not (spec.get("csiSnapshot") or {}).get("volumeSnapshot"):
-        return "spec.csiSnapshot.volumeSnapshot is empty"
-    return ""
-
-
-def download_problem(spec: Obj) -> str:
-    """What a DataDownload's own fields lack ('' when nothing)."""
-    target = spec.get("targetVolume") or {}
-    if not target.get("pvc") or not target.get("namespace"):
-        return "spec.targetVolume.pvc and spec.targetVolume.namespace are required"
-    if not spec.get("snapshotID"):
-        return "spec.snapshotID is empty"
-    return ""
-
-
 def validate_spec(cr: Obj) -> str:
-    """Why the CR can never work ('' when it can), naming the field."""
-    spec = spec_of(cr)
-    if not spec.get("backupStorageLocation"):
-        return "spec.backupStorageLocation is empty"
-    problem = upload_problem(spec) if cr.get("kind") == DATAUPLOAD_KIND else download_problem(spec)
-    if problem:
-        return problem
-    if not isinstance(spec.get("dataMoverConfig") or {}, dict):
-        return "spec.dataMoverConfig must be a map of strings"
-    try:
-        operation_timeout(cr)
-    except ConfigurationError as e:
-        return str(e)
-    return ""
+    """Why the CR can never work ('' when it can), naming the field and its value (``launcher.validation``)."""
+    return spec_problem(cr)
 
 
 def snapshot_wait(cr: Obj, vs: Obj | None, now: float) -> Waiting | Failed | None:

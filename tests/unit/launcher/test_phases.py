@@ -70,7 +70,8 @@ def dd(phase: str | None = None, **status: Any) -> dict[str, Any]:
     cr["spec"] = {
         "datamover": "snapmover",
         "backupStorageLocation": "default",
-        "snapshotID": "abc",
+        "snapshotID": "ab" * 32,
+        "sourceNamespace": "app",
         "targetVolume": {"namespace": "app", "pvc": "restored"},
     }
     return cr
@@ -228,6 +229,8 @@ def test_full_prepare_queue_requeues_without_accepting() -> None:
         ("csiSnapshot", {}, "volumeSnapshot"),
         ("operationTimeout", "soon", "operationTimeout"),
         ("dataMoverConfig", ["x"], "dataMoverConfig"),
+        ("sourceNamespace", "../../kube-system", "spec.sourceNamespace '../../kube-system'"),
+        ("dataMoverConfig", {"ParallelFilesUpload": "0"}, "dataMoverConfig.ParallelFilesUpload"),
     ],
 )
 def test_invalid_new_cr_fails_at_once_naming_the_field(field: str, value: Any, needle: str) -> None:

@@ -327,12 +327,14 @@ class Controller:
         uid = cr["metadata"]["uid"]
         job = self.read_job(cr)
         preparing = sum(phases.phase_of(obj) == Phase.ACCEPTED for inf in self.crs.values() for obj in inf.items())
+        pods = [self.to_dict(p) for p in self.pods.items({LABEL_OWNER_UID: uid})]
         obs = phases.Observation(
             cr=cr,
             now=time.time(),
             settings=self.settings,
             job=self.to_dict(job),
-            pods=[self.to_dict(p) for p in self.pods.items({LABEL_OWNER_UID: uid})],
+            pods=pods,
+            events=self.pending_pod_events(pods),
             owns_volumes=bool(
                 self.claims.items({LABEL_OWNER_UID: uid}) or self.snapshots.items({LABEL_OWNER_UID: uid})
             ),
@@ -349,6 +351,11 @@ class Controller:
                     problem = str(e)
             obs = replace(obs, forget_job=forget, forget_problem=problem)
         return obs
+
+    def pending_pod_events(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The Events about those pods that are Pending (why one cannot start); running pods cost no read."""
+        pending = [p for p in pods if (p.get("status") or {}).get("phase") in (None, "Pending")]
+        return [e for p in pending for e in self.exposer.events_about("Pod", p["metadata"]["name"])]
 
     def act(
         self, cr: dict[str, Any], obs: phases.Observation, actions: list[phases.Action]

@@ -26,15 +26,20 @@ New, prepare queue full     requeue (2 s)
 New                         → Accepted (``acceptedByNode``, ``acceptedTimestamp``, finalizer)
 Accepted, not exposed       expose (``launcher.exposure``); waiting → requeue (1 s) until the
                             prepare timeout (→ Failed, PrepareTimeout); a permanent problem → Failed
-Accepted, exposed, no Job   wait for a free slot (global / per node), else create the Job
+Accepted, exposed, no Job   wait for a free slot (global / per node) and for a backup PVC to be
+                            Bound (unless its class binds on first consumer), then create the Job;
+                            the prepare timeout names the PVC, its StorageClass and last Event
 Job Complete / Failed, pod  wait up to POD_STATUS_GRACE_SECONDS for the pod's termination message
 without its final status
 Job Complete, DataUpload    → Completed with the mover's snapshotID (else Failed, MoverExited)
 Job Complete, DataDownload  rebind the restored PV to the target PVC step by step (retain + label,
                             delete the restore PVC, claimRef + selector labels, wait Bound,
                             restore the reclaim policy), then → Completed
-Job Failed                  → Canceled when the mover says so, else Failed with its message
-pod cannot start            past ``podStartTimeout`` → Failed (PodCannotStart), delete the Job
+Job Failed                  → Canceled when the mover says so, else Failed with its message, else
+                            with the cause Kubernetes states (OOMKilled, Evicted, DeadlineExceeded)
+pod cannot start            past ``podStartTimeout`` → Failed with the cause ``launcher.failures``
+                            reads (image pull, unschedulable, FailedMount, stuck in
+                            ContainerCreating …) as the reason, delete the Job
 Accepted, pod Running       → Prepared (``node``)
 Job gone after Prepared     → Failed ("the mover Job disappeared …")
 otherwise                   requeue (5 s); the mover's own writes wake us earlier
@@ -60,6 +65,7 @@ from jobs.contract import (
     decode_termination_message,
 )
 from launcher.config import LauncherConfig, parse_duration
+from launcher.failures import Cause, classify, start_failure
 from launcher.jobspec import FORGET_RETRIES
 from launcher.objects import ORIGINAL_RECLAIM, claim_ref_patch, reclaim_patch, retain_volume_patch
 from launcher.validation import spec_problem
@@ -70,9 +76,6 @@ WAIT_REQUEUE_SECONDS = 1.0
 QUEUE_FULL_REQUEUE_SECONDS = 2.0
 SUPERVISE_REQUEUE_SECONDS = 5.0
 RETENTION_REQUEUE_MAX_SECONDS = 60.0
-START_FAILURE_REASONS = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
-)
 
 Obj = Mapping[str, Any]
 
@@ -129,6 +132,17 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class ClaimBinding:
+    """How far a backup PVC is from Bound, as exposure saw it (what the wait message names)."""
+
+    phase: str  # the PVC's status.phase
+    storage_class: str = ""  # '' when the PVC names none
+    binding_mode: str = ""  # the class's volumeBindingMode ('' when the class was not found)
+    provisioner: str = ""
+    last_event: str = ""  # "Reason: message" of the newest Event about the PVC ('' none)
+
+
+@dataclass(frozen=True)
 class Exposed:
     """The volume the mover Job mounts is there (``claim_uid`` None: not in the cache yet)."""
 
@@ -137,6 +151,7 @@ class Exposed:
     source_namespace: str
     source_pvc: str
     claim_uid: str | None = None
+    binding: ClaimBinding | None = None  # a backup PVC's binding (None: not looked at, e.g. a restore)
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,7 @@ class Observation:
     settings: Settings
     job: Obj | None = None  # the mover Job labelled with the CR's uid
     pods: Sequence[Obj] = ()  # its pods
+    events: Sequence[Obj] = ()  # Events about its pods (read while a pod is Pending, for ``failures.classify``)
     owns_volumes: bool = False  # a PVC or VolumeSnapshot we made for the CR still exists
     preparing: int = 0  # CRs in Accepted, of both kinds
     exposure: Exposure | None = None  # set after the Expose action ran
@@ -350,21 +366,9 @@ def termination(pod: Obj | None) -> str | None:
     return None
 
 
-def pod_start_problem(pod: Obj) -> str:
-    """Why a mover pod is not starting ('' when it is fine or simply not there yet)."""
-    status = pod.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if (
-            cond.get("type") == "PodScheduled"
-            and cond.get("status") == "False"
-            and cond.get("reason") == "Unschedulable"
-        ):
-            return f"unschedulable: {cond.get('message')}"
-    for cs in status.get("containerStatuses") or []:
-        waiting = (cs.get("state") or {}).get("waiting")
-        if waiting is not None and waiting.get("reason") in START_FAILURE_REASONS:
-            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip()
-    return ""
+def pod_start_problem(pod: Obj, events: Sequence[Obj] = ()) -> Cause | None:
+    """Why a mover pod is not starting (None when it is fine or simply on its way: ``launcher.failures``)."""
+    return start_failure(pod, events)
 
 
 def operation_timeout(cr: Obj) -> float:
@@ -376,6 +380,23 @@ def operation_timeout(cr: Obj) -> float:
 def waited_too_long(cr: Obj, now: float) -> bool:
     """Whether a resource wait of this CR has lasted longer than its operationTimeout."""
     return age(status_of(cr).get("acceptedTimestamp"), now) > operation_timeout(cr)
+
+
+def unbound_claim(exposed: Exposed, namespace: str) -> str:
+    """What a backup waits for before its Job may be created ('' when its PVC is Bound or binds
+    with its pod, as WaitForFirstConsumer classes do): a pod of an unbound Immediate PVC is only
+    reported Unschedulable, so a slow snapshot clone would fail it after ``podStartTimeout``."""
+    binding = exposed.binding
+    if binding is None or binding.phase == "Bound" or binding.binding_mode == "WaitForFirstConsumer":
+        return ""
+    if not binding.storage_class:
+        where = "no StorageClass: a PersistentVolume must be bound to it by hand"
+    elif not binding.binding_mode:
+        where = f"StorageClass {binding.storage_class} not found"
+    else:
+        where = f"StorageClass {binding.storage_class}, provisioner {binding.provisioner or '?'}"
+    event = f"last Event {binding.last_event}" if binding.last_event else "no Event about it yet"
+    return f"PVC {namespace}/{exposed.claim} to be Bound ({where}; {event})"
 
 
 def validate_spec(cr: Obj) -> str:
@@ -524,6 +545,9 @@ def prepare(obs: Observation) -> list[Action]:
         return wait(obs, f"a free mover slot ({obs.free_slot})")
     if exposure.claim_uid is None:
         return wait(obs, f"PVC {exposure.claim} to appear")
+    pending = unbound_claim(exposure, str((obs.cr.get("metadata") or {}).get("namespace") or ""))
+    if pending:
+        return wait(obs, pending)
     return [CreateJob(exposure), *wait(obs, "the mover pod to be created")]
 
 
@@ -545,7 +569,7 @@ def supervise(obs: Observation) -> list[Action]:
     if "Complete" in conditions:
         return succeeded(obs)
     if "Failed" in conditions:
-        return job_failed(pod, conditions["Failed"])
+        return job_failed(pod, conditions["Failed"], classify(pod, obs.events, job))
     return running(obs, job, pod)
 
 
@@ -555,18 +579,18 @@ def running(obs: Observation, job: Obj, pod: Obj | None) -> list[Action]:
         return wait(obs, "the mover pod to be created")
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     node = (pod.get("spec") or {}).get("nodeName") or ""
-    problem = pod_start_problem(pod)
+    problem = pod_start_problem(pod, obs.events)
     if problem and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
-        return [
-            SetPhase(Phase.FAILED, "PodCannotStart", f"the mover pod {meta.get('name')} cannot start: {problem}"),
-            DeleteJob(),
-            Cleanup(keep_job=True),
-        ]
+        limit = f"{obs.settings.pod_start_timeout_seconds:.0f}s"
+        message = f"the mover pod {meta.get('name')} cannot start (after {limit}): {problem.message}"
+        return [SetPhase(Phase.FAILED, problem.reason, message), DeleteJob(), Cleanup(keep_job=True)]
     if phase_of(obs.cr) == Phase.ACCEPTED and status.get("phase") == "Running":
         note = f"mover Job {(job.get('metadata') or {}).get('name')} runs on node {node}"
         return [SetPhase(Phase.PREPARED, "Prepared", note=note, fields={"node": node})]
     if problem:
-        return wait(obs, f"the mover pod to start ({problem})")
+        return wait(obs, f"the mover pod to start ({problem.reason}: {problem.message})")
+    if phase_of(obs.cr) == Phase.ACCEPTED and status.get("phase") in (None, "Pending"):
+        return wait(obs, f"the mover pod {meta.get('name')} to be scheduled and start")  # under the prepare timeout
     return [Requeue(SUPERVISE_REQUEUE_SECONDS, "the mover")]
 
 
@@ -586,11 +610,14 @@ def succeeded(obs: Observation) -> list[Action]:
     return fail("the mover exited without completing the backup", "MoverExited")
 
 
-def job_failed(pod: Obj | None, condition: Obj) -> list[Action]:
-    """The Job failed: Canceled when the mover says so, else Failed with the best detail there is."""
+def job_failed(pod: Obj | None, condition: Obj, cause: Cause | None = None) -> list[Action]:
+    """The Job failed: Canceled when the mover says so, else Failed with the best detail there is:
+    the mover's own message, else the ``cause`` Kubernetes states (OOMKilled …), else its log tail."""
     msg = result_of(pod)
     if msg and msg.get("phase") == Phase.CANCELED:
         return [SetPhase(Phase.CANCELED, "Canceled", msg.get("message", "canceled"))]
+    if cause is not None and not (msg or {}).get("message"):
+        return fail(f"mover Job failed: {cause.message}", cause.reason)
     term = (termination(pod) or "").strip()[-1500:]
     detail = (msg or {}).get("message") or term or condition.get("message") or condition.get("reason")
     return fail(f"mover Job failed: {detail}", "MoverFailed")

@@ -14,6 +14,7 @@ Every step is idempotent (create-if-absent) and reports as a value (``phases.Exp
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,6 +42,7 @@ from launcher.phases import (
 log = logging.getLogger("snapmover.launcher")
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+CLAIM_EVENTS_AFTER_SECONDS = 10.0  # most PVCs bind sooner: only a slow one costs an Event list
 
 
 class LocationError(Exception):
@@ -206,9 +208,10 @@ class Exposer:
                 ("storageclass", sc_name),
                 lambda: api.read_or_none(f"StorageClass {sc_name}", self.storage_api.read_storage_class, sc_name),
             )
-        event = newest_event(
-            self.events_about("PersistentVolumeClaim", claim.metadata.name), None, types=("Warning", "Normal")
-        )
+        created = claim.metadata.creation_timestamp
+        young = created is not None and time.time() - created.timestamp() < CLAIM_EVENTS_AFTER_SECONDS
+        events = [] if young else self.events_about("PersistentVolumeClaim", claim.metadata.name)
+        event = newest_event(events, None, types=("Warning", "Normal"))
         return ClaimBinding(
             phase,
             sc_name,

@@ -76,6 +76,8 @@ WAIT_REQUEUE_SECONDS = 1.0
 QUEUE_FULL_REQUEUE_SECONDS = 2.0
 SUPERVISE_REQUEUE_SECONDS = 5.0
 RETENTION_REQUEUE_MAX_SECONDS = 60.0
+# kube-scheduler's message for a pod whose PVC (immediate binding) is not bound yet
+UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"
 
 Obj = Mapping[str, Any]
 
@@ -371,6 +373,14 @@ def pod_start_problem(pod: Obj, events: Sequence[Obj] = ()) -> Cause | None:
     return start_failure(pod, events)
 
 
+def volume_not_bound_yet(pod: Obj) -> bool:
+    """Whether the scheduler holds the pod only because a PVC it mounts is not bound yet."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+            return UNBOUND_CLAIMS in str(cond.get("message") or "")
+    return False
+
+
 def operation_timeout(cr: Obj) -> float:
     """``spec.operationTimeout`` in seconds (ConfigurationError when it is not a duration)."""
     value = spec_of(cr).get("operationTimeout")
@@ -580,6 +590,10 @@ def running(obs: Observation, job: Obj, pod: Obj | None) -> list[Action]:
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     node = (pod.get("spec") or {}).get("nodeName") or ""
     problem = pod_start_problem(pod, obs.events)
+    if problem and volume_not_bound_yet(pod):
+        # kube-scheduler keeps the pod unschedulable until its PVC is provisioned (from the
+        # snapshot, which can take long): preparation, bounded by the prepare timeout
+        return wait(obs, f"the mover's volume to be provisioned ({problem.reason}: {problem.message})")
     if problem and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
         limit = f"{obs.settings.pod_start_timeout_seconds:.0f}s"
         message = f"the mover pod {meta.get('name')} cannot start (after {limit}): {problem.message}"

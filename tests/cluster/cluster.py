@@ -12,15 +12,28 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
+from tests.cluster import loopdev
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane, cache_root
-from tests.cluster.node import RealNode, check_host
+from tests.cluster.node import NodeUnavailable, RealNode, check_host
 
 MANIFESTS = Path(__file__).parent / "manifests"
 NODE_NAME = "node-1"  # the harness's node name, kept by the real node (PVs' node affinity uses it)
 HARNESS_READY_TIMEOUT_SECONDS = 60
+
+
+def snapmover_image() -> str:
+    """The reference pods use for the image ``make images`` builds (imported into the node)."""
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    return f"localhost/snapmover:{version}"
+
+
+def image_archives() -> list[Path]:
+    """The OCI archives ``make images`` wrote, imported into a real node at start."""
+    return sorted((REPO_ROOT / "build" / "images").glob("*.oci.tar"))
 
 
 def default_state_dir() -> Path:
@@ -73,6 +86,8 @@ class LocalCluster:
         t0 = time.monotonic()
         if self.real_node:
             check_host()  # NodeUnavailable names the cause in one line, before anything starts
+            if not image_archives():
+                raise NodeUnavailable("the snapmover image is not built: run make images")
         info = self.control.start()
         self.data_root.mkdir(parents=True, exist_ok=True)
         info["data_root"] = str(self.data_root)
@@ -98,7 +113,7 @@ class LocalCluster:
                 api_port=int(str(info["api_port"])), server=str(info["server"]), pki=self.control.pki,
                 tokens=self.control.node_tokens,
             )  # fmt: skip
-            for archive in sorted((REPO_ROOT / "build" / "images").glob("*.oci.tar")):
+            for archive in image_archives():
                 self.node.import_image(archive)
             self._wait_real_node()
         else:
@@ -114,6 +129,7 @@ class LocalCluster:
                 self.kubectl("delete", "pods", "--all", "--all-namespaces", "--wait=true", "--timeout=60s", check=False)
             self.node.stop()
         self.control.stop()
+        loopdev.detach_under(self.data_root)  # Block PVs the harness had no time to delete
 
     def _apply(self, path: Path) -> None:
         for attempt in range(30):

@@ -4,8 +4,10 @@ Test infrastructure only (never shipped in the product image). It stands in for:
 
 * **scheduler** — binds pending pods to the single node ``node-1`` (a pod whose nodeSelector the
   node does not satisfy stays Pending with ``PodScheduled=False/Unschedulable``);
-* **CSI provisioner** (``hostpath.snapmover.test``) — a directory per Filesystem PV, a sparse image
-  file per Block PV, pre-filled from a VolumeSnapshot when the PVC's ``dataSource`` names one;
+* **CSI provisioner** (``hostpath.snapmover.test``) — a ``hostPath`` directory per Filesystem PV,
+  a ``local`` PV on a loop device over a sparse image file per Block PV (detached when the PV is
+  deleted; see tests/cluster/loopdev.py), pre-filled from a VolumeSnapshot when the PVC's
+  ``dataSource`` names one;
   PVCs carrying ``spec.selector`` or ``spec.volumeName`` are left alone (Velero's restore relies
   on that); ``WaitForFirstConsumer`` waits for the scheduler's ``selected-node`` annotation;
   released PVs with reclaim policy Delete are deleted with their data;
@@ -53,11 +55,14 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from tests.cluster import loopdev
+
 log = logging.getLogger("harness")
 
 NODE_NAME = "node-1"
 PROVISIONER = "hostpath.snapmover.test"
 NEVER_READY = "snapmover-test.io/never-ready"
+BACKING_FILE = "snapmover-test.io/backing-file"  # on a Block PV: the image file behind its loop device
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 SNAP_GROUP, SNAP_VERSION = "snapshot.storage.k8s.io", "v1"
 VENV_BIN = Path(sys.executable).parent
@@ -302,17 +307,23 @@ class Harness:
             path.mkdir(parents=True, exist_ok=True)
         if block and path.stat().st_size < size:
             os.truncate(path, size)
+        annotations = {"pv.kubernetes.io/provisioned-by": PROVISIONER}
+        source: dict[str, Any] = {"hostPath": {"path": str(path)}}
+        if block:
+            # a kubelet hands block devices only from `local` (or CSI) PVs: a loop device over the image
+            annotations[BACKING_FILE] = str(path)
+            source = {"local": {"path": loopdev.attach(path)}, "nodeAffinity": on_node(NODE_NAME)}
         pv = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
-            "metadata": {"name": pv_name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "metadata": {"name": pv_name, "annotations": annotations},
             "spec": {
                 "capacity": {"storage": pvc.spec.resources.requests.get("storage", "1Gi")},
                 "accessModes": pvc.spec.access_modes or ["ReadWriteOnce"],
                 "volumeMode": pvc.spec.volume_mode or "Filesystem",
                 "persistentVolumeReclaimPolicy": sc.reclaim_policy or "Delete",
                 "storageClassName": sc.metadata.name,
-                "hostPath": {"path": str(path)},
+                **source,
                 "claimRef": {
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
@@ -322,7 +333,12 @@ class Harness:
                 },
             },
         }
-        self.core.create_persistent_volume(pv)
+        try:
+            self.core.create_persistent_volume(pv)
+        except ApiException:
+            if block:
+                loopdev.detach_backed_by(path)
+            raise
 
     def snapshot_source(self, pvc: Any) -> Path | None:
         ds = pvc.spec.data_source
@@ -346,7 +362,10 @@ class Harness:
             if ev["type"] == "DELETED" or not ours:
                 continue
             if pv.status.phase in ("Released", "Failed") and pv.spec.persistent_volume_reclaim_policy == "Delete":
-                remove_path(Path(pv.spec.host_path.path))
+                data = pv_data(pv)
+                if pv.spec.local is not None:
+                    loopdev.detach_backed_by(data)
+                remove_path(data)
                 with contextlib.suppress(ApiException):
                     self.core.delete_persistent_volume(pv.metadata.name)
 
@@ -399,7 +418,9 @@ class Harness:
             handle = f"snap-{meta['uid']}"
             data = self.data_root / "snapshots" / handle
             if not data.exists():
-                copy_data(Path(pv.spec.host_path.path), data)
+                if pv.spec.local is not None:
+                    loopdev.flush(pv.spec.local.path)
+                copy_data(pv_data(pv), data)
             size = data_size(data)
             content_name = f"snapcontent-{meta['uid']}"
             cls_name = vs["spec"].get("volumeSnapshotClassName") or "standard"
@@ -671,7 +692,7 @@ class PodRunner:
                     if pvc.status.phase == "Bound":
                         pv = self.h.core.read_persistent_volume(pvc.spec.volume_name)
                         kind = "file" if pv.spec.volume_mode == "Block" else "dir"
-                        sources[vol.name] = (pv.spec.host_path.path, kind)
+                        sources[vol.name] = ((pv.spec.local or pv.spec.host_path).path, kind)
                         break
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"PVC {pvc.metadata.name} never bound")
@@ -871,6 +892,19 @@ def affinity_ok(pod: Any, labels: dict[str, str]) -> bool:
         if ok:
             return True
     return False
+
+
+def on_node(node: str) -> dict[str, Any]:
+    """A PV's nodeAffinity pinning it to ``node`` (what a `local` PV must have)."""
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}
+    return {"required": {"nodeSelectorTerms": [term]}}
+
+
+def pv_data(pv: Any) -> Path:
+    """Where a provisioned PV's data lives on the host: its directory, or a Block PV's image file
+    (the loop device's backing file)."""
+    backing = (pv.metadata.annotations or {}).get(BACKING_FILE)
+    return Path(backing) if backing else Path(pv.spec.host_path.path)
 
 
 def copy_data(src: Path, dst: Path) -> None:

@@ -1,7 +1,8 @@
 """Shared helpers for launcher e2e tests: a launcher namespace, the launcher process, CR builders.
 
 The launcher runs as a local subprocess (``snapmover launcher``) against the local cluster; the
-mover Jobs it creates run through the harness kubelet as local processes from the project venv.
+mover Jobs it creates, and the Jobs that fill the test's volumes, run from the image ``make images``
+builds (``tests.cluster.cluster.snapmover_image``; on a real node as containers of that image).
 Repositories are ``file://`` on an RWX PVC (a ConfigMap storage location of provider filesystem).
 """
 
@@ -19,10 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.cluster.cluster import snapmover_image
 from tests.fixtures.cluster import ClusterHandle
 
 DEFAULT_CONFIG = {
-    "image": "snapmover:e2e",
+    "image": snapmover_image(),
     "jobRetentionSeconds": "30",
     "podStartTimeout": "5s",
     "prepareTimeout": "90s",
@@ -120,7 +122,12 @@ class LauncherEnv:
     # --- app data ---------------------------------------------------------------------------
 
     def run_pod_job(self, name: str, script: str, claim: str, *, block: bool = False, ns: str | None = None) -> str:
-        container: dict[str, Any] = {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
+        container: dict[str, Any] = {
+            "name": "main",
+            "image": snapmover_image(),
+            "command": ["sh", "-c", script],
+            "securityContext": {"runAsUser": 0},  # the image's default user cannot write a root-owned volume
+        }
         if block:
             container["volumeDevices"] = [{"name": "v", "devicePath": "/dev/e2e-disk"}]
         else:
@@ -158,8 +165,9 @@ class LauncherEnv:
         )
 
     def pv_path(self, claim: str, ns: str | None = None) -> Path:
-        pv = self.get("pvc", claim, ns or self.app)["spec"]["volumeName"]
-        return Path(self.get("pv", pv)["spec"]["hostPath"]["path"])
+        """A bound PVC's data on the host: its directory, or a Block PV's loop device."""
+        spec = self.get("pv", self.get("pvc", claim, ns or self.app)["spec"]["volumeName"])["spec"]
+        return Path((spec.get("hostPath") or spec.get("local"))["path"])
 
     # --- CRs --------------------------------------------------------------------------------
 

@@ -188,7 +188,9 @@ def test_pod_that_cannot_start_fails_and_the_mover_role_is_least_privilege(
         assert can("get", "secrets") == "no"
         status = env.wait_phase("dataupload", du, {"Failed", "Completed"})["status"]
         assert status["phase"] == "Failed" and "cannot start" in status["message"]
-        assert "ErrImagePull" in status["message"]
+        # a kubelet reports the failed pull first (ErrImagePull), then its back-off (ImagePullBackOff)
+        assert "invalid.example/snapmover:none" in status["message"]
+        assert "ErrImagePull" in status["message"] or "ImagePullBackOff" in status["message"]
         assert env.procs[0].poll() is None
 
 
@@ -336,8 +338,8 @@ def test_cancel_while_in_progress_stops_the_mover(env: LauncherEnv) -> None:
     env.run_pod_job("fill", MANY_FILES, "data")
     env.snapshot("snap", "data")
     du = env.data_upload("snap", "data", dataMoverConfig={"ParallelFilesUpload": "1"})
-    env.wait_phase("dataupload", du, {"InProgress", "Completed", "Failed"})
-    assert env.phase("dataupload", du) == "InProgress", "the backup finished before it could be canceled"
+    started = env.wait_phase("dataupload", du, {"InProgress", "Completed", "Failed"})["status"]
+    assert started["phase"] == "InProgress", f"the backup ended before it could be canceled: {started}"
     env.kubectl("patch", "dataupload", du, "-n", env.ns, "--type=merge", "-p", json.dumps({"spec": {"cancel": True}}))
     status = env.wait_phase("dataupload", du, {"Canceled", "Completed", "Failed"}, timeout=60)["status"]
     assert status["phase"] == "Canceled", status

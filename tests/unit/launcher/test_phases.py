@@ -408,6 +408,17 @@ def test_an_unbound_backup_pvc_times_out_naming_pvc_class_and_last_event(
         assert needle in change.message, change.message
 
 
+def test_pod_waiting_for_its_volume_waits_under_the_prepare_timeout_not_the_pod_start_timeout() -> None:
+    waiting = pod("Pending", created=50, unschedulable=True)
+    waiting["status"]["conditions"][0]["message"] = (
+        "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims."
+    )
+    young = decide(obs(du(Phase.ACCEPTED, acceptedTimestamp=ago(50)), exposure=EXPOSED, job=job(), pods=[waiting]))
+    assert only(young, SetPhase) == [] and "volume to be provisioned" in only(young, Requeue)[0].waiting_for
+    old = decide(obs(du(Phase.ACCEPTED, acceptedTimestamp=ago(101)), exposure=EXPOSED, job=job(), pods=[waiting]))
+    assert phase_set(old).reason == "PrepareTimeout" and "unbound immediate" in phase_set(old).message
+
+
 def test_job_without_a_pod_yet_waits_under_the_prepare_timeout() -> None:
     actions = decide(obs(du(Phase.ACCEPTED, acceptedTimestamp=ago(200)), exposure=EXPOSED, job=job()))
     assert phase_set(actions).reason == "PrepareTimeout"

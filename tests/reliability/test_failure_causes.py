@@ -25,6 +25,7 @@ import pytest
 
 from jobs.contract import LABEL_OWNER_UID
 from launcher.failures import classify
+from tests.cluster.cluster import snapmover_image
 from tests.e2e.conftest import CRD_DIR
 from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
 from tests.e2e.test_image import project_version
@@ -33,7 +34,7 @@ from tests.reliability.conftest import Figures
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 
-IMAGE = f"localhost/snapmover:{project_version()}"
+IMAGE = snapmover_image()
 FINAL = {"Completed", "Failed", "Canceled"}
 OWNED = ("jobs", "pods", "pvc", "volumesnapshots")
 
@@ -70,36 +71,7 @@ def config(**extra: str) -> dict[str, str]:
 def fill(env: LauncherEnv, claim: str, script: str) -> None:
     """Create PVC ``claim`` in the app namespace and run ``script`` on it (a pod from the image, as root)."""
     env.apply(pvc(claim), env.app)
-    name = f"fill-{claim}"
-    env.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {
-                "restartPolicy": "Never",
-                "securityContext": {"runAsUser": 0},
-                "containers": [
-                    {
-                        "name": "fill",
-                        "image": IMAGE,
-                        "imagePullPolicy": "Never",
-                        "command": ["sh", "-c", script],
-                        "volumeMounts": [{"name": "v", "mountPath": "/data"}],
-                    }
-                ],
-                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}],
-            },
-        },
-        env.app,
-    )
-
-    def done() -> str:
-        return str((env.get("pod", name, env.app).get("status") or {}).get("phase") or "")
-
-    wait_for(f"pod {name}", lambda: done() in ("Succeeded", "Failed"), timeout=180)
-    assert done() == "Succeeded", env.kubectl("logs", "-n", env.app, name, check=False).stdout
-    env.kubectl("delete", "pod", "-n", env.app, name, "--wait=true")
+    env.run_pod_job(f"fill-{claim}", script, claim)
 
 
 def upload(env: LauncherEnv, claim: str = "data", **spec: Any) -> tuple[str, str]:

@@ -24,6 +24,7 @@ IMAGE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPul
 CONTAINER_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 MOUNT_EVENT_REASONS = ("FailedMount", "FailedAttachVolume")
 CONTAINER_CREATING = "ContainerCreating"
+NOISE_REASONS = frozenset({"MissingClusterDNS"})  # warnings a kubelet posts for healthy pods too
 DETAIL_CHARS = 600  # kubelet/scheduler text kept in a message (a CR status is no log)
 
 
@@ -173,7 +174,7 @@ def stuck_creating(pod: Obj, events: Sequence[Obj]) -> Cause | None:
     _spec, status = mover_container(pod)
     if ((status.get("state") or {}).get("waiting") or {}).get("reason") != CONTAINER_CREATING:
         return None
-    event = newest_event(events, pod)
+    event = newest_event([e for e in events if e.get("reason") not in NOISE_REASONS], pod)
     last = f"; last warning: {event.get('reason')}: {clip(event.get('message'))}" if event else ""
     node = (pod.get("spec") or {}).get("nodeName") or "?"
     return Cause("ContainerCreating", f"the mover pod is stuck in ContainerCreating on node {node}{last}")

@@ -594,7 +594,9 @@ def running(obs: Observation, job: Obj, pod: Obj | None) -> list[Action]:
         # kube-scheduler keeps the pod unschedulable until its PVC is provisioned (from the
         # snapshot, which can take long): preparation, bounded by the prepare timeout
         return wait(obs, f"the mover's volume to be provisioned ({problem.reason}: {problem.message})")
-    if problem and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
+    started = phase_of(obs.cr) != Phase.ACCEPTED  # the pod ran (Prepared) or the mover wrote InProgress:
+    # a start problem in the pod cache is then stale (the kubelet's status can lag the mover's writes)
+    if problem and not started and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
         limit = f"{obs.settings.pod_start_timeout_seconds:.0f}s"
         message = f"the mover pod {meta.get('name')} cannot start (after {limit}): {problem.message}"
         return [SetPhase(Phase.FAILED, problem.reason, message), DeleteJob(), Cleanup(keep_job=True)]

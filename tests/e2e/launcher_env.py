@@ -26,7 +26,7 @@ from tests.fixtures.cluster import ClusterHandle
 DEFAULT_CONFIG = {
     "image": snapmover_image(),
     "jobRetentionSeconds": "30",
-    "podStartTimeout": "5s",
+    "podStartTimeout": "30s",  # a healthy pod can sit in ContainerCreating for seconds on a loaded 2-core node
     "prepareTimeout": "90s",
     "resyncPeriod": "2s",
     "storageLocations": json.dumps({"default": {"provider": "filesystem", "pvc": "snapmover-repository"}}),

@@ -229,7 +229,8 @@ def test_failed_attach_is_a_mount_failure_too() -> None:
 
 def test_stuck_in_container_creating_without_a_mount_event_names_the_last_warning() -> None:
     sandbox = event("FailedCreatePodSandBox", "Failed to create pod sandbox: rpc error", "2026-12-02T01:00:05Z")
-    cause = start_failure(mover_pod(), [sandbox])
+    noise = event("MissingClusterDNS", "pod: x. kubelet does not have ClusterDNS IP configured", "2026-12-02T01:00:06Z")
+    cause = start_failure(mover_pod(), [sandbox, noise])
     assert cause == Cause(
         "ContainerCreating",
         "the mover pod is stuck in ContainerCreating on node node-1; last warning: FailedCreatePodSandBox: "

@@ -339,6 +339,13 @@ def test_pod_stuck_in_container_creating_fails_after_the_pod_start_timeout_with_
     assert bare.reason == "ContainerCreating" and "stuck in ContainerCreating on node node-a" in bare.message
 
 
+@pytest.mark.parametrize("phase", [Phase.PREPARED, Phase.IN_PROGRESS])
+def test_a_stale_start_problem_never_fails_a_mover_that_runs(phase: str) -> None:
+    # the mover can write InProgress before the kubelet's Running reaches the pod cache
+    actions = decide(obs(du(phase), job=job(), pods=[creating(60)], events=[FAILED_MOUNT]))
+    assert only(actions, SetPhase) == [] and only(actions, DeleteJob) == []
+
+
 def test_pod_not_scheduled_without_a_verdict_waits_for_the_prepare_timeout_only() -> None:
     unplaced = pod("Pending", created=50)
     unplaced["spec"] = {}

@@ -155,6 +155,37 @@ DMC_PARALLEL_FILES_DOWNLOAD: Final = "ParallelFilesDownload"
 DMC_WRITE_SPARSE_FILES: Final = "WriteSparseFiles"
 # snapmover's own key: exclude patterns, one a line (the exclude-file format; see the README).
 DMC_EXCLUDES: Final = "excludes"
+PARALLEL_MAX: Final = 1024  # the most worker threads a mover takes (parallelism, ParallelFiles*)
+
+
+def whole_number_problem(value: object, what: str) -> str:
+    """Why ``value`` is not a worker count from 1 to PARALLEL_MAX ('' when it is one)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if 1 <= number <= PARALLEL_MAX:
+        return ""
+    return f"{what} must be a whole number from 1 to {PARALLEL_MAX}, not {str(value)[:80]!r}"
+
+
+def datamover_config_problem(dmc: dict[str, object], role: str) -> str:
+    """Why a CR's ``dataMoverConfig`` cannot work for ``role`` (upload|download); '' when it can.
+
+    Checked by the launcher before it accepts a CR and by the mover before it starts, so both
+    give the same message. Keys the mover does not use are ignored (Velero passes its own); an
+    empty or null value means the default.
+    """
+    key = DMC_PARALLEL_FILES_UPLOAD if role == "upload" else DMC_PARALLEL_FILES_DOWNLOAD
+    if dmc.get(key) not in (None, ""):
+        problem = whole_number_problem(dmc[key], f"dataMoverConfig.{key}")
+        if problem:
+            return problem
+    sparse = dmc.get(DMC_WRITE_SPARSE_FILES)
+    if sparse not in (None, "") and str(sparse).strip().lower() not in ("true", "false"):
+        return f"dataMoverConfig.{DMC_WRITE_SPARSE_FILES} must be true or false, not {str(sparse)[:80]!r}"
+    return ""
+
 
 PROGRESS_INTERVAL_SECONDS: Final = 5.0
 CANCEL_DEADLINE_SECONDS: Final = 10.0

@@ -56,6 +56,7 @@ log = logging.getLogger("snapmover.launcher")
 PLURALS = {DATAUPLOAD_KIND: DATAUPLOAD_PLURAL, DATADOWNLOAD_KIND: DATADOWNLOAD_PLURAL}
 CONFLICT_REQUEUE_SECONDS = 0.2
 MAX_DECISIONS = 3  # Expose and Rebind each add to the observation once
+POD_EVENTS_AFTER_SECONDS = 10.0  # a mover pod Pending longer than this (or half podStartTimeout) has its Events read
 
 
 def now_rfc3339() -> str:
@@ -350,12 +351,14 @@ class Controller:
         uid = cr["metadata"]["uid"]
         job = self.read_job(cr)
         preparing = sum(phases.phase_of(obj) == Phase.ACCEPTED for inf in self.crs.values() for obj in inf.items())
+        pods = [self.to_dict(p) for p in self.pods.items({LABEL_OWNER_UID: uid})]
         obs = phases.Observation(
             cr=cr,
             now=time.time(),
             settings=self.settings,
             job=self.to_dict(job),
-            pods=[self.to_dict(p) for p in self.pods.items({LABEL_OWNER_UID: uid})],
+            pods=pods,
+            events=self.pending_pod_events(pods),
             owns_volumes=bool(
                 self.claims.items({LABEL_OWNER_UID: uid}) or self.snapshots.items({LABEL_OWNER_UID: uid})
             ),
@@ -372,6 +375,19 @@ class Controller:
                     problem = str(e)
             obs = replace(obs, forget_job=forget, forget_problem=problem)
         return obs
+
+    def pending_pod_events(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The Events about those pods that have been Pending a while (why one cannot start): a pod
+        that starts at once or runs costs no read."""
+        after = min(POD_EVENTS_AFTER_SECONDS, self.config.pod_start_timeout_seconds / 2)
+        now = time.time()
+        pending = [
+            p
+            for p in pods
+            if (p.get("status") or {}).get("phase") in (None, "Pending")
+            and phases.age(p["metadata"].get("creationTimestamp"), now) >= after
+        ]
+        return [e for p in pending for e in self.exposer.events_about("Pod", p["metadata"]["name"])]
 
     def act(
         self, cr: dict[str, Any], obs: phases.Observation, actions: list[phases.Action]

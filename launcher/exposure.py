@@ -14,7 +14,8 @@ Every step is idempotent (create-if-absent) and reports as a value (``phases.Exp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes import client
@@ -22,10 +23,12 @@ from kubernetes import client
 from jobs.contract import DATAUPLOAD_KIND, LABEL_OWNER_UID, VOLUME_MODE_FILESYSTEM
 from launcher import api, objects
 from launcher.config import ConfigurationError, LauncherConfig, StorageLocation, decode_ca_cert
+from launcher.failures import clip, newest_event
 from launcher.informer import Informer, Recent
 from launcher.jobspec import PASSWORD_KEY, PASSWORD_SECRET, object_name
 from launcher.objects import RESTORED_FOR_LABEL, SNAP_GROUP, SNAP_VERSION
 from launcher.phases import (
+    ClaimBinding,
     Exposed,
     Exposure,
     Failed,
@@ -39,6 +42,7 @@ from launcher.phases import (
 log = logging.getLogger("snapmover.launcher")
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
+CLAIM_EVENTS_AFTER_SECONDS = 10.0  # most PVCs bind sooner: only a slow one costs an Event list
 
 
 class LocationError(Exception):
@@ -187,8 +191,52 @@ class Exposer:
         if isinstance(outcome, Exposed):
             claim = self.claims.get(outcome.claim, self.ns)
             uid = claim.metadata.uid if claim is not None else None
-            outcome = Exposed(outcome.claim, outcome.mode, outcome.source_namespace, outcome.source_pvc, uid)
+            binding = self.claim_binding(claim) if claim is not None and cr["kind"] == DATAUPLOAD_KIND else None
+            outcome = replace(outcome, claim_uid=uid, binding=binding)
         return outcome, location
+
+    def claim_binding(self, claim: Any) -> ClaimBinding:
+        """How far the backup PVC is from Bound: its class, the class's binding mode and provisioner,
+        and the newest Event about it (read only while it is not Bound)."""
+        phase = (claim.status.phase if claim.status else None) or "Pending"
+        sc_name = claim.spec.storage_class_name or ""
+        if phase == "Bound":
+            return ClaimBinding(phase, sc_name)
+        sc = None
+        if sc_name:
+            sc = self.recent.get(
+                ("storageclass", sc_name),
+                lambda: api.read_or_none(f"StorageClass {sc_name}", self.storage_api.read_storage_class, sc_name),
+            )
+        created = claim.metadata.creation_timestamp
+        young = created is not None and time.time() - created.timestamp() < CLAIM_EVENTS_AFTER_SECONDS
+        events = [] if young else self.events_about("PersistentVolumeClaim", claim.metadata.name)
+        event = newest_event(events, None, types=("Warning", "Normal"))
+        return ClaimBinding(
+            phase,
+            sc_name,
+            binding_mode=(sc.volume_binding_mode or "Immediate") if sc is not None else "",
+            provisioner=sc.provisioner if sc is not None else "",
+            last_event=f"{event.get('reason')}: {clip(event.get('message'))}" if event is not None else "",
+        )
+
+    def events_about(self, kind: str, name: str) -> list[dict[str, Any]]:
+        """The Events about one object of the launcher namespace, as dicts (memoized briefly).
+
+        [] when they cannot be read: they only sharpen a message, so their absence never fails a CR.
+        """
+
+        def fetch() -> list[dict[str, Any]]:
+            selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+            found = api.call("Events", self.core.list_namespaced_event, self.ns, field_selector=selector)
+            return [self.core.api_client.sanitize_for_serialization(e) for e in found.items]
+
+        try:
+            events: list[dict[str, Any]] = self.recent.get(("events", kind, name), fetch)
+        except (api.ApiRejectedError, api.ApiUnavailableError) as e:
+            log.info("cannot read the Events about %s %s/%s: %s", kind, self.ns, name, e)
+            return []
+        return events
 
     def expose_backup(self, cr: dict[str, Any], now: float) -> Exposure:
         spec = cr["spec"]

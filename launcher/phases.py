@@ -26,7 +26,9 @@ New, prepare queue full     requeue (2 s)
 New                         → Accepted (``acceptedByNode``, ``acceptedTimestamp``, finalizer)
 Accepted, not exposed       expose (``launcher.exposure``); waiting → requeue (1 s) until the
                             prepare timeout (→ Failed, PrepareTimeout); a permanent problem → Failed
-Accepted, exposed, no Job   wait for a free slot (global / per node), else create the Job
+Accepted, exposed, no Job   wait for a free slot (global / per node) and for a backup PVC to be
+                            Bound (unless its class binds on first consumer), then create the Job;
+                            the prepare timeout names the PVC, its StorageClass and last Event
 Job Complete / Failed, pod  wait up to POD_STATUS_GRACE_SECONDS for the pod's termination message
 without its final status
 Job Complete, DataUpload    → Completed with the mover's snapshotID (else Failed, MoverExited)
@@ -39,8 +41,11 @@ Job Failed, the mover died  the pod ended without a result (OOMKilled, killed by
                             with the next attempt (annotation ``snapmover.io/mover-attempt``,
                             Warning Event MoverRetry); the old Job is deleted and a new one made
                             as for a new CR (the mover resumes: what it stored is deduplicated)
-Job Failed                  → Canceled when the mover says so, else Failed with its message
-pod cannot start            past ``podStartTimeout`` → Failed (PodCannotStart), delete the Job
+Job Failed                  → Canceled when the mover says so, else Failed with its message, else
+                            with the cause Kubernetes states (OOMKilled, Evicted, DeadlineExceeded)
+pod cannot start            past ``podStartTimeout`` → Failed with the cause ``launcher.failures``
+                            reads (image pull, unschedulable, FailedMount, stuck in
+                            ContainerCreating …) as the reason, delete the Job
 Accepted, pod Running       → Prepared (``node``)
 Job gone after Prepared     → Failed ("the mover Job disappeared …")
 otherwise                   requeue (5 s); the mover's own writes wake us earlier
@@ -65,9 +70,11 @@ from jobs.contract import (
     Phase,
     decode_termination_message,
 )
-from launcher.config import ConfigurationError, LauncherConfig, parse_duration
+from launcher.config import LauncherConfig, parse_duration
+from launcher.failures import Cause, classify, start_failure
 from launcher.jobspec import FORGET_RETRIES
 from launcher.objects import ORIGINAL_RECLAIM, claim_ref_patch, reclaim_patch, retain_volume_patch
+from launcher.validation import spec_problem
 
 DEFAULT_OPERATION_TIMEOUT_SECONDS = 600.0
 POD_STATUS_GRACE_SECONDS = 15.0  # how long a finished Job waits for its pod's termination message
@@ -78,9 +85,6 @@ WAIT_NOTICE_AFTER_SECONDS = 5.0  # a prepare wait this long gets its (one) Event
 RETENTION_REQUEUE_MAX_SECONDS = 60.0
 ATTEMPT_ANNOTATION = "snapmover.io/mover-attempt"  # on the CR: the attempt it is on; on a Job: its attempt
 RETRIED_ANNOTATION = "snapmover.io/mover-retried-at"  # when the current attempt was decided (prepare timeout)
-START_FAILURE_REASONS = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
-)
 # kube-scheduler's message for a pod whose PVC (immediate binding) is not bound yet
 UNBOUND_CLAIMS = "unbound immediate PersistentVolumeClaims"
 
@@ -141,6 +145,17 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class ClaimBinding:
+    """How far a backup PVC is from Bound, as exposure saw it (what the wait message names)."""
+
+    phase: str  # the PVC's status.phase
+    storage_class: str = ""  # '' when the PVC names none
+    binding_mode: str = ""  # the class's volumeBindingMode ('' when the class was not found)
+    provisioner: str = ""
+    last_event: str = ""  # "Reason: message" of the newest Event about the PVC ('' none)
+
+
+@dataclass(frozen=True)
 class Exposed:
     """The volume the mover Job mounts is there (``claim_uid`` None: not in the cache yet)."""
 
@@ -149,6 +164,7 @@ class Exposed:
     source_namespace: str
     source_pvc: str
     claim_uid: str | None = None
+    binding: ClaimBinding | None = None  # a backup PVC's binding (None: not looked at, e.g. a restore)
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,7 @@ class Observation:
     settings: Settings
     job: Obj | None = None  # the mover Job labelled with the CR's uid
     pods: Sequence[Obj] = ()  # its pods
+    events: Sequence[Obj] = ()  # Events about its pods (read while a pod is Pending, for ``failures.classify``)
     owns_volumes: bool = False  # a PVC or VolumeSnapshot we made for the CR still exists
     preparing: int = 0  # CRs in Accepted, of both kinds
     exposure: Exposure | None = None  # set after the Expose action ran
@@ -378,21 +395,9 @@ def termination(pod: Obj | None) -> str | None:
     return None
 
 
-def pod_start_problem(pod: Obj) -> str:
-    """Why a mover pod is not starting ('' when it is fine or simply not there yet)."""
-    status = pod.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if (
-            cond.get("type") == "PodScheduled"
-            and cond.get("status") == "False"
-            and cond.get("reason") == "Unschedulable"
-        ):
-            return f"unschedulable: {cond.get('message')}"
-    for cs in status.get("containerStatuses") or []:
-        waiting = (cs.get("state") or {}).get("waiting")
-        if waiting is not None and waiting.get("reason") in START_FAILURE_REASONS:
-            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip()
-    return ""
+def pod_start_problem(pod: Obj, events: Sequence[Obj] = ()) -> Cause | None:
+    """Why a mover pod is not starting (None when it is fine or simply on its way: ``launcher.failures``)."""
+    return start_failure(pod, events)
 
 
 def volume_not_bound_yet(pod: Obj) -> bool:
@@ -414,43 +419,26 @@ def waited_too_long(cr: Obj, now: float) -> bool:
     return age(status_of(cr).get("acceptedTimestamp"), now) > operation_timeout(cr)
 
 
-def upload_problem(spec: Obj) -> str:
-    """What a DataUpload's own fields lack ('' when nothing)."""
-    for name in ("sourceNamespace", "sourcePVC"):
-        if not spec.get(name):
-            return f"spec.{name} is empty"
-    if spec.get("snapshotType", "CSI") != "CSI":
-        return f"spec.snapshotType {spec.get('snapshotType')!r} is not supported (only CSI)"
-    if not (spec.get("csiSnapshot") or {}).get("volumeSnapshot"):
-        return "spec.csiSnapshot.volumeSnapshot is empty"
-    return ""
-
-
-def download_problem(spec: Obj) -> str:
-    """What a DataDownload's own fields lack ('' when nothing)."""
-    target = spec.get("targetVolume") or {}
-    if not target.get("pvc") or not target.get("namespace"):
-        return "spec.targetVolume.pvc and spec.targetVolume.namespace are required"
-    if not spec.get("snapshotID"):
-        return "spec.snapshotID is empty"
-    return ""
+def unbound_claim(exposed: Exposed, namespace: str) -> str:
+    """What a backup waits for before its Job may be created ('' when its PVC is Bound or binds
+    with its pod, as WaitForFirstConsumer classes do): a pod of an unbound Immediate PVC is only
+    reported Unschedulable, so a slow snapshot clone would fail it after ``podStartTimeout``."""
+    binding = exposed.binding
+    if binding is None or binding.phase == "Bound" or binding.binding_mode == "WaitForFirstConsumer":
+        return ""
+    if not binding.storage_class:
+        where = "no StorageClass: a PersistentVolume must be bound to it by hand"
+    elif not binding.binding_mode:
+        where = f"StorageClass {binding.storage_class} not found"
+    else:
+        where = f"StorageClass {binding.storage_class}, provisioner {binding.provisioner or '?'}"
+    event = f"last Event {binding.last_event}" if binding.last_event else "no Event about it yet"
+    return f"PVC {namespace}/{exposed.claim} to be Bound ({where}; {event})"
 
 
 def validate_spec(cr: Obj) -> str:
-    """Why the CR can never work ('' when it can), naming the field."""
-    spec = spec_of(cr)
-    if not spec.get("backupStorageLocation"):
-        return "spec.backupStorageLocation is empty"
-    problem = upload_problem(spec) if cr.get("kind") == DATAUPLOAD_KIND else download_problem(spec)
-    if problem:
-        return problem
-    if not isinstance(spec.get("dataMoverConfig") or {}, dict):
-        return "spec.dataMoverConfig must be a map of strings"
-    try:
-        operation_timeout(cr)
-    except ConfigurationError as e:
-        return str(e)
-    return ""
+    """Why the CR can never work ('' when it can), naming the field and its value (``launcher.validation``)."""
+    return spec_problem(cr)
 
 
 def snapshot_wait(cr: Obj, vs: Obj | None, now: float) -> Waiting | Failed | None:
@@ -601,6 +589,9 @@ def prepare(obs: Observation) -> list[Action]:
         return wait(obs, f"a free mover slot ({obs.free_slot})", announce=True)
     if exposure.claim_uid is None:
         return wait(obs, f"PVC {exposure.claim} to appear")
+    pending = unbound_claim(exposure, str((obs.cr.get("metadata") or {}).get("namespace") or ""))
+    if pending:
+        return wait(obs, pending)
     return [CreateJob(exposure), *wait(obs, "the mover pod to be created")]
 
 
@@ -622,7 +613,9 @@ def supervise(obs: Observation) -> list[Action]:
     if "Complete" in conditions:
         return succeeded(obs)
     if "Failed" in conditions:
-        return retry_dead_mover(obs, pod, conditions["Failed"]) or job_failed(pod, conditions["Failed"])
+        failed = conditions["Failed"]
+        cause = classify(pod, obs.events, job)
+        return retry_dead_mover(obs, pod, failed, cause) or job_failed(pod, failed, cause)
     return running(obs, job, pod)
 
 
@@ -632,22 +625,24 @@ def running(obs: Observation, job: Obj, pod: Obj | None) -> list[Action]:
         return wait(obs, "the mover pod to be created")
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     node = (pod.get("spec") or {}).get("nodeName") or ""
-    problem = pod_start_problem(pod)
+    problem = pod_start_problem(pod, obs.events)
     if problem and volume_not_bound_yet(pod):
         # kube-scheduler keeps the pod unschedulable until its PVC is provisioned (from the
         # snapshot, which can take long): preparation, bounded by the prepare timeout
-        return wait(obs, f"the mover's volume to be provisioned ({problem})")
-    if problem and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
-        return [
-            SetPhase(Phase.FAILED, "PodCannotStart", f"the mover pod {meta.get('name')} cannot start: {problem}"),
-            DeleteJob(),
-            Cleanup(keep_job=True),
-        ]
+        return wait(obs, f"the mover's volume to be provisioned ({problem.reason}: {problem.message})")
+    started = phase_of(obs.cr) != Phase.ACCEPTED  # the pod ran (Prepared) or the mover wrote InProgress:
+    # a start problem in the pod cache is then stale (the kubelet's status can lag the mover's writes)
+    if problem and not started and age(meta.get("creationTimestamp"), obs.now) > obs.settings.pod_start_timeout_seconds:
+        limit = f"{obs.settings.pod_start_timeout_seconds:.0f}s"
+        message = f"the mover pod {meta.get('name')} cannot start (after {limit}): {problem.message}"
+        return [SetPhase(Phase.FAILED, problem.reason, message), DeleteJob(), Cleanup(keep_job=True)]
     if phase_of(obs.cr) == Phase.ACCEPTED and status.get("phase") == "Running":
         note = f"mover Job {(job.get('metadata') or {}).get('name')} runs on node {node}"
         return [SetPhase(Phase.PREPARED, "Prepared", note=note, fields={"node": node})]
     if problem:
-        return wait(obs, f"the mover pod to start ({problem})")
+        return wait(obs, f"the mover pod to start ({problem.reason}: {problem.message})")
+    if phase_of(obs.cr) == Phase.ACCEPTED and status.get("phase") in (None, "Pending"):
+        return wait(obs, f"the mover pod {meta.get('name')} to be scheduled and start")  # under the prepare timeout
     return [Requeue(SUPERVISE_REQUEUE_SECONDS, "the mover")]
 
 
@@ -671,8 +666,8 @@ def mover_death(pod: Obj | None, condition: Obj) -> str:
     """How a mover pod ended without a result, '' when it did not simply die (a crash with a
     message, a deadline): OOMKilled, killed by a signal, evicted, or gone with its node.
 
-    The seam for the failure classification (``classify``, issue #16 item 4): its words replace
-    these once it exists; the decision to retry stays here."""
+    Decides whether to retry; the words come from ``launcher.failures.classify`` when it
+    recognises the death (see :func:`retry_dead_mover`)."""
     if condition.get("reason") == "DeadlineExceeded":
         return ""
     if pod is None:
@@ -689,17 +684,22 @@ def mover_death(pod: Obj | None, condition: Obj) -> str:
     return ""
 
 
-def retry_dead_mover(obs: Observation, pod: Obj | None, condition: Obj) -> list[Action]:
+def retry_dead_mover(
+    obs: Observation, pod: Obj | None, condition: Obj, classified: Cause | None = None
+) -> list[Action]:
     """A mover that died without a result: start the next attempt while the bounds allow, or fail
-    saying how many attempts died; empty when the mover ended on its own terms."""
+    saying how many attempts died (with the cause ``launcher.failures`` reads when it has one);
+    empty when the mover ended on its own terms."""
     cause = mover_death(pod, condition)
     if not cause or result_of(pod) is not None:
         return []
     attempt, allowed = attempt_of(obs.cr), 1 + obs.settings.mover_retries
     timeout = operation_timeout(obs.cr)
     if attempt >= allowed:
+        # the reason and remedy of the last death when launcher.failures recognises it (OOMKilled …)
+        reason, last = (classified.reason, classified.message) if classified is not None else ("MoverFailed", cause)
         return fail(
-            f"the mover died in each of {attempt} attempt(s) (moverRetries {allowed - 1}); last: {cause}", "MoverFailed"
+            f"the mover died in each of {attempt} attempt(s) (moverRetries {allowed - 1}); last: {last}", reason
         )
     if waited_too_long(obs.cr, obs.now):
         return fail(
@@ -713,11 +713,14 @@ def retry_dead_mover(obs: Observation, pod: Obj | None, condition: Obj) -> list[
     ]
 
 
-def job_failed(pod: Obj | None, condition: Obj) -> list[Action]:
-    """The Job failed: Canceled when the mover says so, else Failed with the best detail there is."""
+def job_failed(pod: Obj | None, condition: Obj, cause: Cause | None = None) -> list[Action]:
+    """The Job failed: Canceled when the mover says so, else Failed with the best detail there is:
+    the mover's own message, else the ``cause`` Kubernetes states (OOMKilled …), else its log tail."""
     msg = result_of(pod)
     if msg and msg.get("phase") == Phase.CANCELED:
         return [SetPhase(Phase.CANCELED, "Canceled", msg.get("message", "canceled"))]
+    if cause is not None and not (msg or {}).get("message"):
+        return fail(f"mover Job failed: {cause.message}", cause.reason)
     term = (termination(pod) or "").strip()[-1500:]
     detail = (msg or {}).get("message") or term or condition.get("message") or condition.get("reason")
     return fail(f"mover Job failed: {detail}", "MoverFailed")

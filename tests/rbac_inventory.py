@@ -95,6 +95,7 @@ LAUNCHER_API_CALLS: dict[str, list[Use]] = {
     "create_namespaced_secret": [Use("", "secrets", "namespace")],
     "read_namespaced_config_map": [Use("", "configmaps", "namespace", ("snapmover-config",))],
     "create_namespaced_event": [Use("", "events", "namespace")],
+    "list_namespaced_event": [Use("", "events", "namespace")],  # why a mover pod / backup PVC is stuck
     "read_namespaced_lease": [Use("coordination.k8s.io", "leases", "namespace", ("snapmover-launcher",))],
     "replace_namespaced_lease": [Use("coordination.k8s.io", "leases", "namespace", ("snapmover-launcher",))],
     "create_namespaced_lease": [Use("coordination.k8s.io", "leases", "namespace")],

@@ -34,6 +34,8 @@ from jobs.contract import (
     ENV_VOLUME_MODE,
     ENV_VOLUME_PATH,
     VOLUME_MODE_BLOCK,
+    datamover_config_problem,
+    whole_number_problem,
 )
 from jobs.engine.api import DataPathOptions
 from jobs.errors import ConfigError
@@ -99,26 +101,23 @@ class JobEnv:
 
 
 def _positive_int(value: str, what: str) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 1024:
-        raise ConfigError(f"{what} must be a whole number from 1 to 1024, not {value!r}")
-    return number
+    problem = whole_number_problem(value, what)
+    if problem:
+        raise ConfigError(problem)
+    return int(str(value).strip())
 
 
 def data_path_options(dmc: dict[str, Any], parallel: str, role: str) -> DataPathOptions:
     """Map Velero's dataMoverConfig keys (and the launcher's parallelism) onto DataPathOptions."""
+    problem = datamover_config_problem(dmc, role)
+    if problem:
+        raise ConfigError(problem)
     defaults = DataPathOptions()
     workers = _positive_int(parallel, "parallelism") if parallel else defaults.parallel
     key = DMC_PARALLEL_FILES_UPLOAD if role == "upload" else DMC_PARALLEL_FILES_DOWNLOAD
     if dmc.get(key) not in (None, ""):
-        workers = _positive_int(str(dmc[key]), f"dataMoverConfig.{key}")
+        workers = int(str(dmc[key]).strip())
     sparse = defaults.write_sparse
     if dmc.get(DMC_WRITE_SPARSE_FILES) not in (None, ""):
-        text = str(dmc[DMC_WRITE_SPARSE_FILES]).strip().lower()
-        if text not in ("true", "false"):
-            raise ConfigError(f"dataMoverConfig.{DMC_WRITE_SPARSE_FILES} must be true or false, not {text!r}")
-        sparse = text == "true"
+        sparse = str(dmc[DMC_WRITE_SPARSE_FILES]).strip().lower() == "true"
     return DataPathOptions(parallel=workers, write_sparse=sparse)

@@ -40,7 +40,7 @@ _NS_VERBS: Final[dict[tuple[str, str], tuple[str, ...]]] = {
     (_RBAC, "roles"): ("create",),
     (_RBAC, "rolebindings"): ("create",),
     ("", "secrets"): ("get", "create"),
-    ("", "events"): ("create",),
+    ("", "events"): ("create", "list"),
     ("coordination.k8s.io", "leases"): ("create",),
 }
 _CLUSTER_VERBS: Final[dict[tuple[str, str], tuple[str, ...]]] = {

@@ -26,8 +26,8 @@ from tests.fixtures.cluster import ClusterHandle
 DEFAULT_CONFIG = {
     "image": snapmover_image(),
     "jobRetentionSeconds": "30",
-    "podStartTimeout": "5s",
-    "prepareTimeout": "90s",
+    "podStartTimeout": "30s",  # a healthy pod can sit in ContainerCreating for seconds on a loaded 2-core node
+    "prepareTimeout": "180s",  # a backup PVC of 60,000 files took over 90 s to provision on the loaded real node
     "resyncPeriod": "2s",
     "storageLocations": json.dumps({"default": {"provider": "filesystem", "pvc": "snapmover-repository"}}),
 }

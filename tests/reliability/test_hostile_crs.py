@@ -5,7 +5,8 @@ values inside ``dataMoverConfig``, absurd timeouts, names at the 63/253-characte
 and path-traversal strings, references to missing PVCs, snapshots, storage locations and Secrets,
 unsupported providers, unreachable endpoints and snapshot ids that do not exist. Each must end
 ``Failed`` with a message naming the problem (a few odd-but-valid ones must complete); valid CRs
-submitted alongside complete; the launcher never restarts or logs a traceback; and no status,
+submitted alongside complete; an invalid field value fails before the CR is ever Accepted (its
+message naming field and value); the launcher never restarts or logs a traceback; and no status,
 Event, log or termination message contains the repository password or the S3 secret key.
 """
 
@@ -46,6 +47,7 @@ class Case:
     snapshot: bool = False  # needs a real VolumeSnapshot of its own (the launcher takes it over)
     name: str | None = None
     rejected: str = ""  # why the API server refused it (then it is not part of the corpus)
+    at_once: bool = False  # the launcher's field check fails it before it is ever Accepted
 
 
 def csi(volume_snapshot: str) -> dict[str, str]:
@@ -55,50 +57,76 @@ def csi(volume_snapshot: str) -> dict[str, str]:
 def upload_cases() -> list[Case]:
     du = "du"
     return [
-        Case(du, "empty backupStorageLocation", {"backupStorageLocation": ""}, ("backupStorageLocation",)),
+        Case(
+            du, "empty backupStorageLocation", {"backupStorageLocation": ""}, ("backupStorageLocation",), at_once=True
+        ),
         Case(du, "no backupStorageLocation", {"backupStorageLocation": DROP}, ("backupStorageLocation",)),
-        Case(du, "empty sourcePVC", {"sourcePVC": ""}, ("sourcePVC",)),
+        Case(du, "empty sourcePVC", {"sourcePVC": ""}, ("sourcePVC",), at_once=True),
         Case(du, "no sourceNamespace", {"sourceNamespace": DROP}, ("sourceNamespace",)),
-        Case(du, "empty volumeSnapshot", {"csiSnapshot": csi("")}, ("volumeSnapshot",)),
-        Case(du, "no csiSnapshot", {"csiSnapshot": DROP}, ("csiSnapshot",)),
-        Case(du, "snapshotType AWS", {"snapshotType": "AWS"}, ("snapshotType", "AWS")),
-        Case(du, "empty snapshotType", {"snapshotType": ""}, ("snapshotType",)),
-        Case(du, "operationTimeout words", {"operationTimeout": "soon"}, ("operationTimeout", "soon")),
-        Case(du, "operationTimeout negative", {"operationTimeout": "-5m"}, ("operationTimeout",)),
+        Case(du, "empty volumeSnapshot", {"csiSnapshot": csi("")}, ("volumeSnapshot",), at_once=True),
+        Case(du, "no csiSnapshot", {"csiSnapshot": DROP}, ("csiSnapshot",), at_once=True),
+        Case(du, "snapshotType AWS", {"snapshotType": "AWS"}, ("snapshotType", "AWS"), at_once=True),
+        Case(du, "empty snapshotType", {"snapshotType": ""}, ("snapshotType",), at_once=True),
+        Case(du, "operationTimeout words", {"operationTimeout": "soon"}, ("operationTimeout", "soon"), at_once=True),
+        Case(du, "operationTimeout negative", {"operationTimeout": "-5m"}, ("operationTimeout",), at_once=True),
         Case(
             du,
             "operationTimeout of 10^14 hours",
             {"operationTimeout": "99999999999999h"},
-            ("operationTimeout",),
-            phase=("Failed", "Completed"),
+            ("spec.operationTimeout", "at most 2562047h"),
             snapshot=True,
+            at_once=True,
         ),
         Case(
             du,
             "operationTimeout of 10^40 s",
             {"operationTimeout": "9" * 40},
-            ("operationTimeout",),
-            phase=("Failed", "Completed"),
+            ("spec.operationTimeout", "at most 2562047h"),
             snapshot=True,
+            at_once=True,
+        ),
+        Case(du, "operationTimeout zero", {"operationTimeout": "0s"}, ("spec.operationTimeout", "0s"), at_once=True),
+        Case(
+            du,
+            "path traversal sourceNamespace",
+            {"sourceNamespace": "../../kube-system"},
+            ("spec.sourceNamespace", "'../../kube-system'", "namespace name"),
+            at_once=True,
+        ),
+        Case(du, "upper-case sourceNamespace", {"sourceNamespace": "Kube-System"}, ("'Kube-System'",), at_once=True),
+        Case(du, "slash in sourcePVC", {"sourcePVC": "data/../x"}, ("spec.sourcePVC", "'data/../x'"), at_once=True),
+        Case(
+            du,
+            "storageClass with a space",
+            {"csiSnapshot": {"volumeSnapshot": "s", "storageClass": "fast ssd"}},
+            ("spec.csiSnapshot.storageClass", "'fast ssd'"),
+            at_once=True,
         ),
         Case(du, "unknown storage location", {"backupStorageLocation": "nowhere"}, ("'nowhere' not found",)),
-        Case(du, "unicode storage location", {"backupStorageLocation": "stöñage-☃"}, ("stöñage-☃",)),
-        Case(du, "path traversal storage location", {"backupStorageLocation": "../../etc/passwd"}, ("../../etc",)),
+        Case(du, "unicode storage location", {"backupStorageLocation": "stöñage-☃"}, ("stöñage-☃",), at_once=True),
+        Case(
+            du,
+            "path traversal storage location",
+            {"backupStorageLocation": "../../etc/passwd"},
+            ("../../etc",),
+            at_once=True,
+        ),
         Case(du, "missing source PVC", {"sourcePVC": "no-such-pvc"}, ("no-such-pvc", "does not exist")),
         Case(du, "missing source namespace", {"sourceNamespace": "no-such-ns"}, ("no-such-ns",)),
-        Case(du, "path traversal sourcePVC", {"sourcePVC": "../../../etc"}, ("../../../etc",)),
-        Case(du, "300-char sourcePVC", {"sourcePVC": LONG}, (LONG[:60],)),
+        Case(du, "path traversal sourcePVC", {"sourcePVC": "../../../etc"}, ("../../../etc",), at_once=True),
+        Case(du, "300-char sourcePVC", {"sourcePVC": LONG}, (LONG[:60],), at_once=True),
         Case(du, "missing VolumeSnapshot", {}, ("no-such-snapshot", "does not exist")),
-        Case(du, "path traversal VolumeSnapshot", {"csiSnapshot": csi("../../x")}, ("../../x",)),
-        Case(du, "unicode VolumeSnapshot", {"csiSnapshot": csi("snäp-☃")}, ("snäp-☃",)),
-        Case(du, "300-char VolumeSnapshot", {"csiSnapshot": csi(LONG)}, (LONG[:60],)),
+        Case(du, "path traversal VolumeSnapshot", {"csiSnapshot": csi("../../x")}, ("../../x",), at_once=True),
+        Case(du, "unicode VolumeSnapshot", {"csiSnapshot": csi("snäp-☃")}, ("snäp-☃",), at_once=True),
+        Case(du, "300-char VolumeSnapshot", {"csiSnapshot": csi(LONG)}, (LONG[:60],), at_once=True),
         *(
             Case(
                 du,
                 f"ParallelFilesUpload {value!r}",
                 {"dataMoverConfig": {"ParallelFilesUpload": value}},
-                ("ParallelFilesUpload",),
+                ("dataMoverConfig.ParallelFilesUpload", "from 1 to 1024"),
                 snapshot=True,
+                at_once=True,
             )
             for value in ("abc", "0", "-3", "1.5", "99999999999999999999999", "1e400")
         ),
@@ -133,12 +161,18 @@ def upload_cases() -> list[Case]:
 def download_cases() -> list[Case]:
     dd = "dd"
     return [
-        Case(dd, "empty snapshotID", {"snapshotID": ""}, ("snapshotID",)),
+        Case(dd, "empty snapshotID", {"snapshotID": ""}, ("snapshotID",), at_once=True),
         Case(dd, "no snapshotID", {"snapshotID": DROP}, ("snapshotID",)),
         Case(dd, "unknown snapshotID", {"snapshotID": "f" * 64}, ("f" * 64,)),
-        Case(dd, "path traversal snapshotID", {"snapshotID": "../../etc/passwd"}, ("../../etc/passwd",)),
-        Case(dd, "unicode snapshotID", {"snapshotID": "snäp-☃"}, ("snäp-☃",)),
-        Case(dd, "empty target PVC", {"targetVolume": {"pvc": "", "pv": "", "namespace": "APP"}}, ("targetVolume",)),
+        Case(dd, "path traversal snapshotID", {"snapshotID": "../../etc/passwd"}, ("../../etc/passwd",), at_once=True),
+        Case(dd, "unicode snapshotID", {"snapshotID": "snäp-☃"}, ("snäp-☃",), at_once=True),
+        Case(
+            dd,
+            "empty target PVC",
+            {"targetVolume": {"pvc": "", "pv": "", "namespace": "APP"}},
+            ("targetVolume",),
+            at_once=True,
+        ),
         Case(dd, "no targetVolume", {"targetVolume": DROP}, ("targetVolume",)),
         Case(
             dd,
@@ -156,14 +190,44 @@ def download_cases() -> list[Case]:
             dd, "bound target PVC", {"targetVolume": {"pvc": "data", "pv": "", "namespace": "APP"}}, ("already bound",)
         ),
         Case(dd, "unknown storage location", {"backupStorageLocation": "nowhere"}, ("'nowhere' not found",)),
-        Case(dd, "WriteSparseFiles maybe", {"dataMoverConfig": {"WriteSparseFiles": "maybe"}}, ("WriteSparseFiles",)),
+        Case(
+            dd,
+            "WriteSparseFiles maybe",
+            {"dataMoverConfig": {"WriteSparseFiles": "maybe"}},
+            ("dataMoverConfig.WriteSparseFiles", "'maybe'"),
+            at_once=True,
+        ),
         Case(
             dd,
             "ParallelFilesDownload lots",
             {"dataMoverConfig": {"ParallelFilesDownload": "lots"}},
-            ("ParallelFilesDownload",),
+            ("dataMoverConfig.ParallelFilesDownload", "'lots'"),
+            at_once=True,
         ),
-        Case(dd, "operationTimeout words", {"operationTimeout": "1 fortnight"}, ("operationTimeout",)),
+        Case(dd, "operationTimeout words", {"operationTimeout": "1 fortnight"}, ("operationTimeout",), at_once=True),
+        Case(
+            dd,
+            "path traversal sourceNamespace",
+            {"sourceNamespace": "../../kube-system"},
+            ("spec.sourceNamespace", "'../../kube-system'"),
+            at_once=True,
+        ),
+        Case(
+            dd,
+            "path traversal target namespace",
+            {"targetVolume": {"pvc": "t", "pv": "", "namespace": "../app"}},
+            ("spec.targetVolume.namespace", "'../app'"),
+            at_once=True,
+        ),
+        Case(
+            dd,
+            "target pv a path",
+            {"targetVolume": {"pvc": "t", "pv": "/etc", "namespace": "APP"}},
+            ("spec.targetVolume.pv", "'/etc'"),
+            at_once=True,
+        ),
+        Case(dd, "upper-case snapshotID", {"snapshotID": "F" * 64}, ("spec.snapshotID", "64 hex"), at_once=True),
+        Case(dd, "nodeOS windows", {"nodeOS": "windows"}, ("spec.nodeOS", "'windows'"), at_once=True),
         Case(dd, "valid restore alongside", phase=("Completed",)),
     ]
 
@@ -301,14 +365,17 @@ def test_hostile_and_malformed_crs_fail_clearly(
 
         problems = []
         outcomes: Counter[str] = Counter()
+        at_once = 0
         for case, name in zip(cases, names, strict=True):
             st = env.get(plural[case.kind], name).get("status") or {}
             message = str(st.get("message", ""))
             outcomes[st.get("phase", "New")] += 1
             print(f"{case.kind} {case.label[:40]:<40} {st.get('phase')}: {message[:230]}")
             named = st.get("phase") != "Failed" or all(e in message for e in case.expect)
-            if st.get("phase") not in case.phase or not named:
-                problems.append(f"{case.kind} {case.label}: {st.get('phase')} {message[:200]!r}")
+            accepted = "acceptedTimestamp" in st  # a CR failed by the field check never was
+            if st.get("phase") not in case.phase or not named or (case.at_once and accepted):
+                problems.append(f"{case.kind} {case.label}: {st.get('phase')} accepted={accepted} {message[:200]!r}")
+            at_once += case.at_once and not accepted
         assert launcher.poll() is None, "the launcher exited"
         log = env.launcher_log()
         assert "Traceback" not in log, log[-3000:]
@@ -336,6 +403,11 @@ def test_hostile_and_malformed_crs_fail_clearly(
         "corpus size; final phases; every Failed message names the problem; valid CRs alongside",
         f"{len(cases)} ({sum(c.kind == 'du' for c in cases)} DataUploads, {sum(c.kind == 'dd' for c in cases)} "
         f"DataDownloads); {dict(outcomes)}; yes; completed",
+    )
+    figures.add(
+        "hostile CRs",
+        "invalid field values failed by the launcher's field check before being Accepted (message names field + value)",
+        f"{at_once} of {len(cases)}, e.g. sourceNamespace '../../kube-system'",
     )
     figures.add(
         "hostile CRs",

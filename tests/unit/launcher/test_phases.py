@@ -70,7 +70,8 @@ def dd(phase: str | None = None, **status: Any) -> dict[str, Any]:
     cr["spec"] = {
         "datamover": "snapmover",
         "backupStorageLocation": "default",
-        "snapshotID": "abc",
+        "snapshotID": "ab" * 32,
+        "sourceNamespace": "app",
         "targetVolume": {"namespace": "app", "pvc": "restored"},
     }
     return cr
@@ -228,6 +229,8 @@ def test_full_prepare_queue_requeues_without_accepting() -> None:
         ("csiSnapshot", {}, "volumeSnapshot"),
         ("operationTimeout", "soon", "operationTimeout"),
         ("dataMoverConfig", ["x"], "dataMoverConfig"),
+        ("sourceNamespace", "../../kube-system", "spec.sourceNamespace '../../kube-system'"),
+        ("dataMoverConfig", {"ParallelFilesUpload": "0"}, "dataMoverConfig.ParallelFilesUpload"),
     ],
 )
 def test_invalid_new_cr_fails_at_once_naming_the_field(field: str, value: Any, needle: str) -> None:
@@ -310,7 +313,112 @@ def test_pod_that_cannot_start_waits_then_fails(problem: dict[str, Any]) -> None
     young = decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED, job=job(), pods=[pod("Pending", **problem)]))
     assert only(young, SetPhase) == [] and "to start" in only(young, Requeue)[0].waiting_for
     old = decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED, job=job(), pods=[pod("Pending", created=21, **problem)]))
-    assert phase_set(old).reason == "PodCannotStart" and DeleteJob() in old and Cleanup(keep_job=True) in old
+    change = phase_set(old)
+    assert change.reason == ("ImagePullBackOff" if problem.get("waiting") else "Unschedulable")
+    assert "cannot start (after 20s)" in change.message and DeleteJob() in old and Cleanup(keep_job=True) in old
+
+
+def creating(created: float) -> dict[str, Any]:
+    """A scheduled mover pod whose container waits in ContainerCreating."""
+    stuck = pod("Pending", created=created)
+    stuck["status"]["containerStatuses"] = [{"state": {"waiting": {"reason": "ContainerCreating"}}}]
+    return stuck
+
+
+FAILED_MOUNT = {
+    "type": "Warning",
+    "reason": "FailedMount",
+    "message": 'MountVolume.SetUp failed for volume "cloud-credentials" : secret "gone" not found',
+    "involvedObject": {"kind": "Pod", "name": "p1"},
+    "lastTimestamp": ago(2),
+}
+
+
+def test_pod_stuck_in_container_creating_fails_after_the_pod_start_timeout_with_the_mount_event() -> None:
+    young = decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED, job=job(), pods=[creating(5)], events=[FAILED_MOUNT]))
+    assert only(young, SetPhase) == [] and "FailedMount" in only(young, Requeue)[0].waiting_for
+    old = decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED, job=job(), pods=[creating(21)], events=[FAILED_MOUNT]))
+    change = phase_set(old)
+    assert change.reason == "FailedMount" and 'secret "gone" not found' in change.message and DeleteJob() in old
+    bare = phase_set(decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED, job=job(), pods=[creating(21)])))
+    assert bare.reason == "ContainerCreating" and "stuck in ContainerCreating on node node-a" in bare.message
+
+
+@pytest.mark.parametrize("phase", [Phase.PREPARED, Phase.IN_PROGRESS])
+def test_a_stale_start_problem_never_fails_a_mover_that_runs(phase: str) -> None:
+    # the mover can write InProgress before the kubelet's Running reaches the pod cache
+    actions = decide(obs(du(phase), job=job(), pods=[creating(60)], events=[FAILED_MOUNT]))
+    assert only(actions, SetPhase) == [] and only(actions, DeleteJob) == []
+
+
+def test_pod_not_scheduled_without_a_verdict_waits_for_the_prepare_timeout_only() -> None:
+    unplaced = pod("Pending", created=50)
+    unplaced["spec"] = {}
+    unplaced["status"] = {"phase": "Pending"}
+    actions = decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED, job=job(), pods=[unplaced]))
+    assert only(actions, SetPhase) == []
+    late = decide(obs(du(Phase.ACCEPTED, acceptedTimestamp=ago(200)), exposure=EXPOSED, job=job(), pods=[unplaced]))
+    assert phase_set(late).reason == "PrepareTimeout"
+
+
+def test_oom_killed_mover_fails_naming_its_limit_and_the_remedy() -> None:
+    killed = pod("Failed", term="last log line")
+    killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
+    killed["spec"]["containers"] = [{"name": "mover", "resources": {"limits": {"memory": "64Mi"}}}]
+    no_retry = replace(SETTINGS, mover_retries=0)  # with retries left it is retried first (below)
+    change = phase_set(decide(obs(du(Phase.IN_PROGRESS), job=job("Failed"), pods=[killed], settings=no_retry)))
+    assert change.reason == "OOMKilled" and "limit of 64Mi" in change.message and "jobResources" in change.message
+
+
+def test_the_movers_own_message_wins_over_the_kubernetes_cause() -> None:
+    term = {"phase": "Failed", "message": "the mover was stopped by SIGTERM"}
+    failed = job("Failed")
+    failed["status"]["conditions"][0]["reason"] = "DeadlineExceeded"
+    change = phase_set(decide(obs(du(Phase.IN_PROGRESS), job=failed, pods=[pod("Failed", term=term)])))
+    assert change.reason == "MoverFailed" and "SIGTERM" in change.message
+
+
+def bound(phase: str, **binding: str) -> Exposed:
+    return replace(EXPOSED, binding=phases.ClaimBinding(phase, **binding))
+
+
+def test_backup_job_waits_for_its_pvc_to_be_bound() -> None:
+    pending = bound("Pending", storage_class="slow", binding_mode="Immediate", provisioner="ebs.csi.aws.com")
+    actions = decide(obs(du(Phase.ACCEPTED), exposure=pending))
+    assert only(actions, CreateJob) == [] and only(actions, SetPhase) == []
+    assert "PVC velero/snapmover-du-b1 to be Bound" in only(actions, Requeue)[0].waiting_for
+    ready = decide(obs(du(Phase.ACCEPTED), exposure=bound("Bound", storage_class="slow")))
+    assert only(ready, CreateJob) == [CreateJob(bound("Bound", storage_class="slow"))]
+
+
+def test_a_wait_for_first_consumer_pvc_binds_with_its_pod() -> None:
+    later = bound("Pending", storage_class="local", binding_mode="WaitForFirstConsumer", provisioner="x")
+    assert only(decide(obs(du(Phase.ACCEPTED), exposure=later)), CreateJob) == [CreateJob(later)]
+
+
+@pytest.mark.parametrize(
+    ("binding", "needles"),
+    [
+        (
+            {"storage_class": "slow", "binding_mode": "Immediate", "provisioner": "rbd.csi.ceph.com",
+             "last_event": "Provisioning: External provisioner is provisioning volume"},
+            ("StorageClass slow, provisioner rbd.csi.ceph.com", "last Event Provisioning: External provisioner"),
+        ),
+        (
+            {"storage_class": "gone", "last_event": 'ProvisioningFailed: storageclass.storage.k8s.io "gone" not found'},
+            ("StorageClass gone not found", 'last Event ProvisioningFailed: storageclass.storage.k8s.io "gone"'),
+        ),
+        ({}, ("no StorageClass", "no Event about it yet")),
+    ],
+)  # fmt: skip
+def test_an_unbound_backup_pvc_times_out_naming_pvc_class_and_last_event(
+    binding: dict[str, str], needles: tuple[str, ...]
+) -> None:
+    cr = du(Phase.ACCEPTED, acceptedTimestamp=ago(101))
+    change = phase_set(decide(obs(cr, exposure=bound("Pending", **binding))))
+    assert change.reason == "PrepareTimeout" and "PVC velero/snapmover-du-b1 to be Bound" in change.message
+    for needle in needles:
+        assert needle in change.message, change.message
 
 
 def test_pod_waiting_for_its_volume_waits_under_the_prepare_timeout_not_the_pod_start_timeout() -> None:
@@ -374,7 +482,8 @@ def test_job_failed_falls_back_to_the_log_tail_then_the_condition() -> None:
     assert "Traceback x" in change.message
     failed = job("Failed")
     failed["status"]["conditions"][0]["reason"] = "DeadlineExceeded"
-    assert "DeadlineExceeded" in phase_set(decide(obs(du(Phase.IN_PROGRESS), job=failed))).message
+    change = phase_set(decide(obs(du(Phase.IN_PROGRESS), job=failed)))
+    assert change.reason == "DeadlineExceeded" and "jobDeadlineSeconds" in change.message
 
 
 def test_job_failed_after_the_mover_canceled_is_canceled() -> None:
@@ -549,8 +658,8 @@ def test_the_next_attempt_counts_on_and_the_last_one_fails_naming_the_attempts()
     second = phase_set(decide(obs(attempt(du(Phase.IN_PROGRESS), 2), job=job("Failed"), pods=[killed("OOMKilled")])))
     assert second.annotations[phases.ATTEMPT_ANNOTATION] == "3" and "attempt 2 of 3" in second.message
     last = phase_set(decide(obs(attempt(du(Phase.IN_PROGRESS), 3), job=job("Failed"), pods=[killed("OOMKilled")])))
-    assert (last.phase, last.reason) == (Phase.FAILED, "MoverFailed")
-    assert "each of 3 attempt(s)" in last.message and "OOMKilled" in last.message
+    assert (last.phase, last.reason) == (Phase.FAILED, "OOMKilled")  # the classified cause of the last death
+    assert "each of 3 attempt(s)" in last.message and "lack of memory" in last.message
 
 
 def test_no_retry_when_disabled_or_past_the_operation_timeout() -> None:

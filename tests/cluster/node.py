@@ -1,7 +1,7 @@
 """A real Kubernetes node for the test cluster: containerd + kubelet + kube-scheduler on this host.
 
 Test infrastructure only (never shipped). :class:`RealNode` joins a running :class:`ControlPlane`
-started with ``real_node=True``. Everything it changes on the host is private or recorded in its
+(tests/cluster/cluster.py starts both). Everything it changes on the host is private or recorded in its
 state directory and undone by :meth:`RealNode.stop`:
 
 * a bridge (``snapm0``, 10.244.0.1/24) that is the node IP, the kubelet address and the pods' CNI
@@ -124,7 +124,8 @@ class RealNode:
                 )
             time.sleep(2)
 
-    def _release_machine(self) -> None:
+    def release_machine(self) -> None:
+        """Let another real node start on this machine."""
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor drops the flock
             self._lock = None
@@ -400,9 +401,11 @@ state = "{d / "state"}"
             return []
         return [(int(p), n) for p, _, n in (line.partition(" ") for line in self.pid_file.read_text().splitlines())]
 
-    def stop(self) -> list[str]:
+    def stop(self, *, release: bool = True) -> list[str]:
         """Stop kubelet, scheduler, the pods' containers and containerd; undo every host change.
-        Returns what was found already undone (empty when teardown was clean)."""
+        Returns what was found already undone (empty when teardown was clean). With
+        ``release=False`` the machine stays locked (:meth:`release_machine`), so :meth:`leftovers`
+        cannot see the next node another checkout starts."""
         self._stopped = self.pids()
         by_name = {n: p for p, n in self._stopped}
         for name in ("kubelet", "kube-scheduler"):
@@ -420,7 +423,8 @@ state = "{d / "state"}"
         self._unmount_under(self.dir)
         problems = self._teardown_host()
         self.pid_file.unlink(missing_ok=True)
-        self._release_machine()
+        if release:
+            self.release_machine()
         return problems
 
     def _unmount_under(self, root: Path) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from launcher.jobspec import mover_security_context
 from tests.cluster.cluster import snapmover_image
-from tests.cluster.node import BRIDGE, CGROUP_ROOT, GUARD_COMMENT
+from tests.cluster.node import BRIDGE, CGROUP_ROOT, GUARD_COMMENT, UNIFIED
 from tests.e2e.test_cluster import wait_for
 from tests.fixtures.cluster import ClusterHandle
 from tests.unit.jobs.volume.treecompare import MiB, compare_trees, make_sample_tree
@@ -130,7 +130,7 @@ def test_a_memory_limit_is_enforced(real_node: Node) -> None:
 
 def test_node_state_is_private_and_guarded(real_node: Node) -> None:
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    assert sum(GUARD_COMMENT in line for line in rules.splitlines()) == 3
+    assert sum(GUARD_COMMENT in line for line in rules.splitlines()) == (4 if UNIFIED.is_dir() else 3)
     assert Path(f"/sys/class/net/{BRIDGE}").exists()
     assert Path(f"/sys/fs/cgroup/memory/{CGROUP_ROOT}/kubepods").is_dir()
     assert real_node.node.metadata_packets() == 0

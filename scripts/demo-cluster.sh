@@ -20,8 +20,10 @@ wait_jsonpath() {  # wait_jsonpath WANTED_REGEX TIMEOUT kubectl-get-args...
     echo "timed out waiting for $* (last: $value)" >&2; return 1
 }
 
-say "local cluster (builds kube-apiserver from Debian's source on first use, ~4 min)"
+say "local cluster with a real node (builds Kubernetes from Debian's source on first use, ~6 min)"
 scripts/kube-build.sh
+scripts/node-setup.sh
+images/build.sh
 "$py" -m tests.cluster up --state "$state"
 # a previous run: deleting its DataUploads (while its launcher runs) forgets their snapshots
 k delete datauploads --all -n snapmover --ignore-not-found --timeout=120s >/dev/null 2>&1 || true
@@ -32,12 +34,15 @@ k apply -k manifests/overlays/without-velero
 k apply -f manifests/examples/storage-location-filesystem.yaml
 k -n snapmover patch configmap snapmover-config --type merge \
   -p '{"data": {"storageLocations": "{\"default\": {\"provider\": \"filesystem\", \"pvc\": \"snapmover-repository\"}}"}}'
-# metrics on any free port: the harness runs pods on the host network
-k -n snapmover patch deployment snapmover-launcher --type json \
-  -p '[{"op": "replace", "path": "/spec/template/spec/containers/0/command/5", "value": "0"}]'
+# the image `make images` built, imported into the node (it cannot pull): what
+# `kustomize edit set image snapmover=…` writes, in the Deployment and the ConfigMap
+image=localhost/snapmover:$("$py" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+k -n snapmover set image deployment/snapmover-launcher "launcher=$image"
+k -n snapmover patch configmap snapmover-config --type merge -p "{\"data\": {\"image\": \"$image\"}}"
+k -n snapmover rollout status deployment/snapmover-launcher --timeout=180s
 
-say "an application with data: kubectl apply -f manifests/examples/app.yaml"
-k apply -f manifests/examples/app.yaml
+say "an application with data: manifests/examples/app.yaml (its busybox image swapped for $image)"
+sed "s|busybox:1.36|$image|" manifests/examples/app.yaml | k apply -f -
 k -n demo-app wait --for=condition=complete job/write-sample-data --timeout=120s
 k apply -f manifests/examples/volumesnapshot.yaml
 wait_jsonpath '^true$' 60 -n demo-app volumesnapshot data-snapshot -o 'jsonpath={.status.readyToUse}' >/dev/null

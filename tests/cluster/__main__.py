@@ -1,7 +1,9 @@
 """``python -m tests.cluster up|down|status [--state DIR]``: the local test cluster from a shell.
 
-``up`` starts etcd, kube-apiserver, kube-controller-manager and the node harness, installs the
-VolumeSnapshot CRDs and default classes, and prints the ``export KUBECONFIG=…`` line. ``down``
+``up`` starts etcd, kube-apiserver, kube-controller-manager, the real node (kube-scheduler,
+kubelet, containerd; the image ``make images`` built imported) and the CSI stand-in, installs the
+VolumeSnapshot CRDs and default classes, and prints the ``export KUBECONFIG=…`` line; a machine
+where the node cannot start gets one line naming the cause and exit status 1. ``down``
 stops every process ``up`` started, by the PIDs it recorded. The default state directory is
 ``~/.cache/snapmover/cluster``.
 """
@@ -20,9 +22,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster")
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--state", type=Path, default=default_state_dir())
-    parser.add_argument("--real-node", action="store_true", help="kube-scheduler + kubelet + containerd (root)")
     args = parser.parse_args()
-    cluster = LocalCluster(args.state, real_node=args.real_node)
+    cluster = LocalCluster(args.state)
     if args.command == "up":
         if cluster.running():
             print(f"cluster already running\nexport KUBECONFIG={cluster.kubeconfig}")

@@ -1,8 +1,12 @@
-"""A whole local cluster: the control plane plus the node harness, as one start/stop unit.
+"""A whole local cluster: the control plane, the real node and the CSI stand-in, as one unit.
 
 Used by ``python -m tests.cluster`` (``make cluster-up/down``), by the pytest fixtures in
-``tests/fixtures/cluster.py`` and by ``make demo``. Everything it starts is recorded by PID in
-the state directory; ``stop`` stops exactly those processes.
+``tests/fixtures/cluster.py`` and by ``make demo``. The node is real (tests/cluster/node.py:
+kube-scheduler, kubelet, containerd) and runs the image ``make images`` built; the harness
+(tests/cluster/harness.py) only provisions volumes and takes snapshots. A machine where the node
+cannot start makes :meth:`LocalCluster.start` raise NodeUnavailable naming the cause in one line.
+Everything it starts is recorded by PID in the state directory; ``stop`` stops exactly those
+processes and undoes the node's host changes (loop devices of Block PVs included).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +26,8 @@ from tests.cluster.controlplane import REPO_ROOT, ControlPlane, cache_root
 from tests.cluster.node import NodeUnavailable, RealNode, check_host
 
 MANIFESTS = Path(__file__).parent / "manifests"
-NODE_NAME = "node-1"  # the harness's node name, kept by the real node (PVs' node affinity uses it)
-HARNESS_READY_TIMEOUT_SECONDS = 60
+NODE_NAME = "node-1"  # the node's name (the harness's `local` PVs are pinned to it)
+NODE_READY_TIMEOUT_SECONDS = 60
 
 
 def snapmover_image() -> str:
@@ -44,13 +49,13 @@ def default_state_dir() -> Path:
 class LocalCluster:
     """Start/stop the local cluster recorded in ``state``."""
 
-    def __init__(self, state: Path, *, real_node: bool = False) -> None:
+    def __init__(self, state: Path) -> None:
         self.state = state
-        self.real_node = real_node
-        self.control = ControlPlane(state, real_node=real_node, node_name=NODE_NAME)
+        self.control = ControlPlane(state, node_name=NODE_NAME)
         self.node = RealNode(state, name=NODE_NAME)
         self.kubeconfig = self.control.kubeconfig
         self.data_root = state / "volumes"
+        self.left_behind: list[str] = []
 
     @property
     def server(self) -> str:
@@ -82,54 +87,83 @@ class LocalCluster:
         )
 
     def start(self) -> None:
-        """Start everything and wait until the node is Ready and the default objects exist."""
+        """Start everything and wait until the node is Ready and the default objects exist.
+
+        The node starts as soon as the API server answers: its kubelet's first registration
+        (cadvisor start-up, the first status update) overlaps the image import, the CRDs and the
+        harness. Prints where the time went."""
         t0 = time.monotonic()
-        if self.real_node:
-            check_host()  # NodeUnavailable names the cause in one line, before anything starts
-            if not image_archives():
-                raise NodeUnavailable("the snapmover image is not built: run make images")
+        marks: list[tuple[str, float]] = []
+
+        def mark(step: str) -> None:
+            marks.append((step, time.monotonic()))
+
+        check_host()  # NodeUnavailable names the cause in one line, before anything starts
+        if not image_archives():
+            raise NodeUnavailable("the snapmover image is not built: run make images")
+        try:
+            self._start(mark)
+        except BaseException:
+            self.stop()  # nothing half-started stays behind (make cluster-up exits after this)
+            raise
+        steps, last = [], t0
+        for step, at in marks:
+            steps.append(f"{step} {at - last:.1f}")
+            last = at
+        print(f"local cluster ready in {time.monotonic() - t0:.1f}s ({', '.join(steps)})", flush=True)
+
+    def _start(self, mark: Callable[[str], None]) -> None:
         info = self.control.start()
+        mark("control plane")
+        self.node.start(
+            api_port=int(str(info["api_port"])), server=str(info["server"]), pki=self.control.pki,
+            tokens=self.control.node_tokens,
+        )  # fmt: skip
+        mark("node processes")
+        for archive in image_archives():
+            self.node.import_image(archive)
+        mark("image import")
         self.data_root.mkdir(parents=True, exist_ok=True)
         info["data_root"] = str(self.data_root)
-        info["real_node"] = self.real_node
         self.control.info_file.write_text(json.dumps(info))
         self._apply(MANIFESTS / "snapshot-crds.json")
         self._wait_crds()
         self._apply(MANIFESTS / "defaults.json")
+        harness = self._start_harness()
+        mark("CRDs, classes, harness")
+        self._wait_node(harness)
+        mark("node Ready")
+        self._wait_default_service_account()
+        mark("default ServiceAccount")
+
+    def _start_harness(self) -> subprocess.Popen[bytes]:
         log = open(self.state / "harness.log", "ab")  # noqa: SIM115 - owned by the child
-        env = dict(os.environ, SNAPMOVER_CLUSTER_PKI=str(self.control.pki), PYTHONPATH=str(REPO_ROOT))
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.cluster.harness", str(self.control.info_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
             start_new_session=True,
             cwd=REPO_ROOT,
         )
         with open(self.control.pid_file, "a") as f:
             f.write(f"{proc.pid} harness\n")
-        if self.real_node:
-            self.node.start(
-                api_port=int(str(info["api_port"])), server=str(info["server"]), pki=self.control.pki,
-                tokens=self.control.node_tokens,
-            )  # fmt: skip
-            for archive in image_archives():
-                self.node.import_image(archive)
-            self._wait_real_node()
-        else:
-            self._wait_node(proc)
-        self._wait_default_service_account()
-        print(f"local cluster ready in {time.monotonic() - t0:.1f}s", flush=True)
+        return proc
 
     def stop(self) -> None:
-        """Stop everything; a real node's pods are deleted first (the kubelet unmounts their
-        volumes and tears down their networks), then the node undoes its host changes."""
+        """Stop everything: the pods are deleted first (the kubelet unmounts their volumes and
+        tears down their networks), then the node undoes its host changes, the control plane and
+        harness stop and the Block PVs' loop devices are detached. :attr:`left_behind` then lists
+        what is still on the host (empty after a clean stop), taken before another checkout's node
+        may start."""
         if self.node.pids():
             if self.control.running():
                 self.kubectl("delete", "pods", "--all", "--all-namespaces", "--wait=true", "--timeout=60s", check=False)
-            self.node.stop()
+            self.node.stop(release=False)
         self.control.stop()
         loopdev.detach_under(self.data_root)  # Block PVs the harness had no time to delete
+        self.left_behind = self.node.leftovers() + [f"loop device {d}" for d in loopdev.under(self.data_root)]
+        self.node.release_machine()
 
     def _apply(self, path: Path) -> None:
         for attempt in range(30):
@@ -149,27 +183,16 @@ class LocalCluster:
             "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
         )
 
-    def _wait_node(self, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + HARNESS_READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"harness exited: {(self.state / 'harness.log').read_text()[-2000:]}")
-            result = self.kubectl(
-                "get", "node", "node-1", "-o", "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}", check=False
-            )
-            if result.returncode == 0 and result.stdout.strip() not in ("", "0"):
-                return
-            time.sleep(0.3)
-        raise RuntimeError("the harness node did not register")
-
-    def _wait_real_node(self) -> None:
-        deadline = time.monotonic() + HARNESS_READY_TIMEOUT_SECONDS
+    def _wait_node(self, harness: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + NODE_READY_TIMEOUT_SECONDS
         ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
         while time.monotonic() < deadline:
+            if harness.poll() is not None:
+                raise RuntimeError(f"harness exited: {(self.state / 'harness.log').read_text()[-2000:]}")
             if self.kubectl("get", "node", NODE_NAME, "-o", ready, check=False).stdout.strip() == "True":
                 return
             time.sleep(0.5)
-        raise RuntimeError(f"the real node did not become Ready (logs in {self.node.dir})")
+        raise RuntimeError(f"the node did not become Ready (logs in {self.node.dir})")
 
     def _wait_default_service_account(self) -> None:
         deadline = time.monotonic() + 60

@@ -128,9 +128,8 @@ def _client_cert(d: Path, name: str, subject: str) -> None:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager, recorded in a state directory."""
 
-    def __init__(self, state_dir: Path, *, real_node: bool = False, node_name: str = "snapmover-node") -> None:
+    def __init__(self, state_dir: Path, *, node_name: str = "snapmover-node") -> None:
         self.state = state_dir
-        self.real_node = real_node
         self.node_name = node_name
         self.node_tokens: dict[str, str] = {}
         self.pki = state_dir / "pki"
@@ -150,20 +149,19 @@ class ControlPlane:
         make_pki(self.pki)
         token = secrets.token_hex(16)
         tokens = f'{token},admin,admin,"system:masters"\n'
-        node_flags: list[str] = []
-        if self.real_node:
-            self.node_tokens = {"kubelet": secrets.token_hex(16), "scheduler": secrets.token_hex(16)}
-            tokens += (
-                f'{self.node_tokens["kubelet"]},system:node:{self.node_name},kubelet,"system:nodes"\n'
-                f"{self.node_tokens['scheduler']},system:kube-scheduler,scheduler\n"
-            )
-            _client_cert(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
-            node_flags = [
-                f"--kubelet-client-certificate={self.pki / 'kubelet-client.crt'}",
-                f"--kubelet-client-key={self.pki / 'kubelet-client.key'}",
-                "--kubelet-preferred-address-types=InternalIP",
-                "--enable-admission-plugins=NodeRestriction",
-            ]
+        # the node (tests/cluster/node.py): kubelet and scheduler identities, the kubelet client
+        self.node_tokens = {"kubelet": secrets.token_hex(16), "scheduler": secrets.token_hex(16)}
+        tokens += (
+            f'{self.node_tokens["kubelet"]},system:node:{self.node_name},kubelet,"system:nodes"\n'
+            f"{self.node_tokens['scheduler']},system:kube-scheduler,scheduler\n"
+        )
+        _client_cert(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
+        node_flags = [
+            f"--kubelet-client-certificate={self.pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={self.pki / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--enable-admission-plugins=NodeRestriction",
+        ]
         (self.pki / "tokens.csv").write_text(tokens)
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
         etcd_dir = Path("/dev/shm") / f"snapmover-etcd-{secrets.token_hex(4)}"
@@ -204,7 +202,7 @@ class ControlPlane:
                 f"--tls-private-key-file={self.pki / 'server.key'}",
                 f"--client-ca-file={self.pki / 'ca.crt'}",
                 f"--token-auth-file={self.pki / 'tokens.csv'}",
-                "--authorization-mode=Node,RBAC" if self.real_node else "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC",
                 *node_flags,
                 f"--service-account-key-file={self.pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={self.pki / 'sa.key'}",
@@ -232,10 +230,8 @@ class ControlPlane:
                 "--port=0",
                 f"--service-account-private-key-file={self.pki / 'sa.key'}",
                 f"--root-ca-file={self.pki / 'ca.crt'}",
-                # a real node needs nodelifecycle: only it lifts the not-ready taint
-                "--controllers=*,-nodeipam,-csrsigning,-bootstrapsigner,-tokencleaner"
-                if self.real_node
-                else "--controllers=*,-nodeipam,-nodelifecycle,-csrsigning,-bootstrapsigner,-tokencleaner",
+                # nodelifecycle stays on: only it lifts the node's not-ready taint
+                "--controllers=*,-nodeipam,-csrsigning,-bootstrapsigner,-tokencleaner",
                 "--concurrent-gc-syncs=5",
                 "--v=0",
             ],

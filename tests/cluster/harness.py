@@ -1,52 +1,35 @@
-"""The node harness: what a real cluster runs on its nodes, in one test process.
+"""The test cluster's CSI driver stand-in: provisioning and snapshots, in one test process.
 
-Test infrastructure only (never shipped in the product image). It stands in for:
+Test infrastructure only (never shipped in the product image). No CSI driver is packaged for this
+machine, so this plays the controller side of one (``hostpath.snapmover.test``); everything a node
+does — scheduling, containers, mounts, logs, exec — is the real kube-scheduler and kubelet of
+tests/cluster/node.py. It provides:
 
-* **scheduler** — binds pending pods to the single node ``node-1`` (a pod whose nodeSelector the
-  node does not satisfy stays Pending with ``PodScheduled=False/Unschedulable``);
-* **CSI provisioner** (``hostpath.snapmover.test``) — a ``hostPath`` directory per Filesystem PV,
-  a ``local`` PV on a loop device over a sparse image file per Block PV (detached when the PV is
-  deleted; see tests/cluster/loopdev.py), pre-filled from a VolumeSnapshot when the PVC's
-  ``dataSource`` names one;
-  PVCs carrying ``spec.selector`` or ``spec.volumeName`` are left alone (Velero's restore relies
-  on that); ``WaitForFirstConsumer`` waits for the scheduler's ``selected-node`` annotation;
-  released PVs with reclaim policy Delete are deleted with their data;
+* **provisioner** — a ``hostPath`` directory (mode 0777, as csi-driver-host-path makes them) per
+  Filesystem PV; a ``local`` PV on a loop device over a sparse image file per Block PV, pinned to
+  the node (detached when the PV is deleted; see tests/cluster/loopdev.py); pre-filled from a
+  VolumeSnapshot when the PVC's ``dataSource`` names one. PVCs carrying ``spec.selector`` or
+  ``spec.volumeName`` are left alone (Velero's restore relies on that); ``WaitForFirstConsumer``
+  waits for kube-scheduler's ``selected-node`` annotation;
+* **reclaimer** — released PVs with reclaim policy Delete are deleted with their data;
 * **snapshot controller** — VolumeSnapshots of a PVC copy its data; pre-provisioned contents
   (``snapshotHandle``) are bound; ``deletionPolicy`` is honoured; the annotation
-  ``snapmover-test.io/never-ready`` keeps a snapshot from ever becoming ready;
-* **kubelet** — runs each container's ``command + args`` as a local process **from the project's
-  environment** (images are not pulled: the project venv's ``bin`` is first on PATH), in a
-  private mount namespace where PVCs are bind-mounted at their mount paths (read-only when asked),
-  block PVCs at their ``devicePath``, Secret/ConfigMap/emptyDir volumes and the ServiceAccount
-  token where a kubelet puts them; env from values, fieldRefs, Secrets, ConfigMaps, ``envFrom``.
-  Pod status goes Running → Succeeded/Failed with exit code and termination message. Deletion is
-  graceful (SIGTERM, grace period, SIGKILL). An image starting with ``invalid.`` never starts
-  (``ErrImagePull``);
-* **log server** — HTTPS ``/containerLogs/{ns}/{pod}/{container}`` so ``kubectl logs`` works.
-
-Mount targets that do not exist on the host are created as empty directories/files there once
-(``/data``, ``/dev/termination-log`` …); the bind mounts themselves live only in the pod's
-namespace. It runs as root (mount namespaces), which the test machine is.
+  ``snapmover-test.io/never-ready`` keeps a snapshot from ever becoming ready.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import http.server
 import json
 import logging
 import os
-import shlex
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import threading
 import time
 import traceback
-import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +48,6 @@ NEVER_READY = "snapmover-test.io/never-ready"
 BACKING_FILE = "snapmover-test.io/backing-file"  # on a Block PV: the image file behind its loop device
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 SNAP_GROUP, SNAP_VERSION = "snapshot.storage.k8s.io", "v1"
-VENV_BIN = Path(sys.executable).parent
 
 
 def now() -> str:
@@ -108,156 +90,27 @@ def loop(name: str, body: Callable[[], None], stop: threading.Event) -> threadin
 
 
 class Harness:
-    """The node agent; ``run()`` blocks until ``stop`` is set."""
+    """The CSI driver stand-in; ``run()`` blocks until ``stop`` is set."""
 
-    def __init__(self, kubeconfig: str, data_root: Path, api_port: int) -> None:
+    def __init__(self, kubeconfig: str, data_root: Path) -> None:
         config.load_kube_config(config_file=kubeconfig)
         self.api = client.ApiClient()
         self.core = client.CoreV1Api(self.api)
         self.storage = client.StorageV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.data_root = data_root
-        self.api_port = api_port
         self.stop = threading.Event()
-        self.pods: dict[str, PodRunner] = {}
-        self.pods_lock = threading.Lock()
-        self.log_port = 0
-        for sub in ("pv", "snapshots", "pods"):
+        for sub in ("pv", "snapshots"):
             (data_root / sub).mkdir(parents=True, exist_ok=True)
 
-    # --- node ---------------------------------------------------------------------------------
-
-    def register_node(self) -> None:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": NODE_NAME,
-                "labels": {
-                    "kubernetes.io/hostname": NODE_NAME,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                },
-            },
-        }
-        with contextlib.suppress(ApiException):
-            self.core.create_node(body)
-        self.core.patch_node_status(
-            NODE_NAME,
-            {
-                "status": {
-                    "addresses": [
-                        {"type": "InternalIP", "address": "127.0.0.1"},
-                        {"type": "Hostname", "address": "127.0.0.1"},
-                    ],
-                    "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
-                    "capacity": {"cpu": "2", "memory": "24Gi", "pods": "250"},
-                    "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "250"},
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "True",
-                            "reason": "KubeletReady",
-                            "message": "harness",
-                            "lastHeartbeatTime": now(),
-                            "lastTransitionTime": now(),
-                        }
-                    ],
-                    "nodeInfo": {
-                        "kubeletVersion": "v1.20.2-harness",
-                        "operatingSystem": "linux",
-                        "architecture": "amd64",
-                        "osImage": "snapmover test harness",
-                        "kernelVersion": os.uname().release,
-                        "containerRuntimeVersion": "local://",
-                        "kubeProxyVersion": "",
-                        "machineID": "",
-                        "systemUUID": "",
-                        "bootID": "",
-                    },
-                }
-            },
-        )
-
-    def run(self, *, csi_only: bool = False) -> None:
-        """Run every part, or with ``csi_only`` (a real node runs the pods) only the CSI driver's:
-        provisioner, reclaimer and snapshots."""
-        if not csi_only:
-            self.log_port = start_log_server(self)
-            self.register_node()
-            loop("scheduler", self.scheduler, self.stop)
+    def run(self) -> None:
+        """Run the CSI driver's parts (provisioner, reclaimer, snapshots) until ``stop`` is set."""
         loop("provisioner", self.provisioner, self.stop)
         loop("pv-reclaimer", self.reclaimer, self.stop)
         loop("snapshots", self.snapshotter, self.stop)
         loop("snapshot-contents", self.content_deleter, self.stop)
-        if not csi_only:
-            loop("kubelet", self.kubelet, self.stop)
         print("harness ready", flush=True)
         self.stop.wait()
-        # pod processes run in their own sessions: stop them too, or they outlive the cluster
-        with self.pods_lock:
-            runners = list(self.pods.values())
-        for runner in runners:
-            runner.kill()
-
-    # --- scheduler --------------------------------------------------------------------------
-
-    def scheduler(self) -> None:
-        w = watch.Watch()
-        for ev in w.stream(self.core.list_pod_for_all_namespaces, field_selector="spec.nodeName=", timeout_seconds=60):
-            pod = ev["object"]
-            if ev["type"] == "DELETED" or pod.metadata.deletion_timestamp or pod.spec.node_name:
-                continue
-            self.schedule(pod)
-
-    def schedule(self, pod: Any) -> None:
-        labels = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
-        wanted = pod.spec.node_selector or {}
-        if any(labels.get(k) != v for k, v in wanted.items()) or not affinity_ok(pod, labels):
-            marked = any(c.type == "PodScheduled" and c.status == "False" for c in (pod.status.conditions or []))
-            if marked:
-                return
-            with contextlib.suppress(ApiException):
-                self.core.patch_namespaced_pod_status(
-                    pod.metadata.name,
-                    pod.metadata.namespace,
-                    {
-                        "status": {
-                            "phase": "Pending",
-                            "conditions": [
-                                {
-                                    "type": "PodScheduled",
-                                    "status": "False",
-                                    "reason": "Unschedulable",
-                                    "message": "0/1 nodes are available: 1 node(s) didn't match node selector.",
-                                    "lastTransitionTime": now(),
-                                }
-                            ],
-                        }
-                    },
-                )
-            return
-        for vol in pod.spec.volumes or []:
-            if vol.persistent_volume_claim is None:
-                continue
-            with contextlib.suppress(ApiException):
-                pvc = self.core.read_namespaced_persistent_volume_claim(
-                    vol.persistent_volume_claim.claim_name, pod.metadata.namespace
-                )
-                if pvc.status.phase == "Pending" and not (pvc.metadata.annotations or {}).get(SELECTED_NODE):
-                    self.core.patch_namespaced_persistent_volume_claim(
-                        pvc.metadata.name,
-                        pvc.metadata.namespace,
-                        {"metadata": {"annotations": {SELECTED_NODE: NODE_NAME}}},
-                    )
-        body = {
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": pod.metadata.name},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
-        }
-        with contextlib.suppress(ApiException):
-            self.core.create_namespaced_binding(pod.metadata.namespace, body, _preload_content=False)
 
     # --- provisioner ------------------------------------------------------------------------
 
@@ -305,14 +158,15 @@ class Harness:
                 f.truncate(size)
         else:
             path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)  # any pod user may write it, as with csi-driver-host-path
         if block and path.stat().st_size < size:
             os.truncate(path, size)
         annotations = {"pv.kubernetes.io/provisioned-by": PROVISIONER}
-        source: dict[str, Any] = {"hostPath": {"path": str(path)}}
+        volume: dict[str, Any] = {"hostPath": {"path": str(path)}}
         if block:
             # a kubelet hands block devices only from `local` (or CSI) PVs: a loop device over the image
             annotations[BACKING_FILE] = str(path)
-            source = {"local": {"path": loopdev.attach(path)}, "nodeAffinity": on_node(NODE_NAME)}
+            volume = {"local": {"path": loopdev.attach(path)}, "nodeAffinity": on_node(NODE_NAME)}
         pv = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
@@ -323,7 +177,7 @@ class Harness:
                 "volumeMode": pvc.spec.volume_mode or "Filesystem",
                 "persistentVolumeReclaimPolicy": sc.reclaim_policy or "Delete",
                 "storageClassName": sc.metadata.name,
-                **source,
+                **volume,
                 "claimRef": {
                     "apiVersion": "v1",
                     "kind": "PersistentVolumeClaim",
@@ -515,384 +369,6 @@ class Harness:
 
     # --- kubelet --------------------------------------------------------------------------------
 
-    def kubelet(self) -> None:
-        w = watch.Watch()
-        for ev in w.stream(
-            self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={NODE_NAME}", timeout_seconds=60
-        ):
-            pod = ev["object"]
-            key = f"{pod.metadata.namespace}/{pod.metadata.name}"
-            with self.pods_lock:
-                runner = self.pods.get(key)
-                if runner is not None and runner.uid != pod.metadata.uid:
-                    runner.kill()
-                    runner = None
-                if ev["type"] == "DELETED":
-                    if runner is not None:
-                        runner.kill()
-                        self.pods.pop(key, None)
-                    continue
-                if runner is None:
-                    if pod.status.phase in ("Succeeded", "Failed"):
-                        continue
-                    runner = self.pods[key] = PodRunner(self, pod)
-                    runner.start()
-            if pod.metadata.deletion_timestamp:
-                runner.delete(pod.metadata.deletion_grace_period_seconds or 0)
-
-    def pod_dir(self, namespace: str, name: str) -> Path:
-        return self.data_root / "pods" / namespace / name
-
-
-class PodRunner:
-    """One pod's lifecycle on the node: volumes, the container process, status, logs, deletion."""
-
-    def __init__(self, harness: Harness, pod: Any) -> None:
-        self.h = harness
-        self.pod = pod
-        self.uid = pod.metadata.uid
-        self.ns = pod.metadata.namespace
-        self.name = pod.metadata.name
-        self.dir = harness.pod_dir(self.ns, self.name)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.killed = threading.Event()
-        self.deleting = False
-
-    def start(self) -> None:
-        threading.Thread(target=self.run_safely, name=f"pod-{self.name}", daemon=True).start()
-
-    def run_safely(self) -> None:
-        try:
-            self.run()
-        except Exception:
-            log.warning("pod %s/%s: %s", self.ns, self.name, traceback.format_exc(limit=5))
-            if not self.killed.is_set():
-                self.finish(1, "HarnessError", traceback.format_exc(limit=2)[-1000:])
-
-    def patch_status(self, status: dict[str, Any]) -> None:
-        with contextlib.suppress(ApiException):
-            self.h.core.patch_namespaced_pod_status(self.name, self.ns, {"status": status})
-
-    def run(self) -> None:
-        container = self.pod.spec.containers[0]
-        if (container.image or "").startswith("invalid."):
-            self.patch_status(
-                {
-                    "phase": "Pending",
-                    "containerStatuses": [
-                        {
-                            "name": container.name,
-                            "ready": False,
-                            "restartCount": 0,
-                            "image": container.image,
-                            "imageID": "",
-                            "state": {
-                                "waiting": {
-                                    "reason": "ErrImagePull",
-                                    "message": f"rpc error: pull access denied for {container.image}",
-                                }
-                            },
-                        }
-                    ],
-                }
-            )
-            return
-        mounts = self.prepare_volumes(container)
-        if mounts is None:
-            return
-        env = self.environment(container)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        term_file = self.dir / "termination-log"
-        term_file.write_bytes(b"")
-        term_path = container.termination_message_path or "/dev/termination-log"
-        mounts.append((str(term_file), term_path, False, "file"))
-        script = mount_script(mounts)
-        argv = list(container.command or []) + list(container.args or [])
-        script += "exec " + " ".join(shlex.quote(a) for a in argv)
-        log_path = self.dir / f"{container.name}.log"
-        started = now()
-        with open(log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                cwd=container.working_dir or "/",
-            )
-        self.patch_status(
-            {
-                "phase": "Running",
-                "hostIP": "127.0.0.1",
-                "podIP": "127.0.0.1",
-                "startTime": started,
-                "conditions": [
-                    {"type": t, "status": "True", "lastTransitionTime": started}
-                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-                ],
-                "containerStatuses": [
-                    {
-                        "name": container.name,
-                        "ready": True,
-                        "restartCount": 0,
-                        "started": True,
-                        "image": container.image or "",
-                        "imageID": "",
-                        "containerID": f"local://{self.proc.pid}",
-                        "state": {"running": {"startedAt": started}},
-                    }
-                ],
-            }
-        )
-        code = self.proc.wait()
-        if self.deleting:
-            return
-        message = term_file.read_text(errors="replace")[-4096:]
-        if not message.strip() and code != 0 and container.termination_message_policy == "FallbackToLogsOnError":
-            lines = log_path.read_text(errors="replace").splitlines()[-80:]
-            message = "\n".join(lines)[-2048:]
-        self.finish(code if code >= 0 else 128 - code, "Completed" if code == 0 else "Error", message, started)
-
-    def finish(self, code: int, reason: str, message: str, started: str | None = None) -> None:
-        container = self.pod.spec.containers[0]
-        term: dict[str, Any] = {"exitCode": code, "reason": reason, "finishedAt": now(), "startedAt": started or now()}
-        if message:
-            term["message"] = message
-        self.patch_status(
-            {
-                "phase": "Succeeded" if code == 0 else "Failed",
-                "conditions": [
-                    {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now()}
-                ],
-                "containerStatuses": [
-                    {
-                        "name": container.name,
-                        "ready": False,
-                        "restartCount": 0,
-                        "image": container.image or "",
-                        "imageID": "",
-                        "state": {"terminated": term},
-                    }
-                ],
-            }
-        )
-
-    def prepare_volumes(self, container: Any) -> list[tuple[str, str, bool, str]] | None:
-        """Resolve the pod's volumes to host paths; None (and retry later) while PVCs are unbound."""
-        sources: dict[str, tuple[str, str]] = {}
-        deadline = time.monotonic() + 600
-        for vol in self.pod.spec.volumes or []:
-            if vol.persistent_volume_claim is not None:
-                while True:
-                    if self.killed.is_set():
-                        return None
-                    pvc = self.h.core.read_namespaced_persistent_volume_claim(
-                        vol.persistent_volume_claim.claim_name, self.ns
-                    )
-                    if pvc.status.phase == "Bound":
-                        pv = self.h.core.read_persistent_volume(pvc.spec.volume_name)
-                        kind = "file" if pv.spec.volume_mode == "Block" else "dir"
-                        sources[vol.name] = ((pv.spec.local or pv.spec.host_path).path, kind)
-                        break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"PVC {pvc.metadata.name} never bound")
-                    time.sleep(0.3)
-            elif vol.secret is not None:
-                secret = self.h.core.read_namespaced_secret(vol.secret.secret_name, self.ns)
-                data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-                sources[vol.name] = (
-                    str(self.write_files(vol.name, data, vol.secret.items, vol.secret.default_mode)),
-                    "dir",
-                )
-            elif vol.config_map is not None:
-                cm = self.h.core.read_namespaced_config_map(vol.config_map.name, self.ns)
-                data = {k: v.encode() for k, v in (cm.data or {}).items()}
-                sources[vol.name] = (
-                    str(self.write_files(vol.name, data, vol.config_map.items, vol.config_map.default_mode)),
-                    "dir",
-                )
-            elif vol.empty_dir is not None:
-                path = self.dir / "volumes" / vol.name
-                path.mkdir(parents=True, exist_ok=True)
-                sources[vol.name] = (str(path), "dir")
-        mounts = []
-        for m in container.volume_mounts or []:
-            src, kind = sources[m.name]
-            if m.sub_path:
-                src = os.path.join(src, m.sub_path)
-            mounts.append((src, m.mount_path, bool(m.read_only), kind))
-        for d in container.volume_devices or []:
-            src, _kind = sources[d.name]
-            mounts.append((src, d.device_path, False, "file"))
-        return mounts
-
-    def write_files(self, name: str, data: dict[str, bytes], items: Any, mode: int | None) -> Path:
-        path = self.dir / "volumes" / name
-        path.mkdir(parents=True, exist_ok=True)
-        chosen = [(i.key, i.path, i.mode) for i in items] if items else [(k, k, None) for k in data]
-        for key, rel, item_mode in chosen:
-            if key not in data:
-                continue
-            target = path / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data[key])
-            target.chmod(item_mode or mode or 0o644)
-        return path
-
-    def environment(self, container: Any) -> dict[str, str]:
-        env = {
-            "PATH": f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/root",
-            "HOSTNAME": self.name,
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-            "KUBERNETES_SERVICE_PORT": str(self.h.api_port),
-            "PYTHONUNBUFFERED": "1",
-            "LANG": "C.UTF-8",
-        }
-        for src in container.env_from or []:
-            prefix = src.prefix or ""
-            if src.secret_ref is not None:
-                s = self.h.core.read_namespaced_secret(src.secret_ref.name, self.ns)
-                env.update({prefix + k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()})
-            if src.config_map_ref is not None:
-                cm = self.h.core.read_namespaced_config_map(src.config_map_ref.name, self.ns)
-                env.update({prefix + k: v for k, v in (cm.data or {}).items()})
-        for e in container.env or []:
-            if e.value_from is None:
-                env[e.name] = e.value or ""
-                continue
-            vf = e.value_from
-            if vf.field_ref is not None:
-                env[e.name] = self.field(vf.field_ref.field_path)
-            elif vf.secret_key_ref is not None:
-                s = self.h.core.read_namespaced_secret(vf.secret_key_ref.name, self.ns)
-                env[e.name] = base64.b64decode((s.data or {})[vf.secret_key_ref.key]).decode()
-            elif vf.config_map_key_ref is not None:
-                cm = self.h.core.read_namespaced_config_map(vf.config_map_key_ref.name, self.ns)
-                env[e.name] = (cm.data or {})[vf.config_map_key_ref.key]
-        return env
-
-    def field(self, path: str) -> str:
-        values = {
-            "spec.nodeName": NODE_NAME,
-            "metadata.name": self.name,
-            "metadata.namespace": self.ns,
-            "metadata.uid": self.uid,
-            "status.podIP": "127.0.0.1",
-            "status.hostIP": "127.0.0.1",
-            "spec.serviceAccountName": self.pod.spec.service_account_name or "default",
-        }
-        return values.get(path, "")
-
-    def delete(self, grace: int) -> None:
-        """Graceful deletion: SIGTERM, wait the grace period, SIGKILL, then remove the pod object."""
-        if self.deleting:
-            return
-        self.deleting = True
-
-        def run() -> None:
-            proc = self.proc
-            if proc is not None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(max(grace, 1))
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            self.killed.set()
-            with contextlib.suppress(ApiException):
-                self.h.core.delete_namespaced_pod(
-                    self.name,
-                    self.ns,
-                    grace_period_seconds=0,
-                    body=client.V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": self.uid}),
-                )
-
-        threading.Thread(target=run, daemon=True).start()
-
-    def kill(self) -> None:
-        self.killed.set()
-        self.deleting = True
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-STAGE_DIR = "/run/snapmover-harness-stage"
-
-
-def mount_script(mounts: list[tuple[str, str, bool, str]]) -> str:
-    """Shell lines run inside the pod's mount namespace to bind its volumes in place.
-
-    Every source is first bound into a private tmpfs stage, so a volume mounted over a path that
-    holds another volume's source (an emptyDir on /tmp, say) cannot hide it.
-    """
-    Path(STAGE_DIR).mkdir(parents=True, exist_ok=True)
-    lines = ["set -e", "mount --make-rprivate /", f"mount -t tmpfs -o size=1m,mode=700 stage {STAGE_DIR}"]
-    for i, (src, _target, _ro, kind) in enumerate(mounts):
-        stage = f"{STAGE_DIR}/{i}"
-        lines.append(f"mkdir {stage}" if kind == "dir" else f"touch {stage}")
-        lines.append(f"mount --bind {shlex.quote(src)} {stage}")
-    for i, (_src, target, read_only, kind) in enumerate(mounts):
-        if hides_the_project(target):
-            # e.g. an emptyDir on /tmp when the checkout lives under /tmp: the pod would lose the
-            # interpreter its command runs from. The host directory stays writable instead.
-            continue
-        ensure_host_target(target, kind)
-        q_target = shlex.quote(target)
-        lines.append(f"mount --bind {STAGE_DIR}/{i} {q_target}")
-        if read_only:
-            lines.append(f"mount -o remount,bind,ro {q_target}")
-    lines.append("set +e")
-    return "\n".join(lines) + "\n"
-
-
-PROTECTED_PATHS = tuple(Path(p).resolve() for p in {sys.prefix, sys.base_prefix, str(Path(__file__).parents[2])})
-
-
-def hides_the_project(target: str) -> bool:
-    """True when mounting at ``target`` would hide the project checkout or its Python."""
-    t = Path(target).resolve()
-    return any(t == p or t in p.parents for p in PROTECTED_PATHS)
-
-
-def ensure_host_target(target: str, kind: str) -> None:
-    """Create an empty mount point on the host (a directory, or a file for files/devices)."""
-    path = Path(target)
-    if path.exists():
-        return
-    if kind == "dir":
-        path.mkdir(parents=True, exist_ok=True)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-
-
-def affinity_ok(pod: Any, labels: dict[str, str]) -> bool:
-    aff = pod.spec.affinity
-    if aff is None or aff.node_affinity is None:
-        return True
-    req = aff.node_affinity.required_during_scheduling_ignored_during_execution
-    if req is None:
-        return True
-    for term in req.node_selector_terms or []:
-        ok = True
-        for expr in term.match_expressions or []:
-            value = labels.get(expr.key)
-            if expr.operator == "In":
-                ok &= value in (expr.values or [])
-            elif expr.operator == "NotIn":
-                ok &= value not in (expr.values or [])
-            elif expr.operator == "Exists":
-                ok &= value is not None
-            elif expr.operator == "DoesNotExist":
-                ok &= value is None
-        if ok:
-            return True
-    return False
-
 
 def on_node(node: str) -> dict[str, Any]:
     """A PV's nodeAffinity pinning it to ``node`` (what a `local` PV must have)."""
@@ -930,67 +406,12 @@ def data_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def start_log_server(h: Harness) -> int:
-    """HTTPS server for ``GET /containerLogs/{ns}/{pod}/{container}``; returns its port."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            url = urllib.parse.urlsplit(self.path)
-            parts = url.path.strip("/").split("/")
-            if len(parts) != 4 or parts[0] != "containerLogs":
-                self.send_error(404)
-                return
-            _, ns, pod, container = parts
-            query = urllib.parse.parse_qs(url.query)
-            path = h.pod_dir(ns, pod) / f"{container}.log"
-            if not path.exists():
-                self.send_error(404, "no logs")
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            data = path.read_bytes()
-            if "tailLines" in query:
-                n = int(query["tailLines"][0])
-                lines = data.splitlines(keepends=True)
-                data = b"".join(lines[-n:]) if n > 0 else b""
-            self.wfile.write(data)
-            if query.get("follow", ["false"])[0] == "true":
-                offset = path.stat().st_size
-                runner = h.pods.get(f"{ns}/{pod}")
-                while runner is not None and runner.proc is not None and runner.proc.poll() is None:
-                    time.sleep(0.2)
-                    size = path.stat().st_size
-                    if size > offset:
-                        with open(path, "rb") as f:
-                            f.seek(offset)
-                            self.wfile.write(f.read(size - offset))
-                            self.wfile.flush()
-                        offset = size
-                size = path.stat().st_size
-                if size > offset:
-                    with open(path, "rb") as f:
-                        f.seek(offset)
-                        self.wfile.write(f.read())
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    pki = Path(os.environ["SNAPMOVER_CLUSTER_PKI"])
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pki / "server.crt", pki / "server.key")
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return int(server.server_address[1])
-
-
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
     info = json.loads(Path(sys.argv[1]).read_text())
-    harness = Harness(info["kubeconfig"], Path(info["data_root"]), int(info["api_port"]))
+    harness = Harness(info["kubeconfig"], Path(info["data_root"]))
     signal.signal(signal.SIGTERM, lambda *_: harness.stop.set())
-    harness.run(csi_only=bool(info.get("real_node")))
+    harness.run()
 
 
 if __name__ == "__main__":

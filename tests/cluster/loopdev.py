@@ -40,10 +40,15 @@ def detach_backed_by(backing: Path) -> None:
             subprocess.run(["losetup", "--detach", device], capture_output=True, check=False)
 
 
+def under(root: Path) -> list[str]:
+    """The loop devices whose backing file lies under ``root``."""
+    prefix = str(root.resolve()) + "/"
+    return [device for device, file in attached().items() if str(file).startswith(prefix)]
+
+
 def detach_under(root: Path) -> list[str]:
     """Detach every loop device whose backing file lies under ``root``; returns the devices."""
-    prefix = str(root.resolve()) + "/"
-    found = [device for device, file in attached().items() if str(file).startswith(prefix)]
+    found = under(root)
     for device in found:
         subprocess.run(["losetup", "--detach", device], capture_output=True, check=False)
     return found

@@ -1,15 +1,18 @@
 """A real Kubernetes node for the test cluster: containerd + kubelet + kube-scheduler on this host.
 
 Test infrastructure only (never shipped). :class:`RealNode` joins a running :class:`ControlPlane`
-started with ``real_node=True``. Everything it changes on the host is private or recorded in its
+(tests/cluster/cluster.py starts both). Everything it changes on the host is private or recorded in its
 state directory and undone by :meth:`RealNode.stop`:
 
 * a bridge (``snapm0``, 10.244.0.1/24) that is the node IP, the kubelet address and the pods' CNI
   bridge; pods get a route to the service range only, so nothing beyond the bridge is reachable;
 * iptables: a DNAT of the in-cluster API address 10.0.0.1:443 to the API server on 127.0.0.1
   (with ``route_localnet`` on the bridge), a FORWARD reject for anything leaving the bridge, and
-  an OUTPUT reject of 169.254.0.0/16 — installed before the kubelet first starts, whose packet
-  counter :meth:`RealNode.metadata_packets` reads (tests fail when it is not 0);
+  an OUTPUT reject of 169.254.0.0/16 — installed before the kubelet first starts — with, above
+  it, the same reject for the node's own cgroup (containerd, kubelet and scheduler start in
+  ``snapmover-node/daemons`` of the unified hierarchy), whose packet counter
+  :meth:`RealNode.metadata_packets` reads (tests fail when it is not 0; other programs on the
+  machine are rejected too but not counted);
 * the sysctls the kubelet rewrites at start (saved first, restored at stop);
 * a cgroup root of its own in every cgroup v1 hierarchy;
 * containerd with private root, state, socket and runc root, and the kubelet with private root
@@ -43,6 +46,8 @@ PAUSE_IMAGE = "localhost/pause:3.4"
 NO_REGISTRY = "http://127.0.0.1:9"  # the discard port: nothing listens there
 KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 CGROUP_ROOT = "snapmover-node"
+UNIFIED = Path("/sys/fs/cgroup/unified")  # cgroup v2 on a hybrid host: iptables' cgroup match uses it
+DAEMONS = UNIFIED / CGROUP_ROOT / "daemons"  # containerd, kubelet, scheduler (and the shims, by inheritance)
 HOST_PATHS = ("/var/log/pods", "/var/log/containers", "/run/containerd", "/var/lib/cni")
 READY_TIMEOUT_SECONDS = 90
 # One real node per machine (one bridge, one cgroup root, the kubelet's fixed host paths): a second
@@ -124,7 +129,8 @@ class RealNode:
                 )
             time.sleep(2)
 
-    def _release_machine(self) -> None:
+    def release_machine(self) -> None:
+        """Let another real node start on this machine."""
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor drops the flock
             self._lock = None
@@ -139,8 +145,14 @@ class RealNode:
 
     def _iptables_rules(self, api_port: int) -> list[list[str]]:
         tag = ["-m", "comment", "--comment", GUARD_COMMENT]
+        rules = [["filter", "OUTPUT", "-d", METADATA_RANGE, *tag, "-j", "REJECT"]]
+        if UNIFIED.is_dir():
+            # inserted above the rule for everyone: counts only the node's own processes (kubelet,
+            # containerd and shims, scheduler, all in the node's cgroup), not other programs here
+            rules.append(["filter", "OUTPUT", "-d", METADATA_RANGE, "-m", "cgroup", "--path", CGROUP_ROOT,
+                          *tag, "-j", "REJECT"])  # fmt: skip
         return [
-            ["filter", "OUTPUT", "-d", METADATA_RANGE, *tag, "-j", "REJECT"],
+            *rules,
             ["filter", "FORWARD", "-i", BRIDGE, "!", "-o", BRIDGE, *tag, "-j", "REJECT"],
             ["nat", "PREROUTING", "-i", BRIDGE, "-d", API_SERVICE_IP, "-p", "tcp", "--dport", "443",
              *tag, "-j", "DNAT", "--to-destination", f"127.0.0.1:{api_port}"],
@@ -154,6 +166,17 @@ class RealNode:
         # when this node created them
         rec["absent"] = [p for p in HOST_PATHS if not Path(p).exists()]
         self._save(rec)
+        for d in _cgroup_dirs():  # first: the counting guard rule names the unified one
+            if d.exists():
+                raise NodeUnavailable(f"cgroup {d} exists already: another real test node runs (make cluster-down)")
+            d.mkdir()
+            rec["cgroups"].append(str(d))
+            self._save(rec)
+            if d.parent.name == "cpuset":
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    (d / f).write_text((d.parent / f).read_text())
+        if UNIFIED.is_dir():
+            DAEMONS.mkdir()
         for rule in self._iptables_rules(api_port):
             table, chain, *spec = rule
             _run("iptables", "-t", table, "-I", chain, "1", *spec)
@@ -165,15 +188,6 @@ class RealNode:
         _run("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
         Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1")
-        for d in _cgroup_dirs():
-            if d.exists():
-                raise NodeUnavailable(f"cgroup {d} exists already: another real test node runs (make cluster-down)")
-            d.mkdir()
-            rec["cgroups"].append(str(d))
-            if d.parent.name == "cpuset":
-                for f in ("cpuset.cpus", "cpuset.mems"):
-                    (d / f).write_text((d.parent / f).read_text())
-        self._save(rec)
 
     def _teardown_host(self) -> list[str]:
         rec = self._load()
@@ -206,17 +220,21 @@ class RealNode:
         return left
 
     def metadata_packets(self) -> int:
-        """Packets the OUTPUT guard rejected (to 169.254.0.0/16) since the node started."""
+        """Packets of the node's processes the OUTPUT guard rejected (to 169.254.0.0/16) since the
+        node started (on a host without the unified cgroup hierarchy: of every process)."""
         out = _run("iptables", "-t", "filter", "-L", "OUTPUT", "-v", "-n", "-x").stdout
-        for line in out.splitlines():
-            if GUARD_COMMENT in line and METADATA_RANGE in line:
-                return int(line.split()[0])
+        guards = [line for line in out.splitlines() if GUARD_COMMENT in line and METADATA_RANGE in line]
+        ours = [line for line in guards if f"cgroup {CGROUP_ROOT}" in line] or guards
+        for line in ours:
+            return int(line.split()[0])
         raise RuntimeError("the 169.254.0.0/16 guard rule is missing")
 
     # --- processes ------------------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        if DAEMONS.is_dir():  # joins the node's cgroup before it runs (the guard counts its packets)
+            argv = ["sh", "-c", f'echo $$ > {DAEMONS / "cgroup.procs"} && exec "$@"', name, *argv]
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
         )
@@ -400,9 +418,11 @@ state = "{d / "state"}"
             return []
         return [(int(p), n) for p, _, n in (line.partition(" ") for line in self.pid_file.read_text().splitlines())]
 
-    def stop(self) -> list[str]:
+    def stop(self, *, release: bool = True) -> list[str]:
         """Stop kubelet, scheduler, the pods' containers and containerd; undo every host change.
-        Returns what was found already undone (empty when teardown was clean)."""
+        Returns what was found already undone (empty when teardown was clean). With
+        ``release=False`` the machine stays locked (:meth:`release_machine`), so :meth:`leftovers`
+        cannot see the next node another checkout starts."""
         self._stopped = self.pids()
         by_name = {n: p for p, n in self._stopped}
         for name in ("kubelet", "kube-scheduler"):
@@ -420,7 +440,8 @@ state = "{d / "state"}"
         self._unmount_under(self.dir)
         problems = self._teardown_host()
         self.pid_file.unlink(missing_ok=True)
-        self._release_machine()
+        if release:
+            self.release_machine()
         return problems
 
     def _unmount_under(self, root: Path) -> None:

@@ -1,4 +1,9 @@
-"""e2e: the local cluster behaves like a real one, driven with the real kubectl."""
+"""e2e: the local cluster behaves like a real one, driven with the real kubectl.
+
+Its node is real (kube-scheduler, kubelet, containerd), so these check the harness's CSI part —
+directory and loop-device PVs, snapshots — through real pods of the snapmover image, and that the
+cluster gives what the mover relies on (logs, termination messages, RBAC, env, graceful deletion).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.cluster.cluster import snapmover_image
 from tests.fixtures.cluster import ClusterHandle
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +57,12 @@ def job(
     sa: str | None = None,
     read_only: bool = False,
 ) -> dict[str, object]:
-    container: dict[str, object] = {"name": "main", "image": "snapmover:test", "command": ["sh", "-c", script]}
+    container: dict[str, object] = {
+        "name": "main",
+        "image": snapmover_image(),
+        "command": ["sh", "-c", script],
+        "securityContext": {"runAsUser": 0},  # the image's default user cannot open a root-owned device
+    }
     pod: dict[str, object] = {"restartPolicy": "Never", "containers": [container]}
     if claim:
         pod["volumes"] = [{"name": "vol", "persistentVolumeClaim": {"claimName": claim}}]
@@ -172,7 +183,7 @@ def test_logs_follow_and_graceful_deletion(kube_cluster: ClusterHandle, k8s_name
             "spec": {
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 20,
-                "containers": [{"name": "main", "image": "x", "command": ["sh", "-c", script]}],
+                "containers": [{"name": "main", "image": snapmover_image(), "command": ["sh", "-c", script]}],
             },
         },
     )

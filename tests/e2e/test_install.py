@@ -1,7 +1,9 @@
 """e2e: install with `kubectl apply -k manifests/` and drive manifests/examples/ to Completed, kubectl only.
 
-The launcher runs as the Deployment's pod (the harness kubelet runs its command from the project
-venv with the pod's ServiceAccount token), so this also proves the shipped RBAC is enough.
+The launcher runs as the Deployment's pod — a container of the image ``make images`` built, on the
+real node, with the pod's ServiceAccount token — so this also proves the shipped RBAC and the
+Deployment's security context are enough. The examples' images (``busybox:1.36``,
+``snapmover:0.1.0``) are swapped for that image: the node cannot pull.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.cluster import snapmover_image
 from tests.fixtures.cluster import ClusterHandle
 from tests.rbac_inventory import launcher_permissions
 
@@ -68,18 +71,13 @@ def installed(velero_crds: ClusterHandle) -> ClusterHandle:
         "-p",
         json.dumps({"data": {"storageLocations": locations, "jobRetentionSeconds": "60"}}),
     )
-    # the metrics port 0 lets the harness run it beside anything else listening on the host
+    image = snapmover_image()  # what `kustomize edit set image` would write, in both places
+    k.kubectl("-n", "snapmover", "set", "image", "deployment/snapmover-launcher", f"launcher={image}")
     k.kubectl(
-        "-n",
-        "snapmover",
-        "patch",
-        "deployment",
-        "snapmover-launcher",
-        "--type",
-        "json",
-        "-p",
-        json.dumps([{"op": "replace", "path": "/spec/template/spec/containers/0/command/5", "value": "0"}]),
-    )
+        "-n", "snapmover", "patch", "configmap", "snapmover-config", "--type", "merge", "-p",
+        json.dumps({"data": {"image": image}}),
+    )  # fmt: skip
+    k.kubectl("-n", "snapmover", "rollout", "status", "deployment/snapmover-launcher", "--timeout=180s")
     try:
         yield k  # type: ignore[misc]
     finally:
@@ -130,10 +128,18 @@ def test_default_install_leaves_velero_crds_alone(installed: ClusterHandle) -> N
     assert all(f"customresourcedefinition.apiextensions.k8s.io/{name}" in out for name in VELERO_CRDS), out
 
 
+def example(name: str) -> str:
+    """An example manifest with its images replaced by the one the node has."""
+    text = (EXAMPLES / name).read_text()
+    return text.replace("busybox:1.36", snapmover_image()).replace(
+        "image: snapmover:0.1.0", f"image: {snapmover_image()}"
+    )
+
+
 def example_backup(k: ClusterHandle) -> tuple[str, str]:
     """manifests/examples' app, snapshot and DataUpload, Completed: (DataUpload name, snapshot id)."""
     if jsonpath(k, "-n", "demo-app", "pvc", "data", "-o", "jsonpath={.status.phase}") != "Bound":
-        k.kubectl("apply", "-f", str(EXAMPLES / "app.yaml"))
+        k.kubectl("apply", "-f", "-", input=example("app.yaml"))
         k.kubectl("-n", "demo-app", "wait", "--for=condition=complete", "job/write-sample-data", "--timeout=120s")
     k.kubectl("delete", "-f", str(EXAMPLES / "volumesnapshot.yaml"), "--ignore-not-found", "--wait=true")
     k.kubectl("apply", "-f", str(EXAMPLES / "volumesnapshot.yaml"))
@@ -169,9 +175,9 @@ def test_cronjob_backups_are_incremental_and_retention_applies(installed: Cluste
 
     k = installed
     if jsonpath(k, "-n", "demo-app", "pvc", "data", "-o", "jsonpath={.status.phase}") != "Bound":
-        k.kubectl("apply", "-f", str(EXAMPLES / "app.yaml"))
+        k.kubectl("apply", "-f", "-", input=example("app.yaml"))
         k.kubectl("-n", "demo-app", "wait", "--for=condition=complete", "job/write-sample-data", "--timeout=120s")
-    docs = list(yaml.safe_load_all((EXAMPLES / "cronjob-backup.yaml").read_text()))
+    docs = list(yaml.safe_load_all(example("cronjob-backup.yaml")))
     rbac = [d for d in docs if d["kind"] != "CronJob"]
     (cron,) = [d for d in docs if d["kind"] == "CronJob"]
     cmd = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]

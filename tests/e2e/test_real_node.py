@@ -1,11 +1,12 @@
 """e2e: a real node — kube-scheduler, kubelet, containerd and runc — runs the snapmover image.
 
-The module starts its own control plane (``real_node=True``) and :class:`~tests.cluster.node.RealNode`,
-imports the image ``images/build.sh`` built, and checks what only a real node can show: the pod is
-scheduled by kube-scheduler, runs as a container from the image with the mover's hardened
-security context enforced, reaches the API server with in-cluster config, ``kubectl logs`` and
-``kubectl exec`` go through the kubelet, a memory limit kills. At the end the metadata guard's
-packet counter must be 0 and the teardown must leave nothing behind.
+Runs on the session's cluster (tests/fixtures/cluster.py: its node is the real
+:class:`~tests.cluster.node.RealNode`, with the image ``make images`` built imported) in a namespace
+of its own, and checks what only a real node can show: the pod is scheduled by kube-scheduler,
+runs as a container from the image with the mover's hardened security context enforced, reaches
+the API server with in-cluster config, ``kubectl logs`` and ``kubectl exec`` go through the
+kubelet, a memory limit kills. The session fixture's teardown then requires the metadata guard's
+packet counter to be 0 and nothing of the node to be left on the host.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import random
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,10 @@ from typing import Any
 import pytest
 
 from launcher.jobspec import mover_security_context
-from tests.cluster.controlplane import ControlPlane
-from tests.cluster.node import BRIDGE, CGROUP_ROOT, GUARD_COMMENT, NodeUnavailable, RealNode, check_host
+from tests.cluster.cluster import snapmover_image
+from tests.cluster.node import BRIDGE, CGROUP_ROOT, GUARD_COMMENT, UNIFIED
 from tests.e2e.test_cluster import wait_for
-from tests.e2e.test_image import image, project_version  # noqa: F401 - image: the module-scoped image fixture
+from tests.fixtures.cluster import ClusterHandle
 from tests.unit.jobs.volume.treecompare import MiB, compare_trees, make_sample_tree
 
 pytestmark = pytest.mark.e2e
@@ -33,21 +35,16 @@ HARDENED = mover_security_context(upload=True)  # the launcher's own, for a back
 
 
 class Node:
-    """The control plane + node of this module, with kubectl."""
+    """The session cluster's node, driven with kubectl in this module's namespace."""
 
-    def __init__(self, state: Path) -> None:
-        self.control = ControlPlane(state, real_node=True)
-        self.node = RealNode(state)
+    def __init__(self, cluster: ClusterHandle, namespace: str) -> None:
+        self.cluster = cluster
+        self.node = cluster.node
+        self.namespace = namespace
+        self.image = snapmover_image()
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["kubectl", f"--kubeconfig={self.control.kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=check,
-        )
+        return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
 
     def pod(self, name: str, script: str, **container: Any) -> None:
         """A one-shot pod running ``sh -c SCRIPT`` from the image, with an emptyDir /tmp."""
@@ -74,44 +71,20 @@ class Node:
     def pod_json(self, name: str) -> dict[str, Any]:
         return json.loads(self.kubectl("get", "pod", name, "-o", "json").stdout)  # type: ignore[no-any-return]
 
-    image = ""
-
 
 def phase(node: Node, name: str) -> str:
     return str(node.pod_json(name)["status"].get("phase", ""))
 
 
 @pytest.fixture(scope="module")
-def real_node(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:  # noqa: F811
+def real_node(kube_cluster: ClusterHandle) -> Iterator[Node]:
+    namespace = f"node-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", namespace)
+    node = Node(kube_cluster, namespace)
     try:
-        check_host()
-    except NodeUnavailable as e:
-        pytest.fail(str(e))
-    node = Node(tmp_path_factory.mktemp("real-node"))
-    node.image = image
-    try:
-        info = node.control.start()
-        node.node.start(
-            api_port=int(str(info["api_port"])),
-            server=str(info["server"]),
-            pki=node.control.pki,
-            tokens=node.control.node_tokens,
-        )
-        node.node.import_image(
-            Path(__file__).parents[2] / "build" / "images" / f"snapmover-{project_version()}.oci.tar"
-        )
-        wait_for("the node to be Ready", lambda: "True" in node.kubectl(
-            "get", "node", node.node.name, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False
-        ).stdout)  # fmt: skip
         yield node
     finally:
-        node.kubectl("delete", "pods", "--all", "--wait=true", "--timeout=60s", check=False)
-        packets = node.node.metadata_packets() if node.node.record.exists() else 0
-        problems = node.node.stop()
-        node.control.stop()
-        assert packets == 0, f"{packets} packets to 169.254.0.0/16 were rejected while the node ran"
-        assert not problems, problems
-        assert not node.node.leftovers(), node.node.leftovers()
+        kube_cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=60s", check=False)
 
 
 def test_hardened_pod_runs_from_the_image_with_in_cluster_api_access(real_node: Node) -> None:
@@ -157,7 +130,7 @@ def test_a_memory_limit_is_enforced(real_node: Node) -> None:
 
 def test_node_state_is_private_and_guarded(real_node: Node) -> None:
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    assert sum(GUARD_COMMENT in line for line in rules.splitlines()) == 3
+    assert sum(GUARD_COMMENT in line for line in rules.splitlines()) == (4 if UNIFIED.is_dir() else 3)
     assert Path(f"/sys/class/net/{BRIDGE}").exists()
     assert Path(f"/sys/fs/cgroup/memory/{CGROUP_ROOT}/kubepods").is_dir()
     assert real_node.node.metadata_packets() == 0

@@ -38,7 +38,7 @@ from tests.reliability.conftest import Figures
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 
 COUNT = int(os.environ.get("SNAPMOVER_LOAD_COUNT", "200"))  # smaller only for quick local iterations
-LIMIT = 4  # maxConcurrentJobs (and maxJobsPerNode: the harness has one node)
+LIMIT = 4  # maxConcurrentJobs (and maxJobsPerNode: the cluster has one node)
 REQUESTS_PER_CR_TARGET = 15
 REQUESTS_PER_CR_CEILING = 25  # the floor above (~23 measured) plus one; polling reads would add dozens
 RSS_TARGET_MIB = 150

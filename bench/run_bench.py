@@ -60,6 +60,8 @@ ALL_DATASETS = ("mixed", "realtree", "small-100k", "small-1m")
 DATASETS = [d for d in os.environ.get("BENCH_DATASETS", ",".join(ALL_DATASETS)).split(",") if d]
 ROUND_ORDER = ("mixed", "block", "s3", "rgw", "realtree", "small-100k", "small-1m")
 PASSWORD = "bench-password-not-secret"
+# No tool here may ask a cloud metadata address for credentials (boto3, restic's S3 client).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 MiB = 1024 * 1024
 SNAPMOVER = str(Path(sys.executable).parent / "snapmover")
 RSS_CAP_MIB = 256

@@ -11,4 +11,5 @@ for step in scripts/test.d/*.sh; do
     "$step"
 done
 export SNAPMOVER_REQUIRE_SERVERS=1
+export AWS_EC2_METADATA_DISABLED=true  # no test may ask a cloud metadata address (tests/conftest.py)
 exec .venv/bin/python -m pytest tests -m "not slow" -q "$@"

@@ -462,9 +462,13 @@ def profile(work: Path, orig: Path, name: str, nochange: bool) -> Path:
 
     buf = io.StringIO()
     pstats.Stats(str(prof), stream=buf).sort_stats("tottime").print_stats(25)
+    text = buf.getvalue()
+    for prefix, short in ((str(ROOT) + "/", ""), (sys.prefix + "/", "<venv>/"), (sys.base_prefix + "/", "<python>/"),
+                          (str(WORK) + "/", "<bench work>/")):  # fmt: skip
+        text = text.replace(prefix, short)  # no machine's paths in the committed results
     out.write_text(
         f"cProfile of `snapmover upload` ({kind} of the {name} dataset), top 25 by own time.\n"
-        "Worker threads' time appears under the thread functions; wall time is in latest.md.\n\n" + buf.getvalue()
+        "Worker threads' time appears under the thread functions; wall time is in latest.md.\n\n" + text
     )
     shutil.rmtree(repo, ignore_errors=True)
     return out

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,32 +23,9 @@ from tests.fixtures.cluster import ClusterHandle
 pytestmark = pytest.mark.e2e
 
 SNAPMOVER = str(Path(sys.executable).parent / "snapmover")
-FILES, FILE_MIB = 40, 4  # 160 MiB of incompressible data
+FILES, FILE_MIB = 64, 4  # 256 MiB of incompressible data: the backup must still run when the kill comes
 FILL = f"for i in $(seq 1 {FILES}); do head -c {FILE_MIB * 1048576} /dev/urandom > /data/f$i; done"
 LOCK_WAIT_SECONDS = 60  # how long a mover waits for its shared lock (jobs.engine.api.backup)
-
-
-def container_pid(env: LauncherEnv, pod: dict[str, Any]) -> int | None:
-    """Host PID of the pod's container (the real node's containerd task); None when the task is
-    gone already (the container ended between the pod listing and this look)."""
-    scheme, _, ident = pod["status"]["containerStatuses"][0]["containerID"].partition("://")
-    if scheme == "local":
-        return int(ident)
-    for line in env.cluster.node.ctr("task", "ls").stdout.splitlines()[1:]:
-        task, pid, *_ = line.split()
-        if task == ident:
-            return int(pid)
-    return None
-
-
-def running_pod(env: LauncherEnv, selector: str) -> dict[str, Any] | None:
-    """A Running pod in the launcher namespace matching ``selector`` whose container has started."""
-    listed = env.kubectl("get", "pods", "-n", env.ns, "-l", selector, "-o", "json").stdout
-    for pod in json.loads(listed)["items"]:
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        if pod["status"].get("phase") == "Running" and statuses and statuses[0].get("containerID"):
-            return pod  # type: ignore[no-any-return]
-    return None
 
 
 def repository(env: LauncherEnv) -> Path:
@@ -105,8 +81,7 @@ def test_a_mover_killed_at_60_percent_is_resumed_and_completes(velero_crds: Clus
         env.snapshot("snap", "data")
         du = env.data_upload("snap", "data", operationTimeout="10m", dataMoverConfig={"ParallelFilesUpload": "1"})
         repo = repository(env)
-        pid = container_pid(env, wait_for("the mover pod", lambda: running_pod(env, "snapmover.io/role")))
-        assert pid is not None, "the mover's container ended before the kill"
+        _pod, pid = wait_task(env, set(), f"snapmover-du-{du}")
         deadline = time.monotonic() + 300
         while pack_bytes(repo) < 0.6 * total and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -146,13 +121,9 @@ def stop_after_lock(pid: int, locks: Path, timeout: float = 60) -> bool:
     raise AssertionError("the prune took no lock")
 
 
-def pod_ended(env: LauncherEnv, name: str) -> bool:
-    return bool(env.get("pod", name)["status"].get("phase") != "Running")
-
-
-def prune_task(env: LauncherEnv, seen: set[str]) -> tuple[str, int] | None:
-    """A maintenance Job's running container on the node, straight from containerd (pod name,
-    host PID): the API server reports the pod Running only after a small prune may be done."""
+def node_task(env: LauncherEnv, seen: set[str], prefix: str) -> tuple[str, int] | None:
+    """A running container of a pod named ``prefix``… on the node, straight from containerd (pod
+    name, host PID): the API server reports a pod Running only after a short container may be done."""
     node = env.cluster.node
     for line in node.ctr("task", "ls").stdout.splitlines()[1:]:
         task, pid, status, *_ = line.split()
@@ -162,30 +133,33 @@ def prune_task(env: LauncherEnv, seen: set[str]) -> tuple[str, int] | None:
         info = node.ctr("containers", "info", task, check=False)
         labels = json.loads(info.stdout).get("Labels", {}) if info.returncode == 0 else {}
         pod = labels.get("io.kubernetes.pod.name", "")
-        if labels.get("io.kubernetes.pod.namespace") == env.ns and pod.startswith("snapmover-maintain-"):
+        sandbox = labels.get("io.cri-containerd.kind") != "container"  # the pod's pause container
+        if not sandbox and labels.get("io.kubernetes.pod.namespace") == env.ns and pod.startswith(prefix):
             return pod, int(pid)
     return None
+
+
+def wait_task(env: LauncherEnv, seen: set[str], prefix: str) -> tuple[str, int]:
+    """:func:`node_task`, polled fast for up to 120 s."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = node_task(env, seen, prefix)
+        if found is not None:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no container of a pod {prefix}... started within 120 s")
 
 
 def stopped_prune(env: LauncherEnv) -> tuple[str, int]:
     """A maintenance Job's prune, SIGSTOPped once it holds the repository's exclusive lock."""
     seen: set[str] = set()
     for _ in range(5):
-        deadline, found = time.monotonic() + 120, None
-        while found is None and time.monotonic() < deadline:
-            found = prune_task(env, seen)  # polled fast: a small prune lives about a second
-            time.sleep(0.02)
-        assert found is not None, "no prune container started within 120 s"
-        pod, pid = found
+        pod, pid = wait_task(env, seen, "snapmover-maintain-")  # a small prune lives about a second
         if stop_after_lock(pid, repository(env) / "locks"):
             return env.get("pod", pod)["metadata"]["labels"]["job-name"], pid
     raise AssertionError("every prune ended before it could be stopped")
 
 
-# Only in `make reliability` for now: it passed on the stand-in kubelet, but on the real node the
-# DataUpload started during the stopped prune ran to Completed instead of waiting, and the stopped
-# prune's process was gone when resumed (issue #16 item 2 stays open until this passes here).
-@pytest.mark.slow
 def test_a_backup_during_a_stopped_prune_waits_and_completes(velero_crds: ClusterHandle, tmp_path: Path) -> None:
     config = {"maintenanceInterval": "4s", "prepareTimeout": "5m"}
     with launcher_env(velero_crds, tmp_path, config) as env:

@@ -20,7 +20,9 @@ import base64
 import functools
 import hashlib
 import hmac
+import os
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +39,7 @@ SEAL_OVERHEAD_BYTES: Final = NONCE_BYTES + TAG_BYTES  # 28 bytes per sealed obje
 GCM_UPDATE_SLACK_BYTES: Final = 15  # AES block size - 1
 KEY_BYTES: Final = 32
 SCRYPT_MAXMEM_BYTES: Final = 256 * 1024 * 1024
+NONCES_PER_READ: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,36 @@ def derive_key(password: str, salt: bytes, params: KdfParams) -> bytes:
     )
 
 
+class _Nonces:
+    """Random 96-bit nonces cut from one ``os.urandom`` read of many (one system call per
+    ``NONCES_PER_READ`` nonces instead of one per blob, which is also one GIL release fewer per
+    blob). A forked child discards the parent's unused nonces, so no nonce is ever handed out twice."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._pos = 0
+        os.register_at_fork(after_in_child=self._discard)
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._pos >= len(self._pool):
+                self._pool, self._pos = os.urandom(NONCE_BYTES * NONCES_PER_READ), 0
+            pos = self._pos
+            self._pos = pos + NONCE_BYTES
+            return self._pool[pos : pos + NONCE_BYTES]
+
+    def _discard(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._pos = b"", 0
+
+
+_NONCES: Final = _Nonces()
+
+
 def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
     """AES-256-GCM encrypt: ``nonce ‖ ciphertext ‖ tag``."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
+    nonce = _NONCES.take()
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
     cipher.update(aad)
     ciphertext, tag = cipher.encrypt_and_digest(plaintext)
@@ -67,7 +97,7 @@ def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
 def seal_parts_into(key: bytes, parts: tuple[bytes | memoryview, ...], aad: bytes, out: memoryview) -> None:
     """Like :func:`seal` over the concatenation of ``parts``, written into ``out`` (exactly
     ``SEAL_OVERHEAD_BYTES`` longer than the parts): ``nonce ‖ ciphertext ‖ tag``, no other copy."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
+    nonce = _NONCES.take()
     out[:NONCE_BYTES] = nonce
     encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(aad)

@@ -9,6 +9,7 @@ import pytest
 from Crypto.Cipher import AES
 
 from jobs.errors import IntegrityError
+from jobs.repository import crypto
 from jobs.repository.crypto import NONCE_BYTES, SEAL_OVERHEAD_BYTES, TAG_BYTES, open_sealed, seal, seal_parts_into
 
 KEY = bytes(range(32))
@@ -46,3 +47,25 @@ def test_every_flipped_byte_and_wrong_aad_fail_authentication() -> None:
         open_sealed(KEY, bytes(sealed), AAD + b"!", "blob x")
     with pytest.raises(IntegrityError, match="truncated"):
         open_sealed(KEY, bytes(sealed[:20]), AAD, "blob x")
+
+
+def test_nonces_are_never_repeated_across_pool_refills() -> None:
+    nonces = [crypto._NONCES.take() for _ in range(3 * crypto.NONCES_PER_READ + 7)]
+    assert all(len(n) == crypto.NONCE_BYTES for n in nonces)
+    assert len(set(nonces)) == len(nonces)
+
+
+def test_a_forked_child_never_takes_the_parents_next_nonces() -> None:
+    crypto._NONCES.take()  # the pool now holds unused nonces the child inherits
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its first nonce and leave at once
+        os.write(write_end, crypto._NONCES.take())
+        os._exit(0)
+    os.close(write_end)
+    child_nonce = os.read(read_end, crypto.NONCE_BYTES)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parents_next = {crypto._NONCES.take() for _ in range(crypto.NONCES_PER_READ)}
+    assert len(child_nonce) == crypto.NONCE_BYTES
+    assert child_nonce not in parents_next

@@ -121,6 +121,16 @@ def coalesce(refs: Iterable[ContentRef]) -> list[ContentRef]:
     return out
 
 
+def file_content(slots: list[ContentRef | None]) -> list[ContentRef]:
+    """A file's content from its stored pieces in order; a one-piece file (most files) skips
+    the merge pass."""
+    if len(slots) == 1:
+        ref = slots[0]
+        if ref is not None and ref[0] is not None:
+            return [ref]
+    return coalesce(ref for ref in slots if ref is not None)
+
+
 def store_tree(repo: BackupRepository, nodes: list[Node]) -> tuple[str, int]:
     """Encode and store one tree blob; returns its chunk id and the bytes it added."""
     data = encode_tree(nodes)
@@ -268,23 +278,37 @@ class FilesystemBackup:
             if stack[-1][0].parent_entries is None:
                 self._load_parent_trees(stack)
             d, path = stack.pop()
-            subdirs: list[tuple[Node, str]] = []
-            for i, (name, st) in enumerate(list_dir(path, self._keep(path))):
-                if i % CANCEL_CHECK_ENTRIES == CANCEL_CHECK_ENTRIES - 1 and self._abort.is_set:
-                    raise Stopped  # a huge directory of unchanged files must not delay a cancel
-                child_path = os.path.join(path, name)
-                # a regular file's xattrs come later: from its reader (off this thread, on the
-                # descriptor it opens anyway) or from the parent snapshot when unchanged
-                node = node_from_stat(name, child_path, st, xattrs=False)
-                d.entries.append(node)
-                if node.type == NODE_DIR:
-                    subdirs.append((node, child_path))
-                elif node.type == NODE_FILE:
-                    self._stats.files += 1
-                    self._add_file(d, node, child_path)
-            self._push_subdirs(d, subdirs, stack)
-            self._report_walked()
-            self._release(d)
+            self._walk_dir(d, path, stack)
+
+    def _walk_dir(self, d: _Dir, path: str, stack: list[tuple[_Dir, str]]) -> None:
+        """List one directory, hand its files on and queue its subdirectories.
+
+        Every entry is counted as pending under one lock acquisition before any is handed on,
+        and the entries that are complete at once (unchanged, empty, special files) are released
+        together at the end with the walker's own hold: no lock per file."""
+        listing = list_dir(path, self._keep(path))
+        with self._lock:
+            d.pending += len(listing)
+        subdirs: list[tuple[Node, str]] = []
+        done = 0
+        for i, (name, st) in enumerate(listing):
+            if i % CANCEL_CHECK_ENTRIES == CANCEL_CHECK_ENTRIES - 1 and self._abort.is_set:
+                raise Stopped  # a huge directory of unchanged files must not delay a cancel
+            child_path = os.path.join(path, name)
+            # a regular file's xattrs come later: from its reader (off this thread, on the
+            # descriptor it opens anyway) or from the parent snapshot when unchanged
+            node = node_from_stat(name, child_path, st, xattrs=False)
+            d.entries.append(node)
+            if node.type == NODE_DIR:
+                subdirs.append((node, child_path))
+            elif node.type == NODE_FILE:
+                self._stats.files += 1
+                done += self._add_file(d, node, child_path)
+            else:
+                done += 1
+        self._push_subdirs(d, subdirs, stack)
+        self._report_walked()
+        self._release(d, done + 1)
 
     def _keep(self, path: str) -> Callable[[str, bool], bool] | None:
         """The exclude test for the entries of directory ``path`` (None: keep everything).
@@ -298,9 +322,8 @@ class FilesystemBackup:
         return lambda name, is_dir: not excludes.matches(prefix + name, is_dir)
 
     def _push_subdirs(self, d: _Dir, subdirs: list[tuple[Node, str]], stack: list[tuple[_Dir, str]]) -> None:
-        """Queue the subdirectories; their parent-snapshot listings are loaded when they come up."""
-        with self._lock:
-            d.pending += len(subdirs)
+        """Queue the subdirectories (already counted pending); their parent-snapshot listings are
+        loaded when they come up."""
         self._stats.dirs += len(subdirs)
         for node, path in reversed(subdirs):  # popped in name order
             old = d.parent_entries.get(node.name) if d.parent_entries else None
@@ -317,14 +340,15 @@ class FilesystemBackup:
         for d in ahead:
             d.parent_entries = {n.name: n for n in trees[d.old_tree]} if d.old_tree is not None else {}
 
-    def _add_file(self, d: _Dir, node: Node, path: str) -> None:
+    def _add_file(self, d: _Dir, node: Node, path: str) -> bool:
+        """Hand one regular file on; True when its node is complete already (unchanged, empty,
+        or another name of a file stored before)."""
         key = (node.dev, node.inode) if node.nlink > 1 else None
         walked = self._walked
         walked[1] += 1  # files_total
         if key is not None and key in self._links:
             walked[3] += 1  # files_done: another name of a file already counted
-            self._wait_for(self._links[key], node, d)
-            return
+            return self._join_link(self._links[key], node, d)
         walked[0] += node.size  # total_bytes
         f = _File(path, node.size)
         if key is not None:
@@ -338,17 +362,18 @@ class FilesystemBackup:
             node.content, node.xattrs = f.content, f.xattrs
             walked[2] += node.size  # bytes_done
             walked[3] += 1
-            return
-        self._wait_for(f, node, d)
+            return True
+        f.waiters.append((node, d))  # no other thread knows f before it is queued below
         assert self._readers is not None
         if node.size > SMALL_FILE_BYTES:
             self._report_walked()
             self._readers.put(f)
-            return
+            return False
         self._small.append(f)
         self._small_bytes += node.size
         if len(self._small) >= SMALL_BATCH_FILES or self._small_bytes >= SMALL_BATCH_BYTES:
             self._flush_small()
+        return False
 
     def _report_walked(self) -> None:
         """Hand the walker's tallies to the progress tracker (once per directory, not per file)."""
@@ -382,13 +407,14 @@ class FilesystemBackup:
             return None  # the parent's data was pruned meanwhile: read the file again
         return old
 
-    def _wait_for(self, f: _File, node: Node, d: _Dir) -> None:
+    def _join_link(self, f: _File, node: Node, d: _Dir) -> bool:
+        """Another name of ``f``: it gets f's content now (True) or when f completes (False)."""
         with self._lock:
             if f.content is None:
                 f.waiters.append((node, d))
-                d.pending += 1
-                return
+                return False
         node.content, node.xattrs = f.content, f.xattrs
+        return True
 
     # completion bookkeeping (any thread) --------------------------------------------------------
 
@@ -432,14 +458,15 @@ class FilesystemBackup:
                 f.outstanding -= 1
                 if f.outstanding:
                     continue
-                f.content = coalesce(ref for ref in f.slots if ref is not None)
+                f.content = file_content(f.slots)
                 completed.append((f.content, f.xattrs, f.waiters))
                 f.waiters = []
         if not completed:
             return
         done_in: dict[int, tuple[_Dir, int]] = {}
         for content, xattrs, waiters in completed:
-            size = sum(length for _, length in content)  # the file may have changed size
+            # the file may have changed size since it was listed
+            size = content[0][1] if len(content) == 1 else sum(length for _, length in content)
             for node, d in waiters:
                 node.content, node.size, node.xattrs = content, size, xattrs
                 done_in[id(d)] = (d, done_in.get(id(d), (d, 0))[1] + 1)

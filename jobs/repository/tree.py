@@ -84,7 +84,7 @@ class Node:
             if value != default:
                 out[name] = value
         if self.content:
-            out["content"] = [[cid, length] for cid, length in self.content]
+            out["content"] = self.content  # (id, length) tuples encode as JSON arrays: no copy
         return out
 
     @classmethod

@@ -29,8 +29,8 @@ from tests.cluster.cluster import snapmover_image
 from tests.e2e.conftest import CRD_DIR
 from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
 from tests.e2e.test_image import project_version
+from tests.figures import Figures
 from tests.fixtures.cluster import ClusterHandle
-from tests.reliability.conftest import Figures
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 

@@ -56,10 +56,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         areas = {a for a, _f, _v in _FIGURES.rows}
         old = kept_rows(areas)
         text = RESULTS.read_text() if RESULTS.exists() else ""
-        notes = [line for line in text.splitlines() if line.startswith("Rows of ")]
-        note = (
-            f"Rows of {', '.join(sorted(areas))} from a partial run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC ({outcome})."
-        )
+        same = f"Rows of {', '.join(sorted(areas))} from "  # the note of an earlier run of these areas: replaced
+        notes = [line for line in text.splitlines() if line.startswith("Rows of ") and not line.startswith(same)]
+        note = f"{same}a partial run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC ({outcome})."
         head = text.split("| area |")[0].rstrip().splitlines() if text else ["# Reliability results", ""]
         head = [line for line in head if not line.startswith("Rows of ")]
         table = ["| area | figure | value |", "|---|---|---|", *old]

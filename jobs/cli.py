@@ -355,7 +355,12 @@ def repo_unlock(repo_url: str | None, password_file: str | None, as_json: bool, 
 @click.option("--source", required=True, type=click.Path(), help="Directory (or device/image with --mode block).")
 @click.option("--mode", type=click.Choice(["filesystem", "block"]), default="filesystem", show_default=True)
 @_tag_option("Snapshot tag (repeatable).")
-@click.option("--parent", default="auto", show_default=True, help="auto | none | snapshot id.")
+@click.option(
+    "--parent",
+    default="auto",
+    show_default=True,
+    help="auto (the latest snapshot of the same source) | none (a full backup) | snapshot id or prefix.",
+)
 @click.option(
     "--exclude", "excludes", multiple=True, metavar="PATTERN", help="Leave matching entries out (repeatable)."
 )
@@ -411,11 +416,12 @@ def upload(
         )
     _emit(
         as_json,
-        _as_dict(result),
+        {**_as_dict(result), "backup_mode": result.backup_mode},
         [
             f"files: {result.files}, dirs: {result.dirs}, total: {_human_bytes(result.total_bytes)}",
             f"new data: {_human_bytes(result.incremental_bytes)}, stored: {_human_bytes(result.stored_bytes)}",
             f"parent: {result.parent_id or '-'}, {_duration_text(result.total_bytes, result.duration_seconds)}",
+            f"{result.backup_mode} backup" + (f" ({result.full_reason})" if result.full_reason else ""),
             result.snapshot_id,
         ],
     )

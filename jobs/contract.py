@@ -132,6 +132,7 @@ ENV_PASSWORD: Final = "SNAPMOVER_PASSWORD"  # noqa: S105 - CLI convenience; neve
 ENV_SOURCE_NAMESPACE: Final = "SNAPMOVER_SOURCE_NAMESPACE"
 ENV_SOURCE_PVC: Final = "SNAPMOVER_SOURCE_PVC"
 ENV_SNAPSHOT_ID: Final = "SNAPMOVER_SNAPSHOT_ID"  # restore only
+ENV_PARENT_SNAPSHOT: Final = "SNAPMOVER_PARENT_SNAPSHOT"  # backup only: DataUpload spec.parentSnapshot
 ENV_TAGS: Final = "SNAPMOVER_TAGS"  # JSON object of extra snapshot tags
 ENV_PARALLEL: Final = "SNAPMOVER_PARALLEL"
 ENV_DATAMOVER_CONFIG: Final = "SNAPMOVER_DATAMOVER_CONFIG"  # JSON of spec.dataMoverConfig
@@ -185,6 +186,29 @@ def datamover_config_problem(dmc: dict[str, object], role: str) -> str:
     if sparse not in (None, "") and str(sparse).strip().lower() not in ("true", "false"):
         return f"dataMoverConfig.{DMC_WRITE_SPARSE_FILES} must be true or false, not {str(sparse)[:80]!r}"
     return ""
+
+
+# DataUpload spec.parentSnapshot: "" or "auto" = the latest snapshot of the same source namespace/PVC,
+# "none" = a full backup, or the 64 hex digits of a snapshot id (the mover checks that it exists).
+PARENT_SNAPSHOT_FIELD: Final = "spec.parentSnapshot"
+PARENT_SNAPSHOT_WORDS: Final = ("", "auto", "none")
+SNAPSHOT_ID_PATTERN: Final = re.compile(r"[0-9a-f]{64}")
+
+# Keys of a DataUpload's status.dataMoverResult the mover writes about its parent.
+RESULT_BACKUP_MODE: Final = "backupMode"  # "full" | "incremental"
+RESULT_PARENT: Final = "parent"  # the parent snapshot id (incremental only)
+RESULT_FULL_REASON: Final = "fullBackupReason"  # why the backup had no parent (full only)
+
+
+def parent_snapshot_problem(value: object) -> str:
+    """Why ``value`` cannot be a DataUpload's spec.parentSnapshot ('' when it can).
+
+    Checked by the launcher before it accepts a CR and by the mover before it starts."""
+    if value is None or value in PARENT_SNAPSHOT_WORDS:
+        return ""
+    if isinstance(value, str) and SNAPSHOT_ID_PATTERN.fullmatch(value):
+        return ""
+    return f"{PARENT_SNAPSHOT_FIELD} {str(value)[:80]!r} is not auto, none or a snapmover snapshot id (64 hex digits)"
 
 
 PROGRESS_INTERVAL_SECONDS: Final = 5.0

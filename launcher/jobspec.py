@@ -33,6 +33,7 @@ from jobs.contract import (
     ENV_LOG_FORMAT,
     ENV_NODE_NAME,
     ENV_PARALLEL,
+    ENV_PARENT_SNAPSHOT,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
     ENV_SNAPSHOT_ID,
@@ -343,6 +344,8 @@ def build_job(
     ]
     if not upload:
         env.append({"name": ENV_SNAPSHOT_ID, "value": str(spec.get("snapshotID", ""))})
+    elif spec.get("parentSnapshot"):
+        env.append({"name": ENV_PARENT_SNAPSHOT, "value": str(spec["parentSnapshot"])})
     if config.parallelism:
         env.append({"name": ENV_PARALLEL, "value": str(config.parallelism)})
     volumes, mounts = base_volumes()

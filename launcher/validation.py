@@ -6,8 +6,10 @@ fails at once with a message naming the field and the value, instead of waiting 
 for). Names are checked the way the API server validates them (RFC 1123 DNS labels for
 namespaces, DNS subdomains for object names), durations the way Go's ``time.ParseDuration``
 bounds them, snapshot ids as the repository writes them (64 lower-case hex digits, see
-``jobs/FORMAT.md``) and ``dataMoverConfig`` with the mover's own rules
-(``jobs.contract.datamover_config_problem``). Unit-tested in ``tests/unit/launcher/test_validation.py``.
+``jobs/FORMAT.md``; a DataUpload's ``parentSnapshot`` is one or auto/none, see
+``jobs.contract.parent_snapshot_problem``: whether that snapshot exists only the mover can tell)
+and ``dataMoverConfig`` with the mover's own rules (``jobs.contract.datamover_config_problem``).
+Unit-tested in ``tests/unit/launcher/test_validation.py``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jobs.contract import DATAUPLOAD_KIND, datamover_config_problem
+from jobs.contract import DATAUPLOAD_KIND, SNAPSHOT_ID_PATTERN, datamover_config_problem, parent_snapshot_problem
 from launcher.config import ConfigurationError, parse_duration
 
 DNS_LABEL_MAX = 63
 DNS_SUBDOMAIN_MAX = 253
 LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-SNAPSHOT_ID = re.compile(r"[0-9a-f]{64}")
+SNAPSHOT_ID = SNAPSHOT_ID_PATTERN
 MAX_DURATION_SECONDS = 2562047 * 3600.0  # Go's time.Duration ends at ~2562047h (int64 nanoseconds)
 SHOWN_CHARS = 70  # longer values are cut in messages (the CR still holds the whole value)
 NODE_OS_VALUES = ("", "auto", "linux")  # Velero's nodeOS; a Windows volume cannot be mounted by the Linux mover
@@ -117,6 +119,7 @@ def upload_problem(spec: Obj) -> str:
     return first(
         name_problem(spec, "sourceNamespace", "namespace"),
         name_problem(spec, "sourcePVC", "name"),
+        parent_snapshot_problem(spec.get("parentSnapshot")),
         name_problem(spec, "csiSnapshot.volumeSnapshot", "name"),
         name_problem(spec, "csiSnapshot.storageClass", "name", required=False),
         name_problem(spec, "csiSnapshot.snapshotClass", "name", required=False),

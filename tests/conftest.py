@@ -13,4 +13,5 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.cluster",
+    "tests.figures",
 ]

@@ -25,7 +25,7 @@ from jobs.engine.backup import FilesystemBackup, TreeStats, backup_block
 from jobs.engine.pipeline import Abort
 from jobs.engine.progress import Progress, ProgressCallback, ProgressTracker
 from jobs.engine.restore import RestoreStats, restore_block, restore_filesystem
-from jobs.errors import ConfigError, UsageError, VolumeIOError
+from jobs.errors import ConfigError, SnapshotNotFoundError, UsageError, VolumeIOError
 from jobs.repository.repository import Repository
 from jobs.repository.snapshots import SnapshotManifest
 from jobs.repository.writer import OPEN_PACKS, PACKS_IN_FLIGHT
@@ -36,6 +36,8 @@ __all__ = [
     "PRUNE_UPLOAD_PARALLEL",
     "BackupResult",
     "DataPathOptions",
+    "ParentChoice",
+    "ParentNotFoundError",
     "Progress",
     "RestoreResult",
     "backup",
@@ -51,6 +53,8 @@ MODE_BLOCK: Final = "block"
 MODES: Final = (MODE_FILESYSTEM, MODE_BLOCK)
 PARENT_AUTO: Final = "auto"
 PARENT_NONE: Final = "none"
+BACKUP_FULL: Final = "full"
+BACKUP_INCREMENTAL: Final = "incremental"
 MIN_DATA_BUDGET_BYTES: Final = 32 * MiB
 PIPELINE_LIMIT_BYTES: Final = 144 * MiB  # the most a default backup gives its pipeline
 RSS_TARGET_BYTES: Final = 256 * MiB  # peak RSS a default backup stays under
@@ -100,7 +104,9 @@ class DataPathOptions:
 
 @dataclass(frozen=True)
 class BackupResult:
-    """What an upload did; ``incremental_bytes`` is the new data it stored (before compression)."""
+    """What an upload did; ``incremental_bytes`` is the new data it stored (before compression).
+
+    ``full_reason`` says why the backup had no parent ('' for an incremental one)."""
 
     snapshot_id: str
     parent_id: str | None
@@ -111,6 +117,28 @@ class BackupResult:
     dirs: int
     duration_seconds: float
     excludes: list[str] = field(default_factory=list)  # the patterns recorded in the snapshot
+    full_reason: str = ""
+
+    @property
+    def backup_mode(self) -> str:
+        """ "incremental" (against ``parent_id``) or "full"."""
+        return BACKUP_INCREMENTAL if self.parent_id else BACKUP_FULL
+
+
+@dataclass(frozen=True)
+class ParentChoice:
+    """The parent :func:`select_parent` chose, or (``manifest`` None) why the backup is full."""
+
+    manifest: SnapshotManifest | None
+    full_reason: str = ""
+
+
+class ParentNotFoundError(SnapshotNotFoundError):
+    """The parent snapshot id given for a backup is not in the repository."""
+
+    def __init__(self, parent: str, location: str) -> None:
+        super().__init__(f"parent snapshot {parent!r} is not in the repository at {location}")
+        self.parent = parent
 
 
 @dataclass(frozen=True)
@@ -172,22 +200,38 @@ def init_repository(url: str, password: str, *, pack_target_bytes: int = 16 * Mi
         raise
 
 
-def select_parent(
-    repo: Repository, parent: str, *, source: str, mode: str, tags: Mapping[str, str]
-) -> SnapshotManifest | None:
-    """The parent snapshot for an incremental backup (see :func:`backup`), or None."""
+def select_parent(repo: Repository, parent: str, *, source: str, mode: str, tags: Mapping[str, str]) -> ParentChoice:
+    """The parent snapshot for an incremental backup (see :func:`backup`), or why there is none.
+
+    Raises ParentNotFoundError for an id (or prefix) that matches no snapshot, UsageError for an
+    ambiguous prefix."""
     if parent == PARENT_NONE:
-        return None
-    if parent != PARENT_AUTO:
-        return repo.find_snapshot(parent)
+        return ParentChoice(None, "parent none: a full backup was asked for")
+    if parent not in ("", PARENT_AUTO):
+        try:
+            given = repo.find_snapshot(parent)
+        except SnapshotNotFoundError as e:
+            raise ParentNotFoundError(parent, repo.storage.location) from e
+        if given.mode != mode:
+            why = f"parent {given.id} given, but it is a {given.mode} snapshot and this a {mode} backup"
+            return ParentChoice(None, why)
+        return ParentChoice(_reloaded(repo, given))
     candidates = [s for s in repo.list_snapshots() if s.mode == mode]
     source_tags = {k: tags[k] for k in SOURCE_TAGS if k in tags}
     if source_tags:
         matches = [s for s in candidates if all(s.tags.get(k) == v for k, v in source_tags.items())]
+        of = ", ".join(f"{k}={v}" for k, v in source_tags.items())
     else:
         matches = [s for s in candidates if s.source == source]
-    chosen = matches[-1] if matches else None
-    if chosen is not None and chosen.root and bytes.fromhex(chosen.root) not in repo.index:
+        of = source
+    if not matches:
+        return ParentChoice(None, f"no parent found: no earlier {mode} snapshot of {of} in the repository")
+    return ParentChoice(_reloaded(repo, matches[-1]))
+
+
+def _reloaded(repo: Repository, chosen: SnapshotManifest) -> SnapshotManifest:
+    """``chosen``, with the repository's index reloaded when it does not know its root yet."""
+    if chosen.root and bytes.fromhex(chosen.root) not in repo.index:
         # written by a backup that finished after this repository was opened (a concurrent mover):
         # its index file is newer than the ones read at open
         repo.reload_index()
@@ -216,9 +260,11 @@ def backup(
     ``excludes`` (filesystem mode only) leaves matching entries out without reading them; the
     snapshot records the patterns.
 
-    ``parent``: "auto" = the latest snapshot of the same mode with the same
+    ``parent``: "auto" (or "") = the latest snapshot of the same mode with the same
     ``jobs.contract.SOURCE_TAGS`` values (or, without those tags, the same source path); "none";
-    or a snapshot id/prefix. Unchanged files of the parent are not read. Takes a shared lock.
+    or a snapshot id/prefix (ParentNotFoundError when none matches; a snapshot of the other mode
+    gives a full backup). Unchanged files of the parent are not read. The result says whether
+    the backup was full and why. Takes a shared lock.
     Raises CanceledError (within seconds of ``cancel.set()``; no snapshot is written, what was
     uploaded is indexed so a retry reuses it), VolumeIOError for a bad source, and whatever the
     repository raises. ``on_progress`` is called from worker threads at most ~1/s and at the end.
@@ -236,7 +282,8 @@ def backup(
     progress = ProgressTracker(on_progress)
     abort = Abort(cancel)
     with repo.lock():
-        parent_manifest = select_parent(repo, parent, source=source_path, mode=mode, tags=tags)
+        choice = select_parent(repo, parent, source=source_path, mode=mode, tags=tags)
+        parent_manifest = choice.manifest
         try:
             budget_options = dataclasses.replace(options, pack_target_bytes=repo.config.pack_target_bytes)
             stats = _run_backup(
@@ -268,6 +315,7 @@ def backup(
         dirs=stats.dirs,
         duration_seconds=duration,
         excludes=excludes.texts,
+        full_reason=choice.full_reason,
     )
 
 

@@ -25,6 +25,7 @@ from jobs.contract import (
     ENV_DATAMOVER_CONFIG,
     ENV_NODE_NAME,
     ENV_PARALLEL,
+    ENV_PARENT_SNAPSHOT,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
     ENV_SNAPSHOT_ID,
@@ -35,6 +36,7 @@ from jobs.contract import (
     ENV_VOLUME_PATH,
     VOLUME_MODE_BLOCK,
     datamover_config_problem,
+    parent_snapshot_problem,
     whole_number_problem,
 )
 from jobs.engine.api import DataPathOptions
@@ -60,6 +62,7 @@ class JobEnv:
     options: DataPathOptions
     node: str
     excludes: str = ""  # dataMoverConfig.excludes as given: compiled (and refused) by the upload itself
+    parent: str = "auto"  # spec.parentSnapshot: auto, none or a snapshot id (upload only)
 
     @classmethod
     def from_environ(cls, env: dict[str, str], role: str) -> JobEnv:
@@ -81,6 +84,9 @@ class JobEnv:
             raise ConfigError(f"{ENV_TAGS} / {ENV_DATAMOVER_CONFIG} is not valid JSON") from e
         if not isinstance(tags, dict) or not isinstance(dmc, dict):
             raise ConfigError(f"{ENV_TAGS} and {ENV_DATAMOVER_CONFIG} must be JSON objects")
+        parent = env.get(ENV_PARENT_SNAPSHOT, "") if role == "upload" else ""
+        if parent_snapshot_problem(parent):
+            raise ConfigError(parent_snapshot_problem(parent))
         return cls(
             kind=kind,
             namespace=need(ENV_CR_NAMESPACE),
@@ -97,6 +103,7 @@ class JobEnv:
             options=data_path_options(dmc, env.get(ENV_PARALLEL, ""), role),
             node=env.get(ENV_NODE_NAME, "") or socket.gethostname(),
             excludes=str(dmc.get(DMC_EXCLUDES) or "") if role == "upload" else "",
+            parent=parent or "auto",
         )
 
 

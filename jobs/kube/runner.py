@@ -37,6 +37,10 @@ from jobs.contract import (
     ENV_REPOSITORY,
     ENV_SNAPSHOT_ID,
     ENV_TERMINATION_MESSAGE_PATH,
+    PARENT_SNAPSHOT_FIELD,
+    RESULT_BACKUP_MODE,
+    RESULT_FULL_REASON,
+    RESULT_PARENT,
     TAG_DATAUPLOAD,
     TAG_SOURCE_NAMESPACE,
     TAG_SOURCE_PVC,
@@ -49,6 +53,7 @@ from jobs.contract import (
 from jobs.engine.api import (
     PRUNE_UPLOAD_PARALLEL,
     DataPathOptions,
+    ParentNotFoundError,
     Progress,
     backup,
     init_repository,
@@ -56,7 +61,14 @@ from jobs.engine.api import (
     read_password,
     restore,
 )
-from jobs.errors import CanceledError, ConfigError, MoverError, RepositoryExistsError, RepositoryNotFoundError
+from jobs.errors import (
+    CanceledError,
+    ConfigError,
+    MoverError,
+    RepositoryExistsError,
+    RepositoryNotFoundError,
+    SnapshotNotFoundError,
+)
 from jobs.kube import decisions
 from jobs.kube.env import JobEnv
 from jobs.kube.progress import ProgressReporter
@@ -195,17 +207,22 @@ def _upload(
     if env.source_pvc:
         tags[TAG_SOURCE_PVC] = env.source_pvc
     excludes = PathFilter.compile(env.excludes.splitlines(), f"dataMoverConfig.{DMC_EXCLUDES}")
-    result = backup(
-        repo,
-        env.volume_path,
-        mode="block" if env.block else "filesystem",
-        tags=tags,
-        parent="auto",
-        options=env.options,
-        on_progress=progress,
-        cancel=watcher.event,
-        excludes=excludes,
-    )
+    try:
+        result = backup(
+            repo,
+            env.volume_path,
+            mode="block" if env.block else "filesystem",
+            tags=tags,
+            parent=env.parent,
+            options=env.options,
+            on_progress=progress,
+            cancel=watcher.event,
+            excludes=excludes,
+        )
+    except ParentNotFoundError as e:
+        raise SnapshotNotFoundError(
+            f"{PARENT_SNAPSHOT_FIELD} {e.parent!r}: no such snapshot in the repository {repo.id}"
+        ) from e
     watcher.stop()
     progress.stopped = True
     seconds = time.monotonic() - started
@@ -219,8 +236,11 @@ def _upload(
         "storedBytes": str(result.stored_bytes),
         "durationSeconds": f"{seconds:.1f}",
     }
+    summary[RESULT_BACKUP_MODE] = result.backup_mode
     if result.parent_id:
-        summary["parent"] = result.parent_id
+        summary[RESULT_PARENT] = result.parent_id
+    if result.full_reason:
+        summary[RESULT_FULL_REASON] = result.full_reason
     if result.excludes:
         summary[DMC_EXCLUDES] = "\n".join(result.excludes)
 

@@ -1,8 +1,10 @@
 """e2e: a mover that dies is resumed, and maintenance never fails a backup (issue #16 items 5, 2).
 
-The mover and prune processes are signalled on the host as the kernel or a kubelet would signal
-them (SIGKILL as an OOM kill or a lost node does; SIGSTOP to hold a prune mid-way), whether they
-run as containers of the real node or as processes of the stand-in kubelet.
+The mover and prune processes, containers of the real node, are signalled on the host as the
+kernel or a kubelet would signal them (SIGKILL as an OOM kill or a lost node does; SIGSTOP to hold
+a prune mid-way). A mover killed in every attempt shows the retries are bounded
+(``moverRetries``). Each test records its figures for ``tests/reliability/RESULTS.md``
+(``tests.figures``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
+from tests.figures import Figures
 from tests.fixtures.cluster import ClusterHandle
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +31,10 @@ pytestmark = pytest.mark.e2e
 SNAPMOVER = str(Path(sys.executable).parent / "snapmover")
 FILES, FILE_MIB = 64, 4  # 256 MiB of incompressible data: the backup must still run when the kill comes
 FILL = f"for i in $(seq 1 {FILES}); do head -c {FILE_MIB * 1048576} /dev/urandom > /data/f$i; done"
+FILL_BIG = "head -c 64000000 /dev/urandom > /data/big"  # killed at once: the size does not matter
+FILL_FIRST = "head -c 3000000 /dev/urandom > /data/first"
 LOCK_WAIT_SECONDS = 60  # how long a mover waits for its shared lock (jobs.engine.api.backup)
+FINAL = {"Completed", "Failed", "Canceled"}
 
 
 def repository(env: LauncherEnv) -> Path:
@@ -68,18 +77,58 @@ def restored_equals(env: LauncherEnv, snapshot_id: str, name: str, source: Path)
     assert {p.name: p.read_bytes() for p in target.iterdir() if p.is_file()} == expected
 
 
-def test_a_mover_killed_at_60_percent_is_resumed_and_completes(velero_crds: ClusterHandle, tmp_path: Path) -> None:
-    with launcher_env(velero_crds, tmp_path, {"prepareTimeout": "5m"}) as env:
+@contextmanager
+def filled_env(cluster: ClusterHandle, tmp_path: Path, size: str, script: str, **config: str) -> Iterator[LauncherEnv]:
+    """A running launcher (Jobs deleted once final) and PVC data of ``size`` filled by ``script``."""
+    with launcher_env(cluster, tmp_path, {"prepareTimeout": "5m", "jobRetentionSeconds": "0", **config}) as env:
         env.start_launcher()
-        env.apply(pvc("data", size="1Gi"), env.app)
-        env.run_pod_job("fill", FILL, "data")
+        env.apply(pvc("data", size=size), env.app)
+        env.run_pod_job("fill", script, "data")
+        yield env
+
+
+def upload(env: LauncherEnv, snapshot: str, **spec: Any) -> str:
+    """A DataUpload of a new VolumeSnapshot ``snapshot`` of PVC data."""
+    env.snapshot(snapshot, "data")
+    return env.data_upload(snapshot, "data", operationTimeout="10m", **spec)
+
+
+def leftovers(env: LauncherEnv, du: str) -> list[str]:
+    """What the launcher made for DataUpload ``du`` that still exists once it is final (Jobs and
+    their pods are kept ``jobRetentionSeconds``; the tests set 0) and the finalizer of a Failed
+    one, waited for briefly."""
+    uid = env.get("dataupload", du)["metadata"]["uid"]
+
+    def found() -> list[str]:
+        names = [
+            f"{kind}/{n}"
+            for kind in ("jobs", "pods", "pvc", "volumesnapshots", "serviceaccounts")
+            for n in env.kubectl(
+                "get", kind, "-n", env.ns, "-l", f"snapmover.io/owner-uid={uid}", "-o", "name"
+            ).stdout.split()
+        ]
+        cr = env.get("dataupload", du)
+        # a Completed DataUpload keeps its finalizer until it is deleted (that forgets its snapshot)
+        kept = (cr.get("status") or {}).get("phase") == "Completed"
+        return names + ([] if kept else list(cr["metadata"].get("finalizers") or []))
+
+    try:
+        wait_for("the DataUpload's objects to be cleaned up", lambda: not found(), timeout=90)
+    except AssertionError:
+        return found()
+    return []
+
+
+def test_a_mover_killed_at_60_percent_is_resumed_and_completes(
+    velero_crds: ClusterHandle, tmp_path: Path, figures: Figures
+) -> None:
+    with filled_env(velero_crds, tmp_path, "1Gi", FILL) as env:
         total = FILES * FILE_MIB * 1048576
         # a repository with 1 MiB packs (made by hand before the backup), so the kill lands between many
         wait_for("the repository password Secret", lambda: env.exists("secret", "snapmover-repo-credentials"))
         init = cli(env, "repo", "init", "--pack-size", "1")
         assert init.returncode == 0, init.stderr
-        env.snapshot("snap", "data")
-        du = env.data_upload("snap", "data", operationTimeout="10m", dataMoverConfig={"ParallelFilesUpload": "1"})
+        du = upload(env, "snap", dataMoverConfig={"ParallelFilesUpload": "1"})
         repo = repository(env)
         _pod, pid = wait_task(env, set(), f"snapmover-du-{du}")
         deadline = time.monotonic() + 300
@@ -102,6 +151,51 @@ def test_a_mover_killed_at_60_percent_is_resumed_and_completes(velero_crds: Clus
         check = cli(env, "repo", "check", "--read-data")
         assert check.returncode == 0, check.stdout + check.stderr
         restored_equals(env, status["snapshotID"], "restored", env.pv_path("data"))
+        leaks = leftovers(env, du)
+        assert not leaks, leaks
+    figures.add(
+        "resume (real node)",
+        f"DataUpload of {total // 2**20} MiB, mover container SIGKILLed at >= 60 % of its packs: CR phase; attempts; "
+        "MoverRetry Event; stored at the kill; new data stored by attempt 2; check --read-data; restore; left behind",
+        f"{status['phase']}; {annotations.get('snapmover.io/mover-attempt')} (moverRetries 2); {retries[0]}; "
+        f"{at_kill / 2**20:.0f} MiB ({at_kill / total:.0%}); {status['incrementalBytes'] / 2**20:.0f} MiB "
+        f"({status['incrementalBytes'] / total:.0%}, target < 50 %); passed; identical; nothing",
+    )
+
+
+def test_a_mover_killed_in_every_attempt_fails_after_mover_retries(
+    velero_crds: ClusterHandle, tmp_path: Path, figures: Figures
+) -> None:
+    with filled_env(velero_crds, tmp_path, "256Mi", FILL_BIG, moverRetries="1") as env:
+        du = upload(env, "snap")
+        seen: set[str] = set()
+        pods = []
+        for _attempt in (1, 2):  # each attempt's mover is killed as soon as its container runs
+            pod, pid = wait_task(env, seen, f"snapmover-du-{du}")
+            os.kill(pid, signal.SIGKILL)
+            pods.append(pod)
+        status = env.wait_phase("dataupload", du, FINAL, timeout=300)["status"]
+        assert status["phase"] == "Failed", status
+        assert "the mover died in each of 2 attempt(s) (moverRetries 1)" in status["message"], status
+        assert "exit code 137" in status["message"], status
+        annotations = env.get("dataupload", du)["metadata"].get("annotations") or {}
+        assert annotations.get("snapmover.io/mover-attempt") == "2", annotations
+        retries = events(env, "MoverRetry")
+        assert len(retries) == 1 and "attempt 1 of 2 died" in retries[0], retries
+        failed = [m for m in events(env, "MoverFailed") if "died in each of 2" in m]
+        assert len(failed) == 1, events(env, "MoverFailed")
+        assert len(set(pods)) == 2, pods
+        time.sleep(10)  # a third attempt would start within seconds of the second's death
+        assert node_task(env, seen, f"snapmover-du-{du}") is None, "a third mover ran"
+        leaks = leftovers(env, du)
+        assert not leaks, leaks
+        stale_locks = [f.name for f in (repository(env) / "locks").glob("*") if not f.name.startswith(".")]
+    figures.add(
+        "retry bound (real node)",
+        "DataUpload whose mover is SIGKILLed in every attempt (moverRetries 1): CR phase: message; mover pods; "
+        "MoverRetry Events; left behind; repository lock files left",
+        f"{status['phase']}: {status['message'][:300]}; {len(set(pods))}; {len(retries)}; nothing; {len(stale_locks)}",
+    )
 
 
 def stop_after_lock(pid: int, locks: Path, timeout: float = 60) -> bool:
@@ -160,14 +254,11 @@ def stopped_prune(env: LauncherEnv) -> tuple[str, int]:
     raise AssertionError("every prune ended before it could be stopped")
 
 
-def test_a_backup_during_a_stopped_prune_waits_and_completes(velero_crds: ClusterHandle, tmp_path: Path) -> None:
-    config = {"maintenanceInterval": "4s", "prepareTimeout": "5m"}
-    with launcher_env(velero_crds, tmp_path, config) as env:
-        env.start_launcher()
-        env.apply(pvc("data", size="1Gi"), env.app)
-        env.run_pod_job("fill", "head -c 3000000 /dev/urandom > /data/first", "data")
-        env.snapshot("snap-1", "data")
-        first = env.data_upload("snap-1", "data", operationTimeout="10m")
+def test_a_backup_during_a_stopped_prune_waits_and_completes(
+    velero_crds: ClusterHandle, tmp_path: Path, figures: Figures
+) -> None:
+    with filled_env(velero_crds, tmp_path, "1Gi", FILL_FIRST, maintenanceInterval="4s") as env:
+        first = upload(env, "snap-1")
         one = env.wait_phase("dataupload", first, {"Completed", "Failed"})["status"]
         assert one["phase"] == "Completed", one
         kept_first = tmp_path / "first"
@@ -177,8 +268,7 @@ def test_a_backup_during_a_stopped_prune_waits_and_completes(velero_crds: Cluste
         prune_job, pid = stopped_prune(env)
         try:
             env.run_pod_job("grow", "head -c 2000000 /dev/urandom > /data/second", "data")
-            env.snapshot("snap-2", "data")
-            second = env.data_upload("snap-2", "data", operationTimeout="10m")
+            second = upload(env, "snap-2")
             # longer than a mover waits for its lock: a mover started now would have failed
             time.sleep(LOCK_WAIT_SECONDS + 5)
             held = env.get("dataupload", second)["status"]
@@ -187,9 +277,20 @@ def test_a_backup_during_a_stopped_prune_waits_and_completes(velero_crds: Cluste
             assert len(waits) == 1 and "is pruning repository default/" in waits[0], waits
         finally:
             os.kill(pid, signal.SIGCONT)
+        resumed = time.monotonic()
         two = env.wait_phase("dataupload", second, {"Completed", "Failed"}, timeout=300)["status"]
+        after = time.monotonic() - resumed
         assert two["phase"] == "Completed", two
         check = cli(env, "repo", "check", "--read-data")
         assert check.returncode == 0, check.stdout + check.stderr
         restored_equals(env, one["snapshotID"], "restored-1", kept_first)
         restored_equals(env, two["snapshotID"], "restored-2", env.pv_path("data"))
+        leaks = leftovers(env, first) + leftovers(env, second)
+        assert not leaks, leaks
+    figures.add(
+        "prune hold (real node)",
+        f"DataUpload created while a prune is SIGSTOPped holding the exclusive lock: phase after "
+        f"{LOCK_WAIT_SECONDS + 5} s (a mover waits {LOCK_WAIT_SECONDS} s for its lock); Waiting Event; final phase; "
+        "from SIGCONT to Completed; check --read-data; both snapshots restored; left behind",
+        f"{held['phase']}; {waits[0]}; {two['phase']}; {after:.0f} s; passed; identical; nothing",
+    )

@@ -1,12 +1,9 @@
 """Reliability suite helpers: the CLI as a subprocess, generated trees, tree comparison, figures.
 
 Every test drives the real ``snapmover`` executable (the same entry point a mover Job runs) against
-a ``file://`` repository or the moto S3 server on 127.0.0.1. Tests record figures with the
-``figures`` fixture (``figures.add(area, figure, value)``); at the end of ``make reliability``
-(which sets ``SNAPMOVER_RELIABILITY_RESULTS=1``) the table is written to
-``tests/reliability/RESULTS.md``, so every figure there comes from the run that wrote it;
-``SNAPMOVER_RELIABILITY_RESULTS=merge`` (a run of some test files) replaces only the rows of the
-areas it recorded and says so in a note above the table.
+a ``file://`` repository or the moto S3 server on 127.0.0.1. Tests record figures for
+``tests/reliability/RESULTS.md`` with the ``figures`` fixture of :mod:`tests.figures` (e2e tests
+on the real node record theirs the same way).
 """
 
 from __future__ import annotations
@@ -21,15 +18,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 SNAPMOVER = str(Path(sys.executable).parent / "snapmover")
 PASSWORD = "reliability-password-7c1e"
-RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
 def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -139,65 +133,6 @@ def spread(values: Sequence[float], unit: str = "s") -> str:
     if not values:
         return "-"
     return f"median {statistics.median(values):.2f} {unit} (min {min(values):.2f}, max {max(values):.2f})"
-
-
-@dataclass
-class Figures:
-    """Rows (area, figure, value) for RESULTS.md, in the order tests recorded them."""
-
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def add(self, area: str, figure: str, value: object) -> None:
-        self.rows.append((area, figure, str(value)))
-
-
-_FIGURES = Figures()
-
-
-@pytest.fixture
-def figures() -> Figures:
-    """Record figures for RESULTS.md."""
-    return _FIGURES
-
-
-def kept_rows(areas: set[str]) -> list[str]:
-    """The table rows of RESULTS.md whose area this run did not record (a partial run keeps them)."""
-    if not RESULTS.exists():
-        return []
-    rows = [line for line in RESULTS.read_text().splitlines() if line.startswith("| ") and line.count(" | ") >= 2]
-    return [line for line in rows[1:] if line[2:].split(" | ")[0] not in areas]  # rows[0]: the header
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    mode = os.environ.get("SNAPMOVER_RELIABILITY_RESULTS")
-    if not _FIGURES.rows or mode not in ("1", "merge"):
-        return
-    outcome = "all tests passed" if exitstatus == 0 else f"pytest exit status {exitstatus} (some tests failed)"
-    if mode == "merge":  # a partial run: its areas' rows replace the old ones, the others stay
-        areas = {a for a, _f, _v in _FIGURES.rows}
-        old = kept_rows(areas)
-        text = RESULTS.read_text() if RESULTS.exists() else ""
-        notes = [line for line in text.splitlines() if line.startswith("Rows of ")]
-        note = (
-            f"Rows of {', '.join(sorted(areas))} from a partial run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC ({outcome})."
-        )
-        head = text.split("| area |")[0].rstrip().splitlines() if text else ["# Reliability results", ""]
-        head = [line for line in head if not line.startswith("Rows of ")]
-        table = ["| area | figure | value |", "|---|---|---|", *old]
-        table += [f"| {a} | {f} | {v.replace('|', '/')} |" for a, f, v in _FIGURES.rows]
-        RESULTS.write_text("\n".join([*head, *notes, note, "", *table]) + "\n")
-        return
-    lines = [
-        f"# Reliability results — {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        "",
-        f"Written by `make reliability` from the run that produced it ({outcome}). "
-        "Times are wall-clock figures on the shared 2-core test machine, never asserted.",
-        "",
-        "| area | figure | value |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {a} | {f} | {v.replace('|', '/')} |" for a, f, v in _FIGURES.rows]
-    RESULTS.write_text("\n".join(lines) + "\n")
 
 
 Listing = Callable[..., dict[str, int]]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import Figures
 from tests.reliability.conftest import (
     SNAPMOVER,
-    Figures,
     cli_env,
     digest,
     make_tree,

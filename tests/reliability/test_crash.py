@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import Figures
 from tests.reliability.conftest import (
-    Figures,
     Listing,
     cli_env,
     digest,

@@ -5,7 +5,8 @@ so the failures are Kubernetes' own: a memory limit the mover exceeds is a kerne
 unsatisfiable nodeSelector is kube-scheduler's verdict, a volume that cannot be mounted is the
 kubelet's FailedMount, a missing StorageClass is the PV controller's ProvisioningFailed. Each
 test checks the CR's message names the cause and the remedy, that nothing the launcher made for
-the CR is left behind and that no retry loop runs (one mover Job, one pod).
+the CR is left behind and that no retry loop runs: one mover pod, or for a mover that died (an
+OOM kill) one per attempt, 1 + ``moverRetries`` (issue #16 item 5), each dying the same way.
 
 The module uses the session cluster when it has a real node (``SNAPMOVER_REAL_NODE=1``), else
 starts its own real-node cluster for the module (the machine-wide real-node lock queues it
@@ -29,8 +30,8 @@ from tests.cluster.cluster import snapmover_image
 from tests.e2e.conftest import CRD_DIR
 from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
 from tests.e2e.test_image import project_version
+from tests.figures import Figures
 from tests.fixtures.cluster import ClusterHandle
-from tests.reliability.conftest import Figures
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 
@@ -128,11 +129,13 @@ def mover_pods_created(env: LauncherEnv, name: str) -> int:
 AREA = "failure causes (real node)"
 
 
-def record(figures: Figures, failure: str, status: dict[str, Any], leaks: list[str], pods: int) -> None:
+def record(
+    figures: Figures, failure: str, status: dict[str, Any], leaks: list[str], pods: int, retries: str = "none"
+) -> None:
     figures.add(
         AREA,
         f"{failure}: CR phase: message; left behind; mover pods created (retries)",
-        f"{status.get('phase')}: {str(status.get('message'))[:400]}; {leaks or 'nothing'}; {pods} (none)",
+        f"{status.get('phase')}: {str(status.get('message'))[:400]}; {leaks or 'nothing'}; {pods} ({retries})",
     )
 
 
@@ -150,10 +153,12 @@ def test_a_memory_limit_the_mover_exceeds_fails_as_oom_killed(
         assert "more memory than its limit of 24Mi" in message and "jobResources.limits.memory" in message, message
         reasons = [e["reason"] for e in events_of(env, "DataUpload", name)]
         assert "OOMKilled" in reasons, reasons
+        # a mover that died is retried (moverRetries, default 2): each attempt is OOM-killed alike
+        assert "the mover died in each of 3 attempt(s) (moverRetries 2)" in message, message
         leaks, pods = left_behind(env, name, uid), mover_pods_created(env, name)
-        assert not leaks and pods == 1, (leaks, pods)
+        assert not leaks and pods == 3, (leaks, pods)
         assert "Traceback" not in env.launcher_log()
-    record(figures, "OOMKilled (jobResources limit 24Mi)", status, leaks, pods)
+    record(figures, "OOMKilled (jobResources limit 24Mi)", status, leaks, pods, "moverRetries 2, all used")
 
 
 def test_an_unsatisfiable_node_selector_fails_with_the_schedulers_message(

@@ -24,8 +24,8 @@ import pytest
 
 from tests.e2e.conftest import velero_crds  # noqa: F401 - the fixture, shared with the e2e tests
 from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
+from tests.figures import Figures
 from tests.fixtures.cluster import ClusterHandle
-from tests.reliability.conftest import Figures
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import Figures
 from tests.reliability.conftest import (
-    Figures,
     Listing,
     cli_env,
     digest,

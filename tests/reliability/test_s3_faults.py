@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import Figures
 from tests.reliability.conftest import (
     PASSWORD,
-    Figures,
     digest,
     make_tree,
     restore_equals,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import PASSWORD, Figures, make_tree, run, snapshot_of
+from tests.figures import Figures
+from tests.reliability.conftest import PASSWORD, make_tree, run, snapshot_of
 from tests.reliability.s3proxy import FaultProxy
 
 pytestmark = pytest.mark.reliability

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.figures import Figures
 from tests.reliability.conftest import (
     PASSWORD,
     SNAPMOVER,
-    Figures,
     cli_env,
     digest,
     make_tree,

@@ -8,6 +8,7 @@ import pytest
 
 from jobs.contract import (
     BLOCK_DEVICE_PATH,
+    ENV_PARENT_SNAPSHOT,
     ENV_REPOSITORY,
     ENV_SNAPSHOT_ID,
     ENV_TAGS,
@@ -149,6 +150,20 @@ def test_upload_job_is_hardened_and_carries_the_contract() -> None:
     }
     assert "AWS_SHARED_CREDENTIALS_FILE" in env
     assert not any("secret" in str(v).lower() and "key" in str(v).lower() for v in env.values())
+
+
+@pytest.mark.parametrize(("parent", "expected"), [(None, None), ("", None), ("none", "none"), ("a" * 64, "a" * 64)])
+def test_upload_job_passes_spec_parent_snapshot(parent: str | None, expected: str | None) -> None:
+    cr = json.loads(json.dumps(DU))
+    if parent is not None:
+        cr["spec"]["parentSnapshot"] = parent
+    cfg = load_config({}, "snapmover")
+    job = build_job(cr, cfg, claim="pvc-x", volume_mode="Filesystem", location=S3, source_namespace="app")
+    assert env_of(job).get(ENV_PARENT_SNAPSHOT) == expected
+    dd = json.loads(json.dumps(DD))
+    dd["spec"]["parentSnapshot"] = "none"  # not a DataDownload field: never passed
+    job = build_job(dd, cfg, claim="pvc-y", volume_mode="Filesystem", location=FS, source_namespace="app")
+    assert ENV_PARENT_SNAPSHOT not in env_of(job)
 
 
 def test_download_job_for_a_block_volume() -> None:

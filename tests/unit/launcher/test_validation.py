@@ -45,6 +45,8 @@ def test_valid_crs_pass() -> None:
     del bare["spec"]["snapshotType"]
     assert spec_problem(bare) == ""
     assert spec_problem(du(csiSnapshot={"volumeSnapshot": "s", "storageClass": ""})) == ""
+    for parent in (None, "", "auto", "none", SNAPSHOT):
+        assert spec_problem(du(parentSnapshot=parent)) == "", parent
     assert spec_problem(dd()) == ""
     assert spec_problem(dd(nodeOS="auto", snapshotSize=None, dataMoverConfig={"WriteSparseFiles": "TRUE"})) == ""
 
@@ -83,6 +85,12 @@ def test_valid_crs_pass() -> None:
         ({"dataMoverConfig": {"ParallelFilesUpload": "1.5"}}, ("dataMoverConfig.ParallelFilesUpload", "from 1 to")),
         ({"dataMoverConfig": {"ParallelFilesUpload": "1e400"}}, ("dataMoverConfig.ParallelFilesUpload", "1e400")),
         ({"dataMoverConfig": {"WriteSparseFiles": "maybe"}}, ("dataMoverConfig.WriteSparseFiles", "'maybe'")),
+        ({"parentSnapshot": "latest"}, ("spec.parentSnapshot", "'latest'", "auto, none or", "64 hex digits")),
+        ({"parentSnapshot": "Auto"}, ("spec.parentSnapshot", "'Auto'")),
+        ({"parentSnapshot": SNAPSHOT[:12]}, ("spec.parentSnapshot", SNAPSHOT[:12])),  # a prefix: ambiguous later
+        ({"parentSnapshot": SNAPSHOT.upper()}, ("spec.parentSnapshot",)),
+        ({"parentSnapshot": "../" + SNAPSHOT}, ("spec.parentSnapshot",)),
+        ({"parentSnapshot": 5}, ("spec.parentSnapshot", "'5'")),
     ],
 )
 def test_an_invalid_upload_names_the_field_and_the_value(spec: dict[str, Any], needles: tuple[str, ...]) -> None:

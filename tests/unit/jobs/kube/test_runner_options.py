@@ -9,6 +9,7 @@ from jobs.contract import (
     ENV_CR_NAME,
     ENV_CR_NAMESPACE,
     ENV_DATAMOVER_CONFIG,
+    ENV_PARENT_SNAPSHOT,
     ENV_PASSWORD_FILE,
     ENV_REPOSITORY,
     ENV_VOLUME_MODE,
@@ -61,6 +62,15 @@ def test_job_env_requires_the_contract() -> None:
         JobEnv.from_environ(BASE, "download")
     with pytest.raises(ConfigError, match="JSON"):
         JobEnv.from_environ(dict(BASE, **{ENV_DATAMOVER_CONFIG: "{"}), "upload")
+
+
+def test_job_env_parent_snapshot() -> None:
+    assert JobEnv.from_environ(BASE, "upload").parent == "auto"
+    assert JobEnv.from_environ(dict(BASE, **{ENV_PARENT_SNAPSHOT: ""}), "upload").parent == "auto"
+    assert JobEnv.from_environ(dict(BASE, **{ENV_PARENT_SNAPSHOT: "none"}), "upload").parent == "none"
+    assert JobEnv.from_environ(dict(BASE, **{ENV_PARENT_SNAPSHOT: "b" * 64}), "upload").parent == "b" * 64
+    with pytest.raises(ConfigError, match=r"spec.parentSnapshot 'previous' is not auto, none or"):
+        JobEnv.from_environ(dict(BASE, **{ENV_PARENT_SNAPSHOT: "previous"}), "upload")
 
 
 def test_termination_message_round_trip_and_size_limit() -> None:

@@ -26,9 +26,11 @@ New, prepare queue full     requeue (2 s)
 New                         → Accepted (``acceptedByNode``, ``acceptedTimestamp``, finalizer)
 Accepted, not exposed       expose (``launcher.exposure``); waiting → requeue (1 s) until the
                             prepare timeout (→ Failed, PrepareTimeout); a permanent problem → Failed
-Accepted, exposed, no Job   wait for a free slot (global / per node) and for a backup PVC to be
-                            Bound (unless its class binds on first consumer), then create the Job;
-                            the prepare timeout names the PVC, its StorageClass and last Event
+Accepted, exposed, no Job   wait for a backup PVC to be Bound (unless its class binds on first
+                            consumer; the prepare timeout names the PVC, its StorageClass and last
+                            Event), then for a free slot (global / per node, no prune running on
+                            the repository) without a timeout, then create the Job; the Job's pod
+                            gets its own prepare clock from the Job's creation
 Job Complete / Failed, pod  wait up to POD_STATUS_GRACE_SECONDS for the pod's termination message
 without its final status
 Job Complete, DataUpload    → Completed with the mover's snapshotID (else Failed, MoverExited)
@@ -487,17 +489,39 @@ def fail(message: str, reason: str = "Failed") -> list[Action]:
 
 def wait(obs: Observation, what: str, *, announce: bool = False) -> list[Action]:
     """Requeue; before the Job runs, the prepare timeout ends the wait. ``announce``: a wait that
-    holds the CR up (not a step's moment), told in an Event once it lasted a few seconds."""
+    holds the CR up (not a step's moment), told in an Event once it lasted a few seconds.
+
+    The prepare clock runs from acceptance (or the latest retry) and, once the mover Job exists,
+    from the Job's creation: the time a CR spent queued for a mover slot (:func:`queued`) is not
+    preparation and counts in neither."""
     actions: list[Action] = []
-    accepted = status_of(obs.cr).get("acceptedTimestamp")
-    retried = ((obs.cr.get("metadata") or {}).get("annotations") or {}).get(RETRIED_ANNOTATION)
-    if retried and accepted and (parse_time(retried) or 0) > (parse_time(accepted) or 0):
-        accepted = retried  # a retry prepares anew
+    start = prepare_clock_start(obs)
     limit = obs.settings.prepare_timeout_seconds
-    if phase_of(obs.cr) in (Phase.NEW, Phase.ACCEPTED) and accepted and age(accepted, obs.now) > limit:
+    if phase_of(obs.cr) in (Phase.NEW, Phase.ACCEPTED) and start and age(start, obs.now) > limit:
         actions += fail(f"timed out after {limit:.0f}s preparing: {what}", "PrepareTimeout")
-    lasted = bool(accepted) and age(accepted, obs.now) >= WAIT_NOTICE_AFTER_SECONDS
+    lasted = bool(start) and age(start, obs.now) >= WAIT_NOTICE_AFTER_SECONDS
     return [*actions, Requeue(WAIT_REQUEUE_SECONDS, what, announce=announce and lasted and not actions)]
+
+
+def prepare_clock_start(obs: Observation) -> str | None:
+    """When the current preparation began: acceptance, a later retry, or a later Job creation."""
+    accepted = status_of(obs.cr).get("acceptedTimestamp")
+    annotations = (obs.cr.get("metadata") or {}).get("annotations") or {}
+    later = [annotations.get(RETRIED_ANNOTATION)]
+    if obs.job is not None:
+        later.append((obs.job.get("metadata") or {}).get("creationTimestamp"))
+    for moment in later:
+        if moment and accepted and (parse_time(moment) or 0) > (parse_time(accepted) or 0):
+            accepted = moment
+    return str(accepted) if accepted else None
+
+
+def queued(obs: Observation, what: str) -> list[Action]:
+    """Requeue while the launcher's own limits or a running prune hold the Job back: no timeout
+    (maintenance or a busy cluster never fails a backup), one Event per reason once it lasts."""
+    start = prepare_clock_start(obs)
+    lasted = bool(start) and age(start, obs.now) >= WAIT_NOTICE_AFTER_SECONDS
+    return [Requeue(WAIT_REQUEUE_SECONDS, what, announce=lasted)]
 
 
 def deleted(obs: Observation) -> list[Action]:
@@ -585,14 +609,14 @@ def prepare(obs: Observation) -> list[Action]:
         return fail(exposure.message)
     if obs.job is not None:
         return supervise(obs)
-    if obs.free_slot:
-        return wait(obs, f"a free mover slot ({obs.free_slot})", announce=True)
     if exposure.claim_uid is None:
         return wait(obs, f"PVC {exposure.claim} to appear")
     pending = unbound_claim(exposure, str((obs.cr.get("metadata") or {}).get("namespace") or ""))
     if pending:
         return wait(obs, pending)
-    return [CreateJob(exposure), *wait(obs, "the mover pod to be created")]
+    if obs.free_slot:  # the PVC is ready: only the launcher's limits (or a prune) hold the Job
+        return queued(obs, f"a free mover slot ({obs.free_slot})")
+    return [CreateJob(exposure), Requeue(WAIT_REQUEUE_SECONDS, "the mover pod to be created")]
 
 
 def supervise(obs: Observation) -> list[Action]:

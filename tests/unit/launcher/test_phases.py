@@ -282,6 +282,27 @@ def test_exposed_without_a_free_slot_waits_for_one() -> None:
     assert CreateJob(EXPOSED) not in actions and "free mover slot" in only(actions, Requeue)[0].waiting_for
 
 
+def test_a_wait_for_a_slot_or_a_prune_never_times_out() -> None:
+    # accepted long past the prepare timeout (100 s), the PVC ready, a prune holding the Job back
+    old = du(Phase.ACCEPTED, acceptedTimestamp=ago(5000))
+    actions = decide(obs(old, exposure=EXPOSED, free_slot="prune Job p is pruning repository default/app"))
+    assert only(actions, SetPhase) == [] and only(actions, CreateJob) == []
+    assert only(actions, Requeue)[0].announce and "pruning" in only(actions, Requeue)[0].waiting_for
+
+
+def test_the_job_created_after_a_long_queue_gets_its_own_prepare_clock() -> None:
+    unplaced = pod("Pending", created=50)
+    unplaced["spec"] = {}
+    unplaced["status"] = {"phase": "Pending"}
+    fresh_job = {**job(), "metadata": {"name": "snapmover-du-b1", "creationTimestamp": ago(50)}}
+    queued_long = du(Phase.ACCEPTED, acceptedTimestamp=ago(5000))
+    actions = decide(obs(queued_long, exposure=EXPOSED, job=fresh_job, pods=[unplaced]))
+    assert only(actions, SetPhase) == []
+    stale_job = {**job(), "metadata": {"name": "snapmover-du-b1", "creationTimestamp": ago(200)}}
+    late = decide(obs(queued_long, exposure=EXPOSED, job=stale_job, pods=[unplaced]))
+    assert phase_set(late).reason == "PrepareTimeout"
+
+
 def test_exposed_with_a_slot_creates_the_job() -> None:
     actions = decide(obs(du(Phase.ACCEPTED), exposure=EXPOSED))
     assert actions[0] == CreateJob(EXPOSED) and isinstance(actions[-1], Requeue)

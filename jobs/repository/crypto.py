@@ -40,6 +40,7 @@ GCM_UPDATE_SLACK_BYTES: Final = 15  # AES block size - 1
 KEY_BYTES: Final = 32
 SCRYPT_MAXMEM_BYTES: Final = 256 * 1024 * 1024
 NONCES_PER_READ: Final = 1024
+ONE_SHOT_SEAL_BYTES: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,16 @@ def seal(key: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
 
 def seal_parts_into(key: bytes, parts: tuple[bytes | memoryview, ...], aad: bytes, out: memoryview) -> None:
     """Like :func:`seal` over the concatenation of ``parts``, written into ``out`` (exactly
-    ``SEAL_OVERHEAD_BYTES`` longer than the parts): ``nonce ‖ ciphertext ‖ tag``, no other copy."""
+    ``SEAL_OVERHEAD_BYTES`` longer than the parts): ``nonce ‖ ciphertext ‖ tag``.
+
+    Parts of up to ``ONE_SHOT_SEAL_BYTES`` are joined and sealed in one call (1.4 µs for a 700-byte
+    blob here against 5.4 µs for setting up a streaming encryptor); larger ones stream into
+    ``out`` with no copy of the plaintext."""
     nonce = _NONCES.take()
     out[:NONCE_BYTES] = nonce
+    if sum(len(part) for part in parts) <= ONE_SHOT_SEAL_BYTES:
+        out[NONCE_BYTES:] = _aead(key).encrypt(nonce, b"".join(parts), aad)
+        return
     encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(aad)
     pos = NONCE_BYTES

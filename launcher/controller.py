@@ -513,6 +513,7 @@ class Controller:
             location=location,
             source_namespace=exposed.source_namespace,
             source_pvc=exposed.source_pvc,
+            placement=exposed.placement,
         )
         attempt = {phases.ATTEMPT_ANNOTATION: str(phases.attempt_of(cr))}  # a dead attempt's Job is replaced
         body["metadata"]["annotations"] = {**(body["metadata"].get("annotations") or {}), **attempt}

@@ -26,7 +26,7 @@ from launcher.config import ConfigurationError, LauncherConfig, StorageLocation,
 from launcher.failures import clip, newest_event
 from launcher.informer import Informer, Recent
 from launcher.jobspec import PASSWORD_KEY, PASSWORD_SECRET, object_name
-from launcher.objects import RESTORED_FOR_LABEL, SNAP_GROUP, SNAP_VERSION
+from launcher.objects import RESTORED_FOR_LABEL, SELECTED_NODE, SNAP_GROUP, SNAP_VERSION
 from launcher.phases import (
     ClaimBinding,
     Exposed,
@@ -41,7 +41,6 @@ from launcher.phases import (
 
 log = logging.getLogger("snapmover.launcher")
 
-SELECTED_NODE = "volume.kubernetes.io/selected-node"
 CLAIM_EVENTS_AFTER_SECONDS = 10.0  # most PVCs bind sooner: only a slow one costs an Event list
 
 
@@ -244,8 +243,10 @@ class Exposer:
         name = object_name(cr)
         exposed = self.claims.get(name, self.ns)
         if exposed is not None and (exposed.metadata.labels or {}).get(LABEL_OWNER_UID) == cr["metadata"]["uid"]:
-            return Exposed(name, exposed.spec.volume_mode or VOLUME_MODE_FILESYSTEM, src_ns, src_pvc)
+            mode = exposed.spec.volume_mode or VOLUME_MODE_FILESYSTEM
+            return Exposed(name, mode, src_ns, src_pvc, placement=objects.claim_placement(exposed.metadata.annotations))
         source = self.recent.get(("source", cr["metadata"]["uid"]), lambda: self.read_claim(src_ns, src_pvc))
+        affinity = None
         if source is None:
             mode, size = VOLUME_MODE_FILESYSTEM, None
             if waited_too_long(cr, now):
@@ -253,6 +254,7 @@ class Exposer:
         else:
             mode = source.spec.volume_mode or VOLUME_MODE_FILESYSTEM
             size = (source.spec.resources.requests or {}).get("storage")
+            affinity = self.source_affinity(cr, source)
         clone = self.snapshots.get(name, self.ns)
         if clone is None:
             vs_name = (spec.get("csiSnapshot") or {}).get("volumeSnapshot", "")
@@ -274,9 +276,24 @@ class Exposer:
             size=usable_size((clone.get("status") or {}).get("restoreSize")) or size,
             storage_class=overrides.get("storageClass") or csi.get("storageClass"),
             read_only=bool(overrides.get("readOnly")),
+            source_affinity=affinity,
         )
         self.create_claim(body)
-        return Exposed(name, mode, src_ns, src_pvc)
+        return Exposed(
+            name, mode, src_ns, src_pvc, placement=objects.claim_placement(body["metadata"].get("annotations"))
+        )
+
+    def source_affinity(self, cr: dict[str, Any], source: Any) -> dict[str, Any] | None:
+        """The required node affinity of the source PVC's PV (a ``local`` PV's node), as a dict."""
+        pv_name = source.spec.volume_name
+        if not pv_name:
+            return None
+        pv = self.recent.get(("source-pv", cr["metadata"]["uid"]), lambda: self.read_volume(pv_name))
+        required = pv.spec.node_affinity.required if pv is not None and pv.spec.node_affinity else None
+        if required is None:
+            return None
+        affinity: dict[str, Any] = self.core.api_client.sanitize_for_serialization(required)
+        return affinity
 
     def create_claim(self, body: dict[str, Any]) -> None:
         what = f"PVC {self.ns}/{body['metadata']['name']}"
@@ -381,9 +398,11 @@ class Exposer:
             access_modes=pvc.spec.access_modes,
             size=(pvc.spec.resources.requests or {}).get("storage"),
             storage_class=sc_name,
+            selected_node=(pvc.metadata.annotations or {}).get(SELECTED_NODE),
         )
         self.create_claim(body)
-        return Exposed(name, mode, str(cr["spec"].get("sourceNamespace", "")), "")
+        placement = objects.claim_placement(body["metadata"].get("annotations"))
+        return Exposed(name, mode, str(cr["spec"].get("sourceNamespace", "")), "", placement=placement)
 
     def waits_for_consumer(self, sc_name: str, pvc: Any) -> bool:
         """Whether the target's StorageClass binds on first consumer and no node is selected yet."""

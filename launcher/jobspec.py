@@ -318,8 +318,10 @@ def build_job(
     location: StorageLocation,
     source_namespace: str,
     source_pvc: str = "",
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The mover Job for one DataUpload/DataDownload."""
+    """The mover Job for one DataUpload/DataDownload; ``placement`` (a required NodeSelector) pins
+    it where its volume can be mounted (``launcher.objects.claim_placement``)."""
     upload = cr["kind"] == DATAUPLOAD_KIND
     spec = cr.get("spec") or {}
     block = volume_mode == VOLUME_MODE_BLOCK
@@ -363,7 +365,13 @@ def build_job(
     )
     if block:
         container["volumeDevices"] = [{"name": "data", "devicePath": BLOCK_DEVICE_PATH}]
-    pod_spec = {"serviceAccountName": object_name(cr), "containers": [container], "volumes": volumes + storage_volumes}
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": object_name(cr),
+        "containers": [container],
+        "volumes": volumes + storage_volumes,
+    }
+    if placement:
+        pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": placement}}
     meta = metadata(cr, config.namespace)
     meta["labels"] = {**config.job_labels, **common_labels(cr)}
     return job_body(config, meta, pod_spec, BACKOFF_LIMIT)

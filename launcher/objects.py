@@ -9,6 +9,7 @@ and its RBAC come from ``launcher.jobspec``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ EVENT_NAME_PREFIX_CHARS = 200
 EVENT_SOURCE = "snapmover-launcher"
 ORIGINAL_RECLAIM = "snapmover.io/original-reclaim-policy"
 RESTORED_FOR_LABEL = "snapmover.io/restored-for"
+SELECTED_NODE = "volume.kubernetes.io/selected-node"  # set by kube-scheduler on a WaitForFirstConsumer PVC
+NODE_AFFINITY_ANNOTATION = "snapmover.io/node-affinity"  # a backup PVC: where its source volume can be mounted
 
 
 def owned_metadata(cr: Mapping[str, Any], name: str, namespace: str) -> dict[str, Any]:
@@ -69,11 +72,17 @@ def backup_claim(
     size: str | None,
     storage_class: str | None,
     read_only: bool,
+    source_affinity: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The PVC a backup mounts, provisioned from the cloned VolumeSnapshot ``name``."""
+    """The PVC a backup mounts, provisioned from the cloned VolumeSnapshot ``name``.
+
+    ``source_affinity`` is the source PV's ``spec.nodeAffinity.required`` (a ``local`` PV's node):
+    recorded on the PVC, so the mover Job runs where the volume can be mounted (:func:`claim_placement`)."""
     access = ["ReadOnlyMany"] if read_only else ["ReadWriteOnce"]
     body = claim(cr, name, namespace, mode=mode, access_modes=access, size=size, storage_class=storage_class)
     body["spec"]["dataSource"] = {"apiGroup": SNAP_GROUP, "kind": "VolumeSnapshot", "name": name}
+    if source_affinity:
+        body["metadata"]["annotations"] = {NODE_AFFINITY_ANNOTATION: json.dumps(dict(source_affinity), sort_keys=True)}
     return body
 
 
@@ -86,10 +95,35 @@ def restore_claim(
     access_modes: list[str] | None,
     size: str | None,
     storage_class: str | None,
+    selected_node: str | None = None,
 ) -> dict[str, Any]:
-    """The PVC a restore writes into; its PV is handed to the target PVC afterwards."""
+    """The PVC a restore writes into; its PV is handed to the target PVC afterwards.
+
+    ``selected_node`` is the target PVC's selected node (WaitForFirstConsumer): the restore PVC
+    carries it too, so its volume is provisioned there and the mover Job is pinned to it."""
     access = access_modes or ["ReadWriteOnce"]
-    return claim(cr, name, namespace, mode=mode, access_modes=access, size=size, storage_class=storage_class)
+    body = claim(cr, name, namespace, mode=mode, access_modes=access, size=size, storage_class=storage_class)
+    if selected_node:
+        body["metadata"]["annotations"] = {SELECTED_NODE: selected_node}
+    return body
+
+
+def node_pin(node: str) -> dict[str, Any]:
+    """A required NodeSelector matching exactly the node named ``node`` (its name, not a label)."""
+    return {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}
+
+
+def claim_placement(annotations: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The required NodeSelector a mover Job gets from its exposure PVC's annotations: the selected
+    node of a restore PVC, the source volume's node affinity of a backup PVC; None: anywhere."""
+    annotations = annotations or {}
+    if annotations.get(SELECTED_NODE):
+        return node_pin(annotations[SELECTED_NODE])
+    recorded = annotations.get(NODE_AFFINITY_ANNOTATION)
+    if not recorded:
+        return None
+    affinity = json.loads(recorded)
+    return affinity if isinstance(affinity, dict) and affinity.get("nodeSelectorTerms") else None
 
 
 def snapshot_content_clone(

@@ -167,6 +167,7 @@ class Exposed:
     source_pvc: str
     claim_uid: str | None = None
     binding: ClaimBinding | None = None  # a backup PVC's binding (None: not looked at, e.g. a restore)
+    placement: dict[str, Any] | None = None  # required NodeSelector of the mover Job (None: any node)
 
 
 @dataclass(frozen=True)

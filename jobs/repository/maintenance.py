@@ -20,12 +20,12 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from typing import Final
 
 from jobs.errors import IntegrityError, MoverError, ObjectNotFoundError
 from jobs.repository.config import DATA_PREFIX, read_config
-from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index
+from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index_rows
 from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
 from jobs.repository.packs import KIND_TREE, BlobData, decode_pack_header, open_blob
@@ -36,7 +36,9 @@ from jobs.repository.tree import decode_tree, referenced_ids
 log = logging.getLogger(__name__)
 
 TREE_BATCH: Final = 256
-INDEX_ENTRIES_PER_FILE: Final = 200_000
+# Prune writes its index in files of this many entries (a backup writes 65,536 at most): each
+# is encoded in memory (~4 MB at this count) before it is stored.
+INDEX_ENTRIES_PER_FILE: Final = 65_536
 
 
 @dataclass
@@ -141,17 +143,14 @@ def _load_trees(
     return loaded
 
 
-def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[list[tuple[bytes, Location]]]:
-    """``entries`` in lists of ``size``; always at least one list (empty when there is nothing)."""
-    chunk: list[tuple[bytes, Location]] = []
-    sent = False
-    for entry in entries:
-        chunk.append(entry)
-        if len(chunk) == size:
-            yield chunk
-            chunk, sent = [], True
-    if chunk or not sent:
-        yield chunk
+def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[Iterator[tuple[bytes, Location]]]:
+    """``entries`` in runs of ``size``, each consumed before the next is asked for (no list of
+    them is held); always at least one run (empty when there is nothing)."""
+    it = iter(entries)
+    first = next(it, None)
+    yield chain([] if first is None else [first], islice(it, size - 1))
+    while (first := next(it, None)) is not None:
+        yield chain([first], islice(it, size - 1))
 
 
 def prune(repo: Repository) -> PruneStats:
@@ -211,8 +210,7 @@ def _repack(repo: Repository, repack: list[tuple[str, array[int]]]) -> list[tupl
     for pack, live in repack:
         raw = repo.storage.get(pack)
         view = memoryview(raw)
-        for r in live:
-            cid, loc = index.entry(r)
+        for cid, loc in index.entries(live):
             sealed = view[loc.offset : loc.offset + loc.length]
             open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
             repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
@@ -235,7 +233,7 @@ def _replace_index(
     carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
     in_use = len(repo.index_files)
     all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
-    entries = chain((index.entry(r) for r in keep), new_entries)
+    entries = chain(index.entries(keep), new_entries)
     for n, chunk in enumerate(_chunks(entries, INDEX_ENTRIES_PER_FILE)):
         repo.write_index(chunk, supersedes=all_old, snapshots=carried if n == 0 else None)
     for name in all_old:
@@ -298,7 +296,7 @@ def _check_index(repo: Repository, report: CheckReport) -> tuple[dict[str, int],
     storage = repo.storage
     for obj in storage.list(INDEX_PREFIX):
         try:
-            decode_index(repo.keys.encryption, obj.name, storage.get(obj.name))
+            decode_index_rows(repo.keys.encryption, obj.name, storage.get(obj.name))
         except MoverError as e:
             report.errors.append(str(e))
     repo.reload_index()
@@ -312,7 +310,7 @@ def _check_index(repo: Repository, report: CheckReport) -> tuple[dict[str, int],
         if size is None:
             report.errors.append(f"pack {pack} is listed in the index but missing ({len(records)} blobs lost)")
             continue
-        end = max(loc.offset + loc.length for _, loc in map(index.entry, records))
+        end = max(loc.offset + loc.length for loc in map(index.location, records))
         if end > size:
             report.errors.append(f"pack {pack} is truncated ({size} bytes, the index needs {end})")
     return stored, records_by_pack
@@ -381,7 +379,7 @@ def _read_all_packs(
                     decode_tree(plain)
             except MoverError as e:
                 errors.append(str(e))
-        for cid, loc in map(repo.index.entry, records_by_pack.get(pack, array("I"))):
+        for cid, loc in repo.index.entries(records_by_pack.get(pack, array("I"))):
             h = in_header.get(cid)
             if h is None or h.offset != loc.offset or h.length != loc.length:
                 errors.append(f"pack {pack}: blob {cid.hex()[:16]} is not where the index says")

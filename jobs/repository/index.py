@@ -95,7 +95,7 @@ class IndexRows:
     packs: list[str]
     supersedes: list[str]
     snapshots: list[str]
-    body: bytes
+    body: bytes | memoryview
 
 
 def decode_index_rows(key: bytes, name: str, sealed: bytes) -> IndexRows:
@@ -105,12 +105,13 @@ def decode_index_rows(key: bytes, name: str, sealed: bytes) -> IndexRows:
     compressed = open_sealed(key, sealed, index_aad(name), f"index file {name}")
     try:
         plain = snappy.decompress(compressed)
+        del compressed
         magic, version, hlen = INDEX_HEAD.unpack_from(plain, 0)
         if magic != INDEX_MAGIC or version != INDEX_VERSION:
             raise ValueError(f"unsupported index version {version}")
         header = json.loads(plain[INDEX_HEAD.size : INDEX_HEAD.size + hlen])
         packs = [str(p) for p in header["packs"]]
-        body = plain[INDEX_HEAD.size + hlen :]
+        body = memoryview(plain)[INDEX_HEAD.size + hlen :]  # no copy of the entry table
         if len(body) % INDEX_ENTRY.size:
             raise ValueError("truncated entry table")
         if any(n >= len(packs) or kind > MAX_KIND for _, n, kind, *_ in INDEX_ENTRY.iter_unpack(body)):
@@ -305,7 +306,7 @@ class Index:
         if self._count > len(slots) * MAX_LOAD:
             self._rehash(int(self._count / GROWN_LOAD))
 
-    def add_rows(self, packs: list[str], body: bytes) -> None:
+    def add_rows(self, packs: list[str], body: bytes | memoryview) -> None:
         """Record every row of an index file's entry table (:class:`IndexRows`), in order."""
         with self._lock:
             numbers = [self._pack_number(p) for p in packs]

@@ -28,7 +28,7 @@ from jobs.storage.base import Storage
 log = logging.getLogger(__name__)
 
 LOAD_PARALLEL: Final = 8  # index files read at once by reload
-LOAD_WINDOW_BYTES: Final = 16 * 1024 * 1024  # at most this much of them (sealed sizes) held at once, or one file
+LOAD_WINDOW_BYTES: Final = 8 * 1024 * 1024  # at most this much of them (sealed sizes) held at once, or one file
 # Stored bytes per index row (50 bytes before snappy; a row's 32 random id bytes do not
 # compress): reload sizes the index's slot table from the files' sizes.
 ROW_ESTIMATE_BYTES: Final = 44
@@ -65,8 +65,11 @@ class IndexFiles:
         decoded) and added to the new index in name order as they arrive, so the peak is the
         index itself plus a few files, whatever the repository's size. A file found superseded
         only after it was added (a prune crashed before deleting it) makes a second pass that
-        leaves it out."""
+        leaves it out. The index in use is dropped first (callers reload with no reader running)."""
         listed = sorted((o.name, o.size) for o in self._storage.list(INDEX_PREFIX))
+        with self._lock:  # never two indexes at once: the old one goes before the new one is built
+            self.index.close()
+            self.index = Index()
         superseded: set[str] = set()
         while True:
             index, recorded, kept, damaged, seen_superseded = self._load(listed, superseded)

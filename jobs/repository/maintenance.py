@@ -35,7 +35,12 @@ from jobs.repository.tree import decode_tree, referenced_ids
 
 log = logging.getLogger(__name__)
 
-TREE_BATCH: Final = 256
+# Trees asked for in one bulk load by walk_trees (a tree of 1,000 small files is ~150 KB).
+TREE_BATCH: Final = 64
+# Packs verified at once by check --read-data: each holds its whole pack (16 MiB by default) and
+# its header's entries, ~25 MiB at 1M small files; 2 keep two cores busy (decryption and
+# hashing release the GIL) within the memory budget.
+READ_DATA_PARALLEL: Final = 2
 # Prune writes its index in files of this many entries (a backup writes 65,536 at most): each
 # is encoded in memory (~4 MB at this count) before it is stored.
 INDEX_ENTRIES_PER_FILE: Final = 65_536
@@ -126,21 +131,28 @@ def walk_trees(
 
 def _load_trees(
     repo: Repository, batch: list[str], on_error: Callable[[str, str], None] | None
-) -> list[tuple[str, BlobData]]:
-    """The trees of ``batch``, in one bulk load; when that fails and ``on_error`` is given, one by
-    one, each damaged or missing tree reported to it and left out."""
+) -> Iterator[tuple[str, BlobData]]:
+    """The trees of ``batch`` as they arrive from one bulk load (none held beyond what is in
+    flight); when that fails and ``on_error`` is given, the rest one by one, each damaged or
+    missing tree reported to it and left out."""
+    done: set[str] = set()
     try:
-        return list(repo.load_blobs(batch, parallel=4))
+        for tid, raw in repo.load_blobs(batch, parallel=4):
+            done.add(tid)
+            yield tid, raw
+        return
     except MoverError:
         if on_error is None:
             raise
-    loaded = []
     for tid in batch:
+        if tid in done:
+            continue
         try:
-            loaded.append((tid, repo.load_blob(tid)))
+            raw = repo.load_blob(tid)
         except MoverError as e:
             on_error(tid, str(e))
-    return loaded
+            continue
+        yield tid, raw
 
 
 def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[Iterator[tuple[bytes, Location]]]:
@@ -385,7 +397,7 @@ def _read_all_packs(
                 errors.append(f"pack {pack}: blob {cid.hex()[:16]} is not where the index says")
         return len(raw), errors
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=READ_DATA_PARALLEL) as pool:
         for size, errors in pool.map(verify, sorted(stored)):
             report.bytes_read += size
             report.errors.extend(errors)

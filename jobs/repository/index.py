@@ -134,13 +134,13 @@ def decode_index(key: bytes, name: str, sealed: bytes) -> IndexFile:
     return IndexFile(entries, rows.supersedes, rows.snapshots)
 
 
-# In-memory record: chunk id prefix (16) | pack number u32 | kind u8 (bit 7: compressed) |
-# offset u32 | length u32 | raw length u32 = 33 bytes; the ids' other 16 bytes go to a scratch
+# In-memory record: chunk id prefix (12) | pack number u32 | kind u8 (bit 7: compressed) |
+# offset u32 | length u32 | raw length u32 = 29 bytes; the ids' other 20 bytes go to a scratch
 # file (:class:`_Tails`). With the slot table (u32 record numbers, 50-70 % full) a blob costs
-# 33 + 5.7..8 bytes (:meth:`Index.bytes_per_blob`).
-RECORD: Final = struct.Struct("<16sIBIII")
+# 29 + 5.7..8 bytes (:meth:`Index.bytes_per_blob`).
+RECORD: Final = struct.Struct("<12sIBIII")
 ID_BYTES: Final = 32
-PREFIX_BYTES: Final = 16
+PREFIX_BYTES: Final = 12
 TAIL_BYTES: Final = ID_BYTES - PREFIX_BYTES
 MAX_KIND: Final = 0x7F
 COMPRESSED_BIT: Final = 0x80
@@ -156,7 +156,7 @@ TAIL_FLUSH_BYTES: Final = 64 * 1024
 
 
 class _Tails:
-    """The last 16 bytes of every record's id, by record number, in an unlinked scratch file
+    """The last 20 bytes of every record's id, by record number, in an unlinked scratch file
     (``TMPDIR``, the mover Job's ``/tmp`` emptyDir): its pages are page cache, which the kernel
     can drop, not the process's memory. Appended in 64 KiB writes; the unwritten rest stays in
     memory. When no scratch file can be made the tails simply stay in memory.
@@ -223,10 +223,10 @@ class _Tails:
 class Index:
     """Chunk id → location for every indexed blob; thread safe (one writer lock, lock-free reads).
 
-    No Python object per blob: each blob is a 33-byte record (the id's first 16 bytes and the
+    No Python object per blob: each blob is a 29-byte record (the id's first 12 bytes and the
     location, narrowed) appended to one bytearray, found through an open-addressing table of u32
     record numbers (linear probing from the id's first 8 bytes — ids are keyed hashes, so
-    uniformly spread); the ids' last 16 bytes live in a scratch file (:class:`_Tails`) and are
+    uniformly spread); the ids' last 20 bytes live in a scratch file (:class:`_Tails`) and are
     read back to confirm every match, so a lookup is exact. :meth:`bytes_per_blob` reports the
     cost. Readers take no lock: a record (and its tail) is complete before its slot is
     published, and a grown table replaces the old one in a single assignment.
@@ -247,7 +247,7 @@ class Index:
 
     def _find(self, slots: array[int], cid: bytes, *, exact: bool = True) -> int:
         """The slot holding ``cid``, or the empty slot where it would go (``exact=False``: the
-        first record whose id starts with ``cid``'s first 16 bytes)."""
+        first record whose id starts with ``cid``'s first 12 bytes)."""
         n = len(slots)
         i = int.from_bytes(cid[:8], "little") % n
         records = self._records
@@ -344,7 +344,7 @@ class Index:
     def get_for_read(self, cid: bytes) -> Location | None:
         """Like :meth:`get` without reading the id's tail back: for readers that verify the blob
         they load against ``cid`` (its keyed hash), so a blob whose id merely shares the first
-        16 bytes (never seen: ids are 256-bit keyed hashes) fails that check instead of being
+        12 bytes (never seen: ids are 256-bit keyed hashes) fails that check instead of being
         used."""
         r = self._record(cid, exact=False) if len(cid) == ID_BYTES else None
         return None if r is None else self.location(r)

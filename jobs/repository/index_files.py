@@ -68,8 +68,7 @@ class IndexFiles:
         leaves it out. The index in use is dropped first (callers reload with no reader running)."""
         listed = sorted((o.name, o.size) for o in self._storage.list(INDEX_PREFIX))
         with self._lock:  # never two indexes at once: the old one goes before the new one is built
-            self.index.close()
-            self.index = Index()
+            self.index = Index()  # (its scratch file closes when the last reference goes)
         superseded: set[str] = set()
         while True:
             index, recorded, kept, damaged, seen_superseded = self._load(listed, superseded)

@@ -179,6 +179,7 @@ def prune(repo: Repository) -> PruneStats:
         trees, data = walk_trees(repo, (s.root for s in snapshots))
         stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
         plan = _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats)
+        del trees, data  # they hold the index: the final reload must not keep it beside the new one
         new_entries = _repack(repo, plan.repack)
         stats.packs_repacked = len(plan.repack)
         stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, plan.keep, new_entries)

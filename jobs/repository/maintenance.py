@@ -30,7 +30,7 @@ from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
 from jobs.repository.packs import KIND_TREE, BlobData, decode_pack_header, open_blob
 from jobs.repository.repository import Repository
-from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX
+from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX, SnapshotManifest
 from jobs.repository.tree import decode_tree, referenced_ids
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,8 @@ def prune(repo: Repository) -> PruneStats:
                 f"prune refused: damaged objects ({', '.join(repo.damaged)}); run `snapmover repo check` first"
             )
         stats.snapshots = len(snapshots)
-        trees, data = walk_trees(repo, (s.root for s in snapshots))
         stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
-        plan = _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats)
-        del trees, data  # they hold the index: the final reload must not keep it beside the new one
+        plan = _plan_live(repo, snapshots, stored, stats)
         new_entries = _repack(repo, plan.repack)
         stats.packs_repacked = len(plan.repack)
         stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, plan.keep, new_entries)
@@ -189,6 +187,15 @@ def prune(repo: Repository) -> PruneStats:
         stats.packs_deleted = len(plan.delete)
         repo.reload_index()
     return stats
+
+
+def _plan_live(
+    repo: Repository, snapshots: list[SnapshotManifest], stored: dict[str, int], stats: PruneStats
+) -> _PrunePlan:
+    """The prune plan for what ``snapshots`` reach. The reachability bitmaps hold the index and
+    go when this returns, so prune's final reload never keeps the old index beside the new one."""
+    trees, data = walk_trees(repo, (s.root for s in snapshots))
+    return _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats)
 
 
 @dataclass

@@ -108,12 +108,19 @@ def _require_url(repo_url: str | None) -> str:
 
 @contextmanager
 def _opened(
-    repo_url: str | None, password_file: str | None, *, parallel: int = 8, upload_parallel: int = 4
+    repo_url: str | None,
+    password_file: str | None,
+    *,
+    parallel: int = 8,
+    upload_parallel: int = 4,
+    load_index: bool = True,
 ) -> Iterator[Repository]:
     from jobs.engine.api import open_repository, read_password
 
     url = _require_url(repo_url)
-    repo = open_repository(url, read_password(password_file), parallel=parallel, upload_parallel=upload_parallel)
+    repo = open_repository(
+        url, read_password(password_file), parallel=parallel, upload_parallel=upload_parallel, load_index=load_index
+    )
     try:
         yield repo
     finally:
@@ -625,7 +632,7 @@ def forget(
     has_policy = any(v is not None for v in policy.values())
     if bool(snapshot_ids) == has_policy:
         raise UsageError("give either snapshot ids or --keep-* options")
-    with _opened(repo_url, password_file) as repository:
+    with _opened(repo_url, password_file, load_index=False) as repository:  # forget reads no blob
         if snapshot_ids:
             remove = [repository.find_snapshot(i) for i in snapshot_ids]
             keep: list[Any] = []

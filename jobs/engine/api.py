@@ -177,14 +177,17 @@ def read_password(password_file: str | None = None) -> str:
 PRUNE_UPLOAD_PARALLEL: Final = 2  # repacked packs in flight during prune: bounds its memory (~16 MiB each)
 
 
-def open_repository(url: str, password: str, *, parallel: int = 8, upload_parallel: int = 4) -> Repository:
+def open_repository(
+    url: str, password: str, *, parallel: int = 8, upload_parallel: int = 4, load_index: bool = True
+) -> Repository:
     """Open the repository at ``url`` (UsageError, RepositoryNotFoundError, WrongPasswordError, ...).
 
-    ``parallel`` sizes the storage connection pool, ``upload_parallel`` the concurrent pack uploads.
+    ``parallel`` sizes the storage connection pool, ``upload_parallel`` the concurrent pack uploads;
+    without ``load_index`` the index is left empty (commands that read and write no blob: forget).
     """
     storage = open_storage(url, parallel=parallel)
     try:
-        return Repository.open(storage, password, upload_parallel=upload_parallel)
+        return Repository.open(storage, password, upload_parallel=upload_parallel, load_index=load_index)
     except BaseException:
         storage.close()
         raise

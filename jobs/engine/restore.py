@@ -77,7 +77,10 @@ WRITERS: Final = 2
 DIRECT_SHARD_BYTES: Final = 4 * MiB  # a large file's (O_DIRECT-written) writes alternate between writers per range
 SMALL_FILE_BYTES: Final = 1 * MiB  # files below this are sharded by directory
 ZERO_PIECE_BYTES: Final = 64 * MiB
-WRITE_BATCH_ITEMS: Final = 64
+# Small files travel 512 to a batch: a writer's queue then holds ~1,500 files (a directory's worth
+# or more, well under the byte bound below), so the dispatch runs ahead into the next directory,
+# which goes to the other writer, instead of waiting on one writer while the other idles.
+WRITE_BATCH_ITEMS: Final = 512
 WRITE_BATCH_BYTES: Final = 4 * MiB
 WRITE_QUEUE_BATCHES: Final = 2  # per writer: at most ~2 x (4 MiB + one 8 MiB chunk) queued
 # A restore plans, writes and finishes this many files at a time, so its memory does not grow
@@ -116,6 +119,9 @@ class _Plan:
     # Files created at their first write: path -> the key of the one writer that writes them
     # (small files: their directory's, see shard_filesystem)
     shard_keys: dict[str, int] = field(default_factory=dict)
+    # Small files' directories, numbered in the order they come up: consecutive directories go
+    # to different writers (see shard_filesystem)
+    dir_keys: dict[str, int] = field(default_factory=dict)
     # Large files: created at full size, the whole pages of each write go with O_DIRECT
     direct: set[str] = field(default_factory=set)
 
@@ -124,12 +130,20 @@ class _Plan:
 
         Creating a file holds its directory's lock while the filesystem allocates an inode; one
         writer per directory means the other writer never spins on that lock but creates files
-        in another directory meanwhile. A large file's chunks arrive one after another: sent to
-        one writer they filled its queue and stalled the dispatch while the other writer idled,
-        so its ranges alternate between writers (it is created before the data phase), as do
-        the zero runs of files without data."""
+        in another directory meanwhile; directories are numbered as they come up, so the next
+        directory's files go to the other writer while this one's are written. A large file's
+        chunks arrive one after another: sent to one writer they filled its queue and stalled
+        the dispatch while the other writer idled, so its ranges alternate between writers (it
+        is created before the data phase), as do the zero runs of files without data."""
         key = self.shard_keys.get(path)
         return hash(path) + offset // DIRECT_SHARD_BYTES if key is None else key
+
+    def dir_key(self, dir_path: str) -> int:
+        """The shard key of small files in ``dir_path``: directories numbered as they come."""
+        key = self.dir_keys.get(dir_path)
+        if key is None:
+            key = self.dir_keys[dir_path] = len(self.dir_keys)
+        return key
 
     def add_content(self, path: str, node: Node) -> None:
         offset = 0
@@ -570,7 +584,7 @@ def _plan_file(
     has_data = any(cid is not None for cid, _ in node.content)
     if has_data and not direct:
         plan.deferred[path] = (size, fresh, mode)
-        plan.shard_keys[path] = hash(dir_path if node.size < SMALL_FILE_BYTES else path)
+        plan.shard_keys[path] = plan.dir_key(dir_path) if node.size < SMALL_FILE_BYTES else hash(path)
     else:  # no data, or written by both writers: it must exist before either starts
         create_file(path, size, fresh=fresh, mode=mode)
         if has_data:

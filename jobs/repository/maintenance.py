@@ -20,23 +20,30 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from typing import Final
 
 from jobs.errors import IntegrityError, MoverError, ObjectNotFoundError
 from jobs.repository.config import DATA_PREFIX, read_config
-from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index
+from jobs.repository.index import INDEX_PREFIX, Index, Location, decode_index_rows
 from jobs.repository.keys import KEYS_PREFIX, parse_key_file, verify_key_mac
 from jobs.repository.locks import LOCKS_PREFIX
 from jobs.repository.packs import KIND_TREE, BlobData, decode_pack_header, open_blob
 from jobs.repository.repository import Repository
-from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX
+from jobs.repository.snapshots import FORGOTTEN_PREFIX, SNAPSHOTS_PREFIX, SnapshotManifest
 from jobs.repository.tree import decode_tree, referenced_ids
 
 log = logging.getLogger(__name__)
 
-TREE_BATCH: Final = 256
-INDEX_ENTRIES_PER_FILE: Final = 200_000
+# Trees asked for in one bulk load by walk_trees (a tree of 1,000 small files is ~150 KB).
+TREE_BATCH: Final = 64
+# Packs verified at once by check --read-data: each holds its whole pack (16 MiB by default) and
+# its header's entries, ~25 MiB at 1M small files; 2 keep two cores busy (decryption and
+# hashing release the GIL) within the memory budget.
+READ_DATA_PARALLEL: Final = 2
+# Prune writes its index in files of this many entries (a backup writes 65,536 at most): each
+# is encoded in memory (~4 MB at this count) before it is stored.
+INDEX_ENTRIES_PER_FILE: Final = 65_536
 
 
 @dataclass
@@ -124,34 +131,38 @@ def walk_trees(
 
 def _load_trees(
     repo: Repository, batch: list[str], on_error: Callable[[str, str], None] | None
-) -> list[tuple[str, BlobData]]:
-    """The trees of ``batch``, in one bulk load; when that fails and ``on_error`` is given, one by
-    one, each damaged or missing tree reported to it and left out."""
+) -> Iterator[tuple[str, BlobData]]:
+    """The trees of ``batch`` as they arrive from one bulk load (none held beyond what is in
+    flight); when that fails and ``on_error`` is given, the rest one by one, each damaged or
+    missing tree reported to it and left out."""
+    done: set[str] = set()
     try:
-        return list(repo.load_blobs(batch, parallel=4))
+        for tid, raw in repo.load_blobs(batch, parallel=4):
+            done.add(tid)
+            yield tid, raw
+        return
     except MoverError:
         if on_error is None:
             raise
-    loaded = []
     for tid in batch:
+        if tid in done:
+            continue
         try:
-            loaded.append((tid, repo.load_blob(tid)))
+            raw = repo.load_blob(tid)
         except MoverError as e:
             on_error(tid, str(e))
-    return loaded
+            continue
+        yield tid, raw
 
 
-def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[list[tuple[bytes, Location]]]:
-    """``entries`` in lists of ``size``; always at least one list (empty when there is nothing)."""
-    chunk: list[tuple[bytes, Location]] = []
-    sent = False
-    for entry in entries:
-        chunk.append(entry)
-        if len(chunk) == size:
-            yield chunk
-            chunk, sent = [], True
-    if chunk or not sent:
-        yield chunk
+def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[Iterator[tuple[bytes, Location]]]:
+    """``entries`` in runs of ``size``, each consumed before the next is asked for (no list of
+    them is held); always at least one run (empty when there is nothing)."""
+    it = iter(entries)
+    first = next(it, None)
+    yield chain([] if first is None else [first], islice(it, size - 1))
+    while (first := next(it, None)) is not None:
+        yield chain([first], islice(it, size - 1))
 
 
 def prune(repo: Repository) -> PruneStats:
@@ -165,9 +176,8 @@ def prune(repo: Repository) -> PruneStats:
                 f"prune refused: damaged objects ({', '.join(repo.damaged)}); run `snapmover repo check` first"
             )
         stats.snapshots = len(snapshots)
-        trees, data = walk_trees(repo, (s.root for s in snapshots))
         stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
-        plan = _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats)
+        plan = _plan_live(repo, snapshots, stored, stats)
         new_entries = _repack(repo, plan.repack)
         stats.packs_repacked = len(plan.repack)
         stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, plan.keep, new_entries)
@@ -177,6 +187,15 @@ def prune(repo: Repository) -> PruneStats:
         stats.packs_deleted = len(plan.delete)
         repo.reload_index()
     return stats
+
+
+def _plan_live(
+    repo: Repository, snapshots: list[SnapshotManifest], stored: dict[str, int], stats: PruneStats
+) -> _PrunePlan:
+    """The prune plan for what ``snapshots`` reach. The reachability bitmaps hold the index and
+    go when this returns, so prune's final reload never keeps the old index beside the new one."""
+    trees, data = walk_trees(repo, (s.root for s in snapshots))
+    return _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats)
 
 
 @dataclass
@@ -211,8 +230,7 @@ def _repack(repo: Repository, repack: list[tuple[str, array[int]]]) -> list[tupl
     for pack, live in repack:
         raw = repo.storage.get(pack)
         view = memoryview(raw)
-        for r in live:
-            cid, loc = index.entry(r)
+        for cid, loc in index.entries(live):
             sealed = view[loc.offset : loc.offset + loc.length]
             open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
             repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
@@ -235,7 +253,7 @@ def _replace_index(
     carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
     in_use = len(repo.index_files)
     all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
-    entries = chain((index.entry(r) for r in keep), new_entries)
+    entries = chain(index.entries(keep), new_entries)
     for n, chunk in enumerate(_chunks(entries, INDEX_ENTRIES_PER_FILE)):
         repo.write_index(chunk, supersedes=all_old, snapshots=carried if n == 0 else None)
     for name in all_old:
@@ -298,7 +316,7 @@ def _check_index(repo: Repository, report: CheckReport) -> tuple[dict[str, int],
     storage = repo.storage
     for obj in storage.list(INDEX_PREFIX):
         try:
-            decode_index(repo.keys.encryption, obj.name, storage.get(obj.name))
+            decode_index_rows(repo.keys.encryption, obj.name, storage.get(obj.name))
         except MoverError as e:
             report.errors.append(str(e))
     repo.reload_index()
@@ -312,7 +330,7 @@ def _check_index(repo: Repository, report: CheckReport) -> tuple[dict[str, int],
         if size is None:
             report.errors.append(f"pack {pack} is listed in the index but missing ({len(records)} blobs lost)")
             continue
-        end = max(loc.offset + loc.length for _, loc in map(index.entry, records))
+        end = max(loc.offset + loc.length for loc in map(index.location, records))
         if end > size:
             report.errors.append(f"pack {pack} is truncated ({size} bytes, the index needs {end})")
     return stored, records_by_pack
@@ -381,13 +399,13 @@ def _read_all_packs(
                     decode_tree(plain)
             except MoverError as e:
                 errors.append(str(e))
-        for cid, loc in map(repo.index.entry, records_by_pack.get(pack, array("I"))):
+        for cid, loc in repo.index.entries(records_by_pack.get(pack, array("I"))):
             h = in_header.get(cid)
             if h is None or h.offset != loc.offset or h.length != loc.length:
                 errors.append(f"pack {pack}: blob {cid.hex()[:16]} is not where the index says")
         return len(raw), errors
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=READ_DATA_PARALLEL) as pool:
         for size, errors in pool.map(verify, sorted(stored)):
             report.bytes_read += size
             report.errors.extend(errors)

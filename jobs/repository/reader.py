@@ -55,7 +55,9 @@ class BlobReader:
             pool.shutdown(wait=True)
 
     def _location(self, cid: bytes) -> Location:
-        loc = self._indexes.index.get(cid)
+        # Every blob read is verified against ``cid`` (_verify), so the lookup need not read
+        # the id's tail back from the index's scratch file.
+        loc = self._indexes.index.get_for_read(cid)
         if loc is None:
             raise IntegrityError(f"blob {cid.hex()[:16]} is referenced but in no index (missing or damaged index)")
         return loc

@@ -131,8 +131,9 @@ class Repository:
         return cls(storage, keys, config)
 
     @classmethod
-    def open(cls, storage: Storage, password: str, *, upload_parallel: int = 2) -> Repository:
-        """Open an existing repository (keys, config, index)."""
+    def open(cls, storage: Storage, password: str, *, upload_parallel: int = 2, load_index: bool = True) -> Repository:
+        """Open an existing repository (keys, config, and the index unless ``load_index`` is off:
+        its memory grows with the blob count, and forgetting snapshots needs none)."""
         if not password:
             raise UsageError("the repository password is empty")
         if not storage.exists(CONFIG_NAME):
@@ -155,7 +156,8 @@ class Repository:
             assert failure is not None
             raise failure
         repo = cls(storage, keys, config, upload_parallel=upload_parallel)
-        repo.reload_index()
+        if load_index:
+            repo.reload_index()
         return repo
 
     def close(self) -> None:
@@ -213,7 +215,7 @@ class Repository:
     # --- index files -----------------------------------------------------------------------------
 
     def write_index(
-        self, entries: list[tuple[bytes, Location]], supersedes: list[str], snapshots: list[str] | None = None
+        self, entries: Iterable[tuple[bytes, Location]], supersedes: list[str], snapshots: list[str] | None = None
     ) -> str:
         """Write one index file (after its packs exist); returns its name."""
         return self._indexes.write(entries, supersedes, snapshots)

@@ -91,3 +91,21 @@ def test_restore_of_many_files_is_bounded_and_faithful(tmp_path: Path) -> None:
                 first = os.lstat(target / f"d{d - 1:03d}" / f"f{f:04d}")
                 other = os.lstat(sub / f"link{f:04d}")
                 assert (other.st_ino, other.st_nlink) == (first.st_ino, 2)
+
+
+def test_consecutive_directories_of_small_files_go_to_different_writers(tmp_path: Path) -> None:
+    # The blobs arrive directory by directory (backup order): with a directory per writer chosen
+    # by hash, neighbouring directories often shared a writer and the other one idled.
+    from jobs.engine.restore import WRITERS, _Batch, _plan_file
+    from jobs.volume.metadata import CreationRules
+
+    batch, rules = _Batch(), CreationRules.probe(str(tmp_path))
+    dirs = [str(tmp_path / f"d{d}") for d in range(8)]
+    for d in dirs:
+        for f in range(3):
+            node = Node(f"f{f}", NODE_FILE, mode=0o640, size=100, content=[(f"{d}{f}", 100)])
+            _plan_file(batch, f"{d}/f{f}", node, d, {}, fresh=True, rules=rules)
+    shard = batch.plan.shard_filesystem
+    writer_of = [{shard(f"{d}/f{f}", 0) % WRITERS for f in range(3)} for d in dirs]
+    assert all(len(w) == 1 for w in writer_of)  # one writer per directory
+    assert all(writer_of[i] != writer_of[i + 1] for i in range(len(dirs) - 1))

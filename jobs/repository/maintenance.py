@@ -178,9 +178,9 @@ def prune(repo: Repository) -> PruneStats:
         stats.snapshots = len(snapshots)
         stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
         plan = _plan_live(repo, snapshots, stored, stats)
-        live = _repack(repo, plan.repack, plan.keep)
+        new_entries = _repack(repo, plan.repack)
         stats.packs_repacked = len(plan.repack)
-        stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, live)
+        stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, plan.keep, new_entries)
         for name in plan.delete + [p for p, _ in plan.repack]:
             stats.bytes_freed += stored.get(name, 0)
             repo.storage.delete(name)
@@ -224,14 +224,9 @@ def _plan_prune(index: Index, stored: dict[str, int], live: Callable[[int], bool
     return plan
 
 
-def _repack(repo: Repository, repack: list[tuple[str, array[int]]], keep: array[int]) -> array[int]:
-    """Copy the live blobs of partly used packs into new packs; returns the index records of
-    every live blob (``keep`` and the repacked ones, whose records now name their new packs).
-
-    No entry per repacked blob is held: the in-memory index replaces a repacked blob's record in
-    place when its new pack is uploaded, so the records are the new index."""
+def _repack(repo: Repository, repack: list[tuple[str, array[int]]]) -> list[tuple[bytes, Location]]:
+    """Copy the live blobs of partly used packs into new packs; returns the new packs' entries."""
     index = repo.index
-    live_records = array("I", keep)
     for pack, live in repack:
         raw = repo.storage.get(pack)
         view = memoryview(raw)
@@ -239,14 +234,12 @@ def _repack(repo: Repository, repack: list[tuple[str, array[int]]], keep: array[
             sealed = view[loc.offset : loc.offset + loc.length]
             open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
             repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
-        live_records.extend(live)
-    leftover = repo.flush_packs()
-    if leftover:
-        raise IntegrityError(f"internal error: {len(leftover)} repacked entries outside the index")
-    return live_records
+    return repo.flush_packs()
 
 
-def _replace_index(repo: Repository, present: set[str], live: array[int]) -> int:
+def _replace_index(
+    repo: Repository, present: set[str], keep: array[int], new_entries: list[tuple[bytes, Location]]
+) -> int:
     """Write the new index files superseding every old one, then delete the old ones and the
     dropped snapshots' tombstones; returns how many index files were in use before.
 
@@ -260,7 +253,8 @@ def _replace_index(repo: Repository, present: set[str], live: array[int]) -> int
     carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
     in_use = len(repo.index_files)
     all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
-    for n, chunk in enumerate(_chunks(index.entries(live), INDEX_ENTRIES_PER_FILE)):
+    entries = chain(index.entries(keep), new_entries)
+    for n, chunk in enumerate(_chunks(entries, INDEX_ENTRIES_PER_FILE)):
         repo.write_index(chunk, supersedes=all_old, snapshots=carried if n == 0 else None)
     for name in all_old:
         repo.storage.delete(name)

@@ -145,9 +145,7 @@ class PackWriter:
         self._open: dict[int, _OpenPack | None] = {k: None for k in KIND_NAMES}
         self._unindexed: IndexEntries = []
         self._unindexed_packs = 0
-        # prune's repacked blobs are indexed by its consolidated index only, which it streams from
-        # the in-memory index (their records now point at the new packs): no entry list is kept
-        self._repacking = False
+        self._repacking = False  # prune's repacked blobs are indexed by its consolidated index only
         self._indexed_at = time.monotonic()  # when uploaded packs were last made findable
         self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
         in_flight = max(PACKS_IN_FLIGHT, upload_parallel)
@@ -298,9 +296,8 @@ class PackWriter:
             for cid, loc in uploaded:
                 index.add(cid, loc)
                 self._pending.discard(cid)
-            if not self._repacking:  # prune lists repacked blobs from the in-memory index's records
-                self._unindexed.extend(uploaded)
-                self._unindexed_packs += 1
+            self._unindexed.extend(uploaded)
+            self._unindexed_packs += 1
             entries = self._take_index_batch()
         if entries:
             self._indexes.write(entries, supersedes=[])  # its packs are all uploaded: write order holds

@@ -488,17 +488,18 @@ def fail(message: str, reason: str = "Failed") -> list[Action]:
     return [SetPhase(Phase.FAILED, reason, message)]
 
 
-def wait(obs: Observation, what: str, *, announce: bool = False) -> list[Action]:
+def wait(obs: Observation, what: str, *, announce: bool = False, timed: bool = True) -> list[Action]:
     """Requeue; before the Job runs, the prepare timeout ends the wait. ``announce``: a wait that
     holds the CR up (not a step's moment), told in an Event once it lasted a few seconds.
 
     The prepare clock runs from acceptance (or the latest retry) and, once the mover Job exists,
-    from the Job's creation: the time a CR spent queued for a mover slot (:func:`queued`) is not
-    preparation and counts in neither."""
+    from the Job's creation. ``timed=False``: a wait for a mover slot (the launcher's own limits,
+    a running prune) is not preparation and has no timeout, so maintenance or a busy cluster never
+    fails a backup."""
     actions: list[Action] = []
     start = prepare_clock_start(obs)
     limit = obs.settings.prepare_timeout_seconds
-    if phase_of(obs.cr) in (Phase.NEW, Phase.ACCEPTED) and start and age(start, obs.now) > limit:
+    if timed and phase_of(obs.cr) in (Phase.NEW, Phase.ACCEPTED) and start and age(start, obs.now) > limit:
         actions += fail(f"timed out after {limit:.0f}s preparing: {what}", "PrepareTimeout")
     lasted = bool(start) and age(start, obs.now) >= WAIT_NOTICE_AFTER_SECONDS
     return [*actions, Requeue(WAIT_REQUEUE_SECONDS, what, announce=announce and lasted and not actions)]
@@ -515,14 +516,6 @@ def prepare_clock_start(obs: Observation) -> str | None:
         if moment and accepted and (parse_time(moment) or 0) > (parse_time(accepted) or 0):
             accepted = moment
     return str(accepted) if accepted else None
-
-
-def queued(obs: Observation, what: str) -> list[Action]:
-    """Requeue while the launcher's own limits or a running prune hold the Job back: no timeout
-    (maintenance or a busy cluster never fails a backup), one Event per reason once it lasts."""
-    start = prepare_clock_start(obs)
-    lasted = bool(start) and age(start, obs.now) >= WAIT_NOTICE_AFTER_SECONDS
-    return [Requeue(WAIT_REQUEUE_SECONDS, what, announce=lasted)]
 
 
 def deleted(obs: Observation) -> list[Action]:
@@ -616,7 +609,7 @@ def prepare(obs: Observation) -> list[Action]:
     if pending:
         return wait(obs, pending)
     if obs.free_slot:  # the PVC is ready: only the launcher's limits (or a prune) hold the Job
-        return queued(obs, f"a free mover slot ({obs.free_slot})")
+        return wait(obs, f"a free mover slot ({obs.free_slot})", announce=True, timed=False)
     return [CreateJob(exposure), Requeue(WAIT_REQUEUE_SECONDS, "the mover pod to be created")]
 
 

@@ -25,7 +25,6 @@ DNS_LABEL_MAX = 63
 DNS_SUBDOMAIN_MAX = 253
 LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-SNAPSHOT_ID = SNAPSHOT_ID_PATTERN
 MAX_DURATION_SECONDS = 2562047 * 3600.0  # Go's time.Duration ends at ~2562047h (int64 nanoseconds)
 SHOWN_CHARS = 70  # longer values are cut in messages (the CR still holds the whole value)
 NODE_OS_VALUES = ("", "auto", "linux")  # Velero's nodeOS; a Windows volume cannot be mounted by the Linux mover
@@ -134,7 +133,7 @@ def download_problem(spec: Obj) -> str:
     snapshot_id = spec.get("snapshotID")
     if not snapshot_id:
         return "spec.snapshotID is empty"
-    if not isinstance(snapshot_id, str) or not SNAPSHOT_ID.fullmatch(snapshot_id):
+    if not isinstance(snapshot_id, str) or not SNAPSHOT_ID_PATTERN.fullmatch(snapshot_id):
         return f"spec.snapshotID {shown(snapshot_id)} is not a snapmover snapshot id (64 hex digits)"
     node_os = spec.get("nodeOS") or ""
     if node_os not in NODE_OS_VALUES:

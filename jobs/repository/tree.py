@@ -82,7 +82,7 @@ class Node:
         out: dict[str, Any] = {}
         for name, default in _SORTED_FIELDS:
             value = values[name]
-            if value != default or name in _ALWAYS:
+            if value != default:  # name and type have no default (MISSING): always written
                 out[name] = value
         xattrs = out.get("xattrs")
         if xattrs is not None and len(xattrs) > 1:
@@ -107,9 +107,8 @@ _DEFAULTS: Final[dict[str, Any]] = {
     f.name: (f.default_factory() if callable(f.default_factory) else f.default) for f in fields(Node)
 }
 # Every field in sorted name order with its default: written only when it differs from it
-# (name and type always; content, whose default is empty, when it has pieces).
+# (name and type, which have none, always; content, whose default is empty, when it has pieces).
 _SORTED_FIELDS: Final[tuple[tuple[str, Any], ...]] = tuple(sorted(_DEFAULTS.items()))
-_ALWAYS: Final = frozenset({"name", "type"})
 
 
 def encode_tree(nodes: list[Node]) -> bytes:

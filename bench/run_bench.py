@@ -13,7 +13,9 @@ tree against a local moto server) and ``rgw`` (the same against Ceph's RADOS Gat
 
 The same conditions for each tool: the source read into the page cache before each backup and the
 repository before each restore, earlier steps' writeback flushed before each timed step, no tree
-deleted until the run ends. Every command runs under /usr/bin/time -v (wall time, peak RSS).
+deleted until the run ends. Every command runs under /usr/bin/time -v (wall time, CPU); its peak
+RSS is the larger of time's figure (the largest single process) and the summed RSS of all the
+command's processes sampled every 50 ms, so a tool that forks workers is charged for all of them.
 
 Each dataset's round is stored in ``bench/results/runs/<dataset>.json``; ``bench/results/latest.md``
 (and ``.json``) renders every stored round — ratios to restic and borg, the peak-RSS growth from
@@ -38,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,24 +143,86 @@ def dir_bytes(path: Path) -> int:
 # --- running ------------------------------------------------------------------------------------
 
 
+def tree_rss_kib(root: int) -> int:
+    """The summed VmRSS (KiB) of every descendant of process ``root`` (not ``root`` itself)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+class TreeRssSampler:
+    """Samples :func:`tree_rss_kib` of one process every ``interval`` seconds in a thread; ``peak``
+    is the largest sum seen (a short spike between two samples can be missed, which is why the
+    caller also takes /usr/bin/time's single-process maximum)."""
+
+    def __init__(self, root: int, interval: float = 0.05) -> None:
+        self.peak_kib = 0
+        self._root = root
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak_kib = max(self.peak_kib, tree_rss_kib(self._root))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib
+
+
 def timed(
     argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[float, float, float, str]:
     """Run under /usr/bin/time -v: (wall seconds, peak RSS MiB, CPU %, stdout).
 
-    Dirty pages left by the previous step are flushed first (untimed), so no step pays for
-    another's writeback."""
+    Peak RSS is the larger of time's (the largest single process) and the sampled sum over the
+    command's processes. Dirty pages left by the previous step are flushed first (untimed), so
+    no step pays for another's writeback."""
     os.sync()
     t0 = time.monotonic()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *argv], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd
+    proc = subprocess.Popen(
+        ["/usr/bin/time", "-v", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
+    sampler = TreeRssSampler(proc.pid)
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        summed_kib = sampler.stop()
     wall = time.monotonic() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} {argv[1:3]} failed ({proc.returncode}): {proc.stderr[-1500:]}")
-    rss = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)) / 1024  # type: ignore[union-attr]
-    cpu = float(re.search(r"Percent of CPU this job got: (\d+)%", proc.stderr).group(1))  # type: ignore[union-attr]
-    return wall, rss, cpu, proc.stdout
+        raise RuntimeError(f"{argv[0]} {argv[1:3]} failed ({proc.returncode}): {stderr[-1500:]}")
+    largest_kib = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))  # type: ignore[union-attr]
+    rss = max(largest_kib, summed_kib) / 1024
+    cpu = float(re.search(r"Percent of CPU this job got: (\d+)%", stderr).group(1))  # type: ignore[union-attr]
+    return wall, rss, cpu, stdout
 
 
 class Tool:

@@ -16,6 +16,7 @@ changed afterwards: each run copies it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -185,12 +186,16 @@ def ensure(work: Path, ds: Dataset, tag: str) -> tuple[Path, dict[str, int]]:
     base = work / f"data-v{DATASET_VERSION}-{ds.name}{tag}"
     stamp = base / "stamp.json"
     tree = base / "tree.orig"
-    if not stamp.exists():
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
-        print(f"==> building dataset {ds.name} ({ds.about}) in {base}", flush=True)
-        stats = ds.build(tree)
-        stamp.write_text(json.dumps(stats))
+    work.mkdir(parents=True, exist_ok=True)
+    # Several checkouts on one machine share the cache: one builds, the others wait for it.
+    with open(work / f".{base.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists():
+            shutil.rmtree(base, ignore_errors=True)
+            base.mkdir(parents=True)
+            print(f"==> building dataset {ds.name} ({ds.about}) in {base}", flush=True)
+            stats = ds.build(tree)
+            stamp.write_text(json.dumps(stats))
     return tree, json.loads(stamp.read_text())
 
 

@@ -650,13 +650,21 @@ def forget(
 
 @cli.command()
 @_repository_options
-def prune(repo_url: str | None, password_file: str | None, as_json: bool) -> None:
+@click.option(
+    "--max-unused",
+    type=click.FloatRange(0),
+    default=5.0,
+    show_default=True,
+    help="Leave partly used packs alone while their unused data is at most this percentage of the used data "
+    "(0: repack every partly used pack).",
+)
+def prune(repo_url: str | None, password_file: str | None, as_json: bool, max_unused: float) -> None:
     """Delete data no snapshot references any more (takes an exclusive lock)."""
     from jobs.engine.api import PRUNE_UPLOAD_PARALLEL
     from jobs.repository.maintenance import prune as prune_repository
 
     with _opened(repo_url, password_file, upload_parallel=PRUNE_UPLOAD_PARALLEL) as repository:
-        stats = _as_dict(prune_repository(repository))
+        stats = _as_dict(prune_repository(repository, max_unused=max_unused / 100))
     _emit(as_json, stats, ["prune done"] + [f"  {k}: {v}" for k, v in sorted(stats.items())])
 
 

@@ -145,6 +145,8 @@ TAIL_BYTES: Final = ID_BYTES - PREFIX_BYTES
 MAX_KIND: Final = 0x7F
 COMPRESSED_BIT: Final = 0x80
 PACK_NUMBER: Final = struct.Struct("<I")
+LENGTH: Final = struct.Struct("<I")  # a record's stored length, read alone
+LENGTH_AT: Final = PREFIX_BYTES + 4 + 1  # ... at this offset in the record
 EMPTY_SLOT: Final = 0xFFFFFFFF
 MIN_SLOTS: Final = 1024
 # The slot table grows to twice the records when more than 70 % of it is used (so it is 50-70 %
@@ -357,6 +359,10 @@ class Index:
         """The location of record number ``r``."""
         _prefix, number, kind, offset, length, raw = RECORD.unpack_from(self._records, r * RECORD.size)
         return Location(self._packs[number], kind & MAX_KIND, offset, length, raw, bool(kind & COMPRESSED_BIT))
+
+    def stored_length(self, r: int) -> int:
+        """The stored (sealed) length of record number ``r``'s blob, without making a :class:`Location`."""
+        return int(LENGTH.unpack_from(self._records, r * RECORD.size + LENGTH_AT)[0])
 
     def entry(self, r: int) -> tuple[bytes, Location]:
         """The (id, location) of record number ``r``."""

@@ -44,6 +44,9 @@ READ_DATA_PARALLEL: Final = 2
 # Prune writes its index in files of this many entries (a backup writes 65,536 at most): each
 # is encoded in memory (~4 MB at this count) before it is stored.
 INDEX_ENTRIES_PER_FILE: Final = 65_536
+# Prune leaves partly used packs alone while their unused bytes are at most this share of the
+# used bytes (restic's --max-unused default is 5 % too): repacking copies whole packs to free little.
+DEFAULT_MAX_UNUSED: Final = 0.05
 
 
 @dataclass
@@ -165,8 +168,12 @@ def _chunks(entries: Iterable[tuple[bytes, Location]], size: int) -> Iterator[It
         yield chain([first], islice(it, size - 1))
 
 
-def prune(repo: Repository) -> PruneStats:
-    """Delete everything no snapshot references; repack partly used packs. Exclusive lock."""
+def prune(repo: Repository, *, max_unused: float = DEFAULT_MAX_UNUSED) -> PruneStats:
+    """Delete everything no snapshot references; repack partly used packs while the unused
+    bytes left in kept packs exceed ``max_unused`` of the used bytes (see :func:`_plan_prune`;
+    0 repacks every partly used pack). Exclusive lock."""
+    if not max_unused >= 0:  # NaN too
+        raise ValueError("max_unused is a fraction >= 0")
     stats = PruneStats()
     with repo.lock(exclusive=True, wait_seconds=120):
         repo.reload_index()
@@ -177,10 +184,10 @@ def prune(repo: Repository) -> PruneStats:
             )
         stats.snapshots = len(snapshots)
         stored = {o.name: o.size for o in repo.storage.list(DATA_PREFIX)}
-        plan = _plan_live(repo, snapshots, stored, stats)
-        new_entries = _repack(repo, plan.repack)
+        plan = _plan_live(repo, snapshots, stored, stats, max_unused)
+        _repack(repo, plan.repack)
         stats.packs_repacked = len(plan.repack)
-        stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, plan.keep, new_entries)
+        stats.index_files_replaced = _replace_index(repo, {s.id for s in snapshots}, plan.indexed())
         for name in plan.delete + [p for p, _ in plan.repack]:
             stats.bytes_freed += stored.get(name, 0)
             repo.storage.delete(name)
@@ -190,42 +197,76 @@ def prune(repo: Repository) -> PruneStats:
 
 
 def _plan_live(
-    repo: Repository, snapshots: list[SnapshotManifest], stored: dict[str, int], stats: PruneStats
+    repo: Repository, snapshots: list[SnapshotManifest], stored: dict[str, int], stats: PruneStats, max_unused: float
 ) -> _PrunePlan:
     """The prune plan for what ``snapshots`` reach. The reachability bitmaps hold the index and
     go when this returns, so prune's final reload never keeps the old index beside the new one."""
     trees, data = walk_trees(repo, (s.root for s in snapshots))
-    return _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats)
+    return _plan_prune(repo.index, stored, lambda r: trees.has_record(r) or data.has_record(r), stats, max_unused)
 
 
 @dataclass
 class _PrunePlan:
     """What prune does with each pack: keep it whole, repack its live blobs, or delete it."""
 
-    keep: array[int] = field(default_factory=lambda: array("I"))  # record numbers of fully used packs' blobs
+    keep: array[int] = field(default_factory=lambda: array("I"))  # record numbers of kept packs' blobs
     delete: list[str] = field(default_factory=list)
     repack: list[tuple[str, array[int]]] = field(default_factory=list)  # (pack, its live records)
 
+    def indexed(self) -> Iterator[int]:
+        """The records the new index lists: every blob of a kept pack (a partly used pack kept
+        whole keeps its unused blobs too: they are still stored, the next prune may free them),
+        then the repacked live blobs (their records name their new packs once repacked)."""
+        yield from self.keep
+        for _pack, live in self.repack:
+            yield from live
 
-def _plan_prune(index: Index, stored: dict[str, int], live: Callable[[int], bool], stats: PruneStats) -> _PrunePlan:
-    """Sort the ``stored`` packs by how many of their blobs (index records) are ``live``."""
+
+def _plan_prune(
+    index: Index, stored: dict[str, int], live: Callable[[int], bool], stats: PruneStats, max_unused: float
+) -> _PrunePlan:
+    """Sort the ``stored`` packs by how many of their blobs (index records) are ``live``.
+
+    Unused packs are deleted. Of the partly used ones, those with the largest share of unused
+    bytes are repacked first, until the unused bytes left in kept packs are at most
+    ``max_unused`` times the used bytes: freeing the last few percent would copy nearly every
+    pack (a 1 % change of 1M small files leaves unused blobs in almost every pack)."""
     by_pack = index.records_by_pack()
     plan = _PrunePlan(delete=[name for name in stored if name not in by_pack])  # orphans of crashed uploads
+    partly: list[tuple[float, str, array[int], array[int], int]] = []  # (unused share, pack, live, all, unused)
+    used_bytes = unused_bytes = 0
     for pack, records in by_pack.items():
         used = array("I", (r for r in records if live(r)))
         if not used:
             plan.delete.append(pack)
-        elif len(used) < len(records):
-            plan.repack.append((pack, used))
-        else:
-            plan.keep.extend(used)
+            stats.blobs_removed += len(records)
+            continue
+        live_bytes = sum(index.stored_length(r) for r in used)
+        used_bytes += live_bytes
+        if len(used) == len(records):
+            plan.keep.extend(records)
             stats.packs_kept += 1
-        stats.blobs_removed += len(records) - len(used)
+            continue
+        dead = sum(index.stored_length(r) for r in records) - live_bytes
+        unused_bytes += dead
+        partly.append((dead / max(1, dead + live_bytes), pack, used, records, dead))
+    partly.sort(key=lambda p: p[0], reverse=True)
+    for _share, pack, used, records, dead in partly:
+        if unused_bytes > max_unused * used_bytes:
+            plan.repack.append((pack, used))
+            unused_bytes -= dead
+            stats.blobs_removed += len(records) - len(used)
+        else:
+            plan.keep.extend(records)
+            stats.packs_kept += 1
     return plan
 
 
-def _repack(repo: Repository, repack: list[tuple[str, array[int]]]) -> list[tuple[bytes, Location]]:
-    """Copy the live blobs of partly used packs into new packs; returns the new packs' entries."""
+def _repack(repo: Repository, repack: list[tuple[str, array[int]]]) -> None:
+    """Copy the live blobs of the ``repack`` packs into new packs.
+
+    No entry per repacked blob is held: the in-memory index replaces a repacked blob's record in
+    place when its new pack is uploaded, so the records (``_PrunePlan.indexed``) are the new index."""
     index = repo.index
     for pack, live in repack:
         raw = repo.storage.get(pack)
@@ -234,14 +275,16 @@ def _repack(repo: Repository, repack: list[tuple[str, array[int]]]) -> list[tupl
             sealed = view[loc.offset : loc.offset + loc.length]
             open_blob(repo.keys.encryption, loc.kind, cid, sealed, pack)  # never copy a damaged blob
             repo.append_sealed(cid, loc.kind, sealed, loc.raw_length, loc.compressed)
-    return repo.flush_packs()
+        del view, raw
+    leftover = repo.flush_packs()
+    if leftover:
+        raise IntegrityError(f"internal error: {len(leftover)} blobs written during prune outside its index")
 
 
-def _replace_index(
-    repo: Repository, present: set[str], keep: array[int], new_entries: list[tuple[bytes, Location]]
-) -> int:
-    """Write the new index files superseding every old one, then delete the old ones and the
-    dropped snapshots' tombstones; returns how many index files were in use before.
+def _replace_index(repo: Repository, present: set[str], records: Iterable[int]) -> int:
+    """Write the new index files (the index's ``records``) superseding every old one, then
+    delete the old ones and the dropped snapshots' tombstones; returns how many index files
+    were in use before.
 
     The new index keeps recording every snapshot but the forgotten ones (manifest gone and a
     tombstone says so); a manifest that vanished without a tombstone stays recorded, so check
@@ -253,8 +296,7 @@ def _replace_index(
     carried = sorted(sid for sid in repo.recorded_snapshots if sid not in dropped)
     in_use = len(repo.index_files)
     all_old = sorted({o.name for o in repo.storage.list(INDEX_PREFIX)})
-    entries = chain(index.entries(keep), new_entries)
-    for n, chunk in enumerate(_chunks(entries, INDEX_ENTRIES_PER_FILE)):
+    for n, chunk in enumerate(_chunks(index.entries(records), INDEX_ENTRIES_PER_FILE)):
         repo.write_index(chunk, supersedes=all_old, snapshots=carried if n == 0 else None)
     for name in all_old:
         repo.storage.delete(name)

@@ -30,6 +30,9 @@ from jobs.storage.base import Storage
 # Ranged reads merge blobs separated by at most this gap, up to this many bytes per request.
 READ_MERGE_GAP_BYTES: Final = 256 * KiB
 READ_MAX_RANGE_BYTES: Final = 8 * MiB
+# A thread's read buffer starts this big and grows (rounded up to it) to its largest range so far:
+# zero-filled when made, it costs resident memory for its whole size even when ranges are small.
+READ_BUFFER_STEP_BYTES: Final = 1 * MiB
 
 _Range = list[tuple[bytes, Location]]
 
@@ -135,7 +138,8 @@ class BlobReader:
         # point into it (decryption copies), so it is free again when this returns.
         buffer: bytearray | None = getattr(self._read_buffers, "buffer", None)
         if buffer is None or len(buffer) < end - start:
-            buffer = self._read_buffers.buffer = bytearray(max(end - start, READ_MAX_RANGE_BYTES))
+            size = -(-(end - start) // READ_BUFFER_STEP_BYTES) * READ_BUFFER_STEP_BYTES
+            buffer = self._read_buffers.buffer = bytearray(size)
         try:
             data = self._storage.get_into(pack, start, memoryview(buffer)[: end - start])
         except ObjectNotFoundError as e:

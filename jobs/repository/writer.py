@@ -145,7 +145,9 @@ class PackWriter:
         self._open: dict[int, _OpenPack | None] = {k: None for k in KIND_NAMES}
         self._unindexed: IndexEntries = []
         self._unindexed_packs = 0
-        self._repacking = False  # prune's repacked blobs are indexed by its consolidated index only
+        # prune's repacked blobs are indexed by its consolidated index only, which it writes from
+        # the in-memory index's records (a repacked blob's record names its new pack once uploaded)
+        self._repacking = False
         self._indexed_at = time.monotonic()  # when uploaded packs were last made findable
         self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
         in_flight = max(PACKS_IN_FLIGHT, upload_parallel)
@@ -196,8 +198,9 @@ class PackWriter:
         return scratch
 
     def append_sealed(self, chunk_id: bytes, kind: int, sealed: memoryview, raw_length: int, compressed: bool) -> None:
-        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``,
-        which returns its entry (no index file lists it before: prune supersedes every old one)."""
+        """Append an already sealed blob (prune's repacking); uploaded by the next ``flush_packs``.
+        No index file lists it and no entry is kept for it: once uploaded, its record in the
+        in-memory index names the new pack, and prune writes its index from those records."""
         with self._lock:
             self._repacking = True
             self._pending.add(chunk_id)
@@ -296,8 +299,9 @@ class PackWriter:
             for cid, loc in uploaded:
                 index.add(cid, loc)
                 self._pending.discard(cid)
-            self._unindexed.extend(uploaded)
-            self._unindexed_packs += 1
+            if not self._repacking:  # prune lists repacked blobs from the index's records instead
+                self._unindexed.extend(uploaded)
+                self._unindexed_packs += 1
             entries = self._take_index_batch()
         if entries:
             self._indexes.write(entries, supersedes=[])  # its packs are all uploaded: write order holds

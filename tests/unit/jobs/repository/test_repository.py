@@ -453,3 +453,29 @@ def test_prune_repacking_many_packs_keeps_every_live_blob(tmp_path: Path, monkey
     assert reopened.find_snapshot(second).id == second
     assert all(reopened.load_blob(reopened.chunk_id(v)) == v for v in kept.values())
     assert check(reopened, read_data=True).errors == []
+
+
+def test_prune_leaves_packs_with_little_unused_data_alone(tmp_path: Path) -> None:
+    # One file of 60 forgotten: 1.7 % of the data unused, below the 5 % prune tolerates by
+    # default, so no pack is copied (the previous prune repacked the pack holding it); with
+    # max_unused=0 that pack is repacked and the blob is gone.
+    storage, repo = new_repo(tmp_path, pack_target_bytes=1 * MiB)
+    files = {f"f{i:02d}": os.urandom(100_000) for i in range(60)}
+    first = snapshot_of(repo, files)
+    second = snapshot_of(repo, {k: v for k, v in files.items() if k != "f30"})
+    packs_before = {o.name for o in storage.list("data/")}
+    repo.forget([first])
+    stats = prune(repo)
+    assert stats.packs_repacked == 0 and stats.packs_deleted == 1 and stats.blobs_removed == 2, stats  # its 2 trees
+    assert {o.name for o in storage.list("data/")} < packs_before  # only packs left wholly unused went
+    reopened = Repository.open(storage, PASSWORD)
+    gone = reopened.chunk_id(files["f30"])
+    assert reopened.load_blob(gone) == files["f30"]  # still stored and indexed: its pack was kept whole
+    assert check(reopened, read_data=True).errors == []
+    stats = prune(reopened, max_unused=0)
+    assert stats.packs_repacked == 1 and stats.blobs_removed == 1, stats
+    final = Repository.open(storage, PASSWORD)
+    assert not final.has_blob(gone)
+    assert [s.id for s in final.list_snapshots()] == [second]
+    assert all(final.load_blob(final.chunk_id(v)) == v for k, v in files.items() if k != "f30")
+    assert check(final, read_data=True).errors == []

@@ -18,11 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from jobs.contract import ENV_PASSWORD, ENV_PASSWORD_FILE, SOURCE_TAGS
 from jobs.engine.backup import FilesystemBackup, TreeStats, backup_block
 from jobs.engine.pipeline import Abort
+from jobs.engine.procs import ParallelBackup, backup_processes
 from jobs.engine.progress import Progress, ProgressCallback, ProgressTracker
 from jobs.engine.restore import RestoreStats, restore_block, restore_filesystem
 from jobs.errors import ConfigError, SnapshotNotFoundError, UsageError, VolumeIOError
@@ -77,6 +78,9 @@ class DataPathOptions:
     """Knobs of the data path (the Job runner maps Velero's dataMoverConfig onto them)."""
 
     parallel: int = field(default_factory=lambda: os.cpu_count() or 2)  # files/blocks processed concurrently
+    # Worker processes of a filesystem backup; None: the CPUs this process may use, at most
+    # ``parallel`` (jobs.engine.procs.backup_processes); 1: one process.
+    processes: int | None = None
     upload_parallel: int = 4  # packs uploaded concurrently
     pack_target_bytes: int = 16 * MiB
     write_sparse: bool = True  # restore: holes for zero runs
@@ -366,16 +370,20 @@ def _run_backup(
 ) -> TreeStats:
     if mode == MODE_BLOCK:
         return backup_block(repo, source, parallel=options.parallel, progress=progress, abort=abort)
-    return FilesystemBackup(
-        repo,
-        source,
-        parallel=options.parallel,
-        memory_budget_bytes=options.data_budget_bytes(resident_bytes()),
-        progress=progress,
-        abort=abort,
-        parent_root=parent.root if parent else None,
-        excludes=excludes,
-    ).run()
+    common: dict[str, Any] = {
+        "parallel": options.parallel,
+        "memory_budget_bytes": options.data_budget_bytes(resident_bytes()),
+        "progress": progress,
+        "abort": abort,
+        "parent_root": parent.root if parent else None,
+        "excludes": excludes,
+    }
+    workers = options.processes if options.processes is not None else backup_processes(options.parallel)
+    if workers > 1:
+        stats = ParallelBackup(repo, source, workers=workers, upload_parallel=options.upload_parallel, **common).run()
+        if stats is not None:
+            return stats  # else the storage cannot be shared with worker processes
+    return FilesystemBackup(repo, source, **common).run()
 
 
 def restore(

@@ -162,6 +162,12 @@ def load_entries(repo: BackupRepository, tree_id: str | None) -> dict[str, Node]
 # --- filesystem ---------------------------------------------------------------------------------
 
 
+def old_subtree(d: _Dir, name: str) -> str | None:
+    """The tree id of subdirectory ``name`` of ``d`` in the parent snapshot (None: not there)."""
+    old = d.parent_entries.get(name) if d.parent_entries else None
+    return old.subtree if old is not None and old.type == NODE_DIR else None
+
+
 @dataclass(eq=False)
 class _Dir:
     node: Node
@@ -189,6 +195,20 @@ class _File:
 class _StoreTask:
     pieces: list[tuple[_File, int, memoryview]]
     window: SharedBuffer | None = None  # the pooled window the pieces point into
+
+
+def source_root(repo: BackupRepository, source: str, parent_root: str | None) -> tuple[str, Node, str | None]:
+    """The source directory (symlinks resolved), its root node, and the tree id of its listing
+    in the parent snapshot (None without one); VolumeIOError when it is no readable directory."""
+    source = os.path.realpath(source)  # a symlink naming the source is followed once
+    try:
+        st = os.lstat(source)
+    except OSError as e:
+        raise VolumeIOError(f"{source}: cannot read source: {e.strerror}") from e
+    if not stat.S_ISDIR(st.st_mode):
+        raise VolumeIOError(f"{source}: source is not a directory (use --mode block for volumes)")
+    old = load_entries(repo, parent_root).get(ROOT_NAME)
+    return source, node_from_stat(ROOT_NAME, source, st), old.subtree if old is not None else None
 
 
 class FilesystemBackup:
@@ -234,22 +254,9 @@ class FilesystemBackup:
         Raises VolumeIOError for an unreadable source, CanceledError on cancel, or the first
         error any stage hit.
         """
-        self._source = os.path.realpath(self._source)  # a symlink naming the source is followed once
-        try:
-            st = os.lstat(self._source)
-        except OSError as e:
-            raise VolumeIOError(f"{self._source}: cannot read source: {e.strerror}") from e
-        if not stat.S_ISDIR(st.st_mode):
-            raise VolumeIOError(f"{self._source}: source is not a directory (use --mode block for volumes)")
-        root_node = node_from_stat(ROOT_NAME, self._source, st)
-        parent_root = load_entries(self._repo, self._parent_root).get(ROOT_NAME)
-        parent_entries = load_entries(self._repo, parent_root.subtree if parent_root else None)
-        root = _Dir(root_node, None, parent_entries, parent_root.subtree if parent_root else None)
-        self._storers = Stage("store", self._parallel, self._store, self._abort)
-        # Queued files carry no data (the window pool bounds that), so the queue is deep: the
-        # walker keeps feeding large files to the readers while it works through small ones.
-        self._readers = Stage("read", self._parallel, self._read_large, self._abort, depth=QUEUED_LARGE_FILES)
-        self._small_lane = Stage("small", 1, self._read_small, self._abort, depth=QUEUED_SMALL_BATCHES)
+        self._source, root_node, old_root = source_root(self._repo, self._source, self._parent_root)
+        root = _Dir(root_node, None, load_entries(self._repo, old_root), old_root)
+        self._start_stages()
         try:
             self._walk(root)
             self._flush_small()
@@ -258,15 +265,26 @@ class FilesystemBackup:
         except BaseException as e:  # noqa: BLE001 - stops every stage; re-raised by abort.check()
             self._abort.fail(e)
         finally:
-            self._small_lane.close()
-            self._readers.close()
-            self._storers.close()
+            self._close_stages()
         self._abort.check()
         if root_node.subtree is None:
             raise MoverError("internal error: the backup finished with incomplete directories")
         self._stats.root, stored = store_tree(self._repo, [root_node])
         self._stats.stored_bytes += stored
         return self._stats
+
+    def _start_stages(self, small_batches: int = QUEUED_SMALL_BATCHES) -> None:
+        self._storers = Stage("store", self._parallel, self._store, self._abort)
+        # Queued files carry no data (the window pool bounds that), so the queue is deep: the
+        # walker keeps feeding large files to the readers while it works through small ones.
+        self._readers = Stage("read", self._parallel, self._read_large, self._abort, depth=QUEUED_LARGE_FILES)
+        self._small_lane = Stage("small", 1, self._read_small, self._abort, depth=small_batches)
+
+    def _close_stages(self) -> None:
+        """Let the stages finish what is queued (nothing once aborting), then stop their threads."""
+        for stage in (self._small_lane, self._readers, self._storers):
+            if stage is not None:
+                stage.close()
 
     # walker (caller's thread) -------------------------------------------------------------------
 
@@ -306,7 +324,7 @@ class FilesystemBackup:
                 done += self._add_file(d, node, child_path)
             else:
                 done += 1
-        self._push_subdirs(d, subdirs, stack)
+        done += self._push_subdirs(d, subdirs, stack)
         self._report_walked()
         self._release(d, done + 1)
 
@@ -321,14 +339,14 @@ class FilesystemBackup:
         excludes = self._excludes
         return lambda name, is_dir: not excludes.matches(prefix + name, is_dir)
 
-    def _push_subdirs(self, d: _Dir, subdirs: list[tuple[Node, str]], stack: list[tuple[_Dir, str]]) -> None:
+    def _push_subdirs(self, d: _Dir, subdirs: list[tuple[Node, str]], stack: list[tuple[_Dir, str]]) -> int:
         """Queue the subdirectories (already counted pending); their parent-snapshot listings are
-        loaded when they come up."""
+        loaded when they come up. Returns how many of them are complete already (none here)."""
         self._stats.dirs += len(subdirs)
         for node, path in reversed(subdirs):  # popped in name order
-            old = d.parent_entries.get(node.name) if d.parent_entries else None
-            old_id = old.subtree if old is not None and old.type == NODE_DIR else None
+            old_id = old_subtree(d, node.name)
             stack.append((_Dir(node, d, None if old_id is not None else {}, old_id), path))
+        return 0
 
     def _load_parent_trees(self, stack: list[tuple[_Dir, str]]) -> None:
         """Load the parent-snapshot listings of the next directories to walk in one bulk read.
@@ -424,21 +442,25 @@ class FilesystemBackup:
             d.pending -= count
             if d.pending:
                 return
-        while True:
-            if self._unchanged_tree(d):
-                d.node.subtree, stored = d.old_tree, 0
-            else:
-                d.node.subtree, stored = store_tree(self._repo, d.entries)
-            d.entries, d.parent_entries = [], {}
-            with self._lock:
-                self._stats.stored_bytes += stored
-                parent = d.parent
-                if parent is None:
-                    return
-                parent.pending -= 1
-                if parent.pending:
-                    return
-            d = parent
+        next_dir: _Dir | None = d
+        while next_dir is not None:
+            next_dir = self._complete(next_dir)
+
+    def _complete(self, d: _Dir) -> _Dir | None:
+        """Every entry of ``d`` is complete: store its tree; returns its parent when that is
+        complete now too."""
+        if self._unchanged_tree(d):
+            d.node.subtree, stored = d.old_tree, 0
+        else:
+            d.node.subtree, stored = store_tree(self._repo, d.entries)
+        d.entries, d.parent_entries = [], {}
+        with self._lock:
+            self._stats.stored_bytes += stored
+            parent = d.parent
+            if parent is None:
+                return None
+            parent.pending -= 1
+            return None if parent.pending else parent
 
     def _unchanged_tree(self, d: _Dir) -> bool:
         """True when ``d`` lists exactly what its parent-snapshot tree lists (skip encoding it again)."""

@@ -170,6 +170,17 @@ class _Tails:
         self._file: IO[bytes] | None = None
         self._in_memory = False
         self._state: tuple[int, bytearray] = (0, bytearray())
+        # After a fork (:meth:`after_fork`): the tails of records below ``_base`` are read from
+        # the file shared with the parent, which this process never writes; its own file
+        # holds the tails from ``_base`` on.
+        self._shared: IO[bytes] | None = None
+        self._base = 0
+
+    def after_fork(self) -> None:
+        """In a forked child: later tails go to a scratch file of its own (the parent and other
+        children go on writing theirs at the same offsets of the shared one)."""
+        self._shared, self._file = self._file, None
+        self._base = self._state[0]
 
     def append(self, tail: bytes) -> None:
         """Add the tail of the next record number (callers hold the index's lock)."""
@@ -182,7 +193,7 @@ class _Tails:
         try:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="snapmover-index-")  # noqa: SIM115 - lives as long as the index
-            os.pwrite(self._file.fileno(), buffer, written * TAIL_BYTES)
+            os.pwrite(self._file.fileno(), buffer, (written - self._base) * TAIL_BYTES)
         except OSError as e:
             log.info("index id tails stay in memory (no scratch file: %s)", e)
             self._in_memory = True
@@ -195,17 +206,26 @@ class _Tails:
         if r >= written:
             at = (r - written) * TAIL_BYTES
             return bytes(buffer[at : at + TAIL_BYTES])
-        assert self._file is not None
-        return os.pread(self._file.fileno(), TAIL_BYTES, r * TAIL_BYTES)
+        return os.pread(self._fd(r), TAIL_BYTES, self._offset(r))
+
+    def _fd(self, r: int) -> int:
+        """The descriptor of the scratch file holding the written tail of record ``r``."""
+        file = self._shared if r < self._base else self._file
+        assert file is not None
+        return file.fileno()
+
+    def _offset(self, r: int) -> int:
+        return (r if r < self._base else r - self._base) * TAIL_BYTES
 
     def span(self, first: int, count: int) -> bytes:
         """The tails of records ``first`` .. ``first + count - 1``, in one read where possible."""
         written, buffer = self._state
         out = b""
-        if first < written:
-            assert self._file is not None
-            n = min(count, written - first)
-            out = os.pread(self._file.fileno(), n * TAIL_BYTES, first * TAIL_BYTES)
+        while first < written and count > 0:
+            # one read per scratch file: the run may start in the parent's (shared) file
+            end = self._base if first < self._base else written
+            n = min(count, end - first)
+            out += os.pread(self._fd(first), n * TAIL_BYTES, self._offset(first))
             first, count = first + n, count - n
         if count > 0:
             at = (first - written) * TAIL_BYTES
@@ -217,9 +237,10 @@ class _Tails:
         return len(self._state[1])
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        for file in (self._file, self._shared):
+            if file is not None:
+                file.close()
+        self._file = self._shared = None
 
 
 class Index:
@@ -246,6 +267,14 @@ class Index:
     def close(self) -> None:
         """Drop the scratch file (it goes with the object too)."""
         self._tails.close()
+
+    def after_fork(self) -> None:
+        """In a forked child, before any other use: the index inherited from the parent (shared
+        copy-on-write) becomes this process's own. Records added here from now on are this
+        process's only; their id tails go to a scratch file of its own, and the lock is a
+        fresh one (a parent thread may have held the old one at the fork)."""
+        self._lock = threading.Lock()
+        self._tails.after_fork()
 
     def _find(self, slots: array[int], cid: bytes, *, exact: bool = True) -> int:
         """The slot holding ``cid``, or the empty slot where it would go (``exact=False``: the

@@ -41,9 +41,37 @@ class IndexFiles:
         self._storage = storage
         self._key = key
         self._lock = threading.Lock()
-        self.index = Index()
+        self._index = Index()
+        self._unloaded: list[str] = []  # adopted index files not in the index yet
         self.names: list[str] = []  # the index files in use (superseded ones left out)
         self.recorded_snapshots: dict[str, str] = {}  # snapshot id -> the index file recording it
+
+    @property
+    def index(self) -> Index:
+        """The in-memory index of every index file in :attr:`names` (adopted ones are read in
+        now if they are not yet)."""
+        if self._unloaded:
+            self._load_adopted()
+        return self._index
+
+    @index.setter
+    def index(self, index: Index) -> None:
+        self._index = index
+
+    def adopt(self, names: list[str]) -> None:
+        """Index files that other processes of this backup (its workers) wrote: they count as
+        in use now and are read into the index when it is next used (a backup that ends its
+        process then never reads them)."""
+        with self._lock:
+            self.names += names
+            self._unloaded += names
+
+    def _load_adopted(self) -> None:
+        with self._lock:
+            names, self._unloaded = self._unloaded, []
+            for name in names:
+                rows = decode_index_rows(self._key, name, self._storage.get(name))
+                self._index.add_rows(rows.packs, rows.body)
 
     def write(
         self, entries: Iterable[tuple[bytes, Location]], supersedes: list[str], snapshots: list[str] | None = None
@@ -68,7 +96,8 @@ class IndexFiles:
         leaves it out. The index in use is dropped first (callers reload with no reader running)."""
         listed = sorted((o.name, o.size) for o in self._storage.list(INDEX_PREFIX))
         with self._lock:  # never two indexes at once: the old one goes before the new one is built
-            self.index = Index()  # (its scratch file closes when the last reference goes)
+            self._index = Index()  # (its scratch file closes when the last reference goes)
+            self._unloaded = []
         superseded: set[str] = set()
         while True:
             index, recorded, kept, damaged, seen_superseded = self._load(listed, superseded)
@@ -77,7 +106,7 @@ class IndexFiles:
             superseded |= seen_superseded  # rare: redo without the files named superseded
             index.close()
         with self._lock:
-            self.index = index
+            self._index = index
             self.recorded_snapshots = recorded
             self.names = kept
         return damaged

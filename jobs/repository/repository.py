@@ -84,7 +84,13 @@ class Repository:
     """An opened repository. See the module docstring for what it is made of."""
 
     def __init__(
-        self, storage: Storage, keys: MasterKeys, config: RepositoryConfig, *, upload_parallel: int = 2
+        self,
+        storage: Storage,
+        keys: MasterKeys,
+        config: RepositoryConfig,
+        *,
+        upload_parallel: int = 2,
+        packs_in_flight: int | None = None,
     ) -> None:
         self.storage = storage
         self._keys = keys
@@ -92,7 +98,14 @@ class Repository:
         self.id = config.id
         self.damaged: list[str] = []  # objects found corrupted while opening (reported by check)
         self._indexes = IndexFiles(storage, keys.encryption)
-        self._writer = PackWriter(storage, keys.encryption, config, self._indexes, upload_parallel=upload_parallel)
+        self._writer = PackWriter(
+            storage,
+            keys.encryption,
+            config,
+            self._indexes,
+            upload_parallel=upload_parallel,
+            packs_in_flight=packs_in_flight,
+        )
         self._reader = BlobReader(storage, keys, self._indexes)
         self._snapshots = SnapshotStore(storage, keys.encryption)
         self._locks = LockManager(storage, keys.encryption)
@@ -159,6 +172,33 @@ class Repository:
         if load_index:
             repo.reload_index()
         return repo
+
+    def worker_copy(self, *, upload_parallel: int, packs_in_flight: int) -> Repository | None:
+        """A repository object for a worker process about to be forked from this one (made in
+        the parent, so nothing in it was ever used by a thread here): storage connections and a
+        pack writer of its own, the same keys and config, and this repository's index, which the
+        child shares copy-on-write and must claim with :meth:`after_fork` before anything else.
+        ``packs_in_flight`` bounds its pack buffers being uploaded (the workers' add up).
+
+        Blobs it adds go to its own packs and index files (FORMAT.md §7: a blob also added by
+        another writer is a harmless duplicate). None when the storage cannot be reopened."""
+        storage = self.storage.reopened()
+        if storage is None:
+            return None
+        copy = Repository(
+            storage, self._keys, self.config, upload_parallel=upload_parallel, packs_in_flight=packs_in_flight
+        )
+        copy._indexes.index = self._indexes.index
+        copy._indexes.names = list(self._indexes.names)
+        return copy
+
+    def adopt_index_files(self, names: list[str]) -> None:
+        """Index files a worker process of this backup wrote (:meth:`IndexFiles.adopt`)."""
+        self._indexes.adopt(names)
+
+    def after_fork(self) -> None:
+        """In the forked child, first thing: take the inherited index over (:meth:`Index.after_fork`)."""
+        self._indexes.index.after_fork()
 
     def close(self) -> None:
         """Release locks and stop the upload and reading threads (does not flush)."""

@@ -121,6 +121,43 @@ def encode_tree(nodes: list[Node]) -> bytes:
     )
 
 
+# Stands for an entry left out of encode_tree_parts' pieces: a JSON string of one NUL, which no
+# name, target or base64 xattr value can be (a NUL inside a longer string is not it either).
+_HOLE: Final = "\0"
+_HOLE_JSON: Final = json.dumps(_HOLE)
+
+TreeParts = list[str | Node]
+
+
+def encode_tree_parts(nodes: list[Node], holes: list[Node]) -> TreeParts:
+    """:func:`encode_tree` with the entries ``holes`` (some of ``nodes``) still open: the encoded
+    text of everything else with those nodes in their places, for :func:`join_tree_parts` to
+    finish once they are filled in (a directory's subdirectory entries need their subtree ids).
+    All but the holes is encoded in one go, as encode_tree does."""
+    open_ids = {id(n) for n in holes}
+    ordered = sorted(nodes, key=lambda n: n.name)
+    entries = [_HOLE if id(n) in open_ids else n.to_json() for n in ordered]
+    text = json.dumps({"entries": entries, "v": TREE_FORMAT_VERSION}, separators=(",", ":"))
+    pieces = text.split(_HOLE_JSON)
+    in_order = [n for n in ordered if id(n) in open_ids]
+    if len(pieces) != len(in_order) + 1:  # cannot happen (see _HOLE); never guess
+        raise ValueError("a tree entry encodes to the hole marker")
+    parts: TreeParts = [pieces[0]]
+    for node, piece in zip(in_order, pieces[1:], strict=True):
+        parts += [node, piece]
+    return parts
+
+
+def join_tree_parts(parts: TreeParts) -> bytes:
+    """The tree blob plaintext of :func:`encode_tree_parts`' pieces, its holes encoded as they are now:
+    the same bytes as :func:`encode_tree` of the same nodes."""
+    return "".join(p if isinstance(p, str) else _encode_entry(p) for p in parts).encode("utf-8", "surrogatepass")
+
+
+def _encode_entry(node: Node) -> str:
+    return json.dumps(node.to_json(), separators=(",", ":"))
+
+
 def decode_tree(data: bytes | bytearray | memoryview) -> list[Node]:
     """Parse a tree blob plaintext; raises IntegrityError when it is not a valid tree."""
     try:

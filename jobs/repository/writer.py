@@ -133,7 +133,14 @@ class PackWriter:
     """Writes blobs into packs of about ``config.pack_target_bytes``; see the module docstring."""
 
     def __init__(
-        self, storage: Storage, key: bytes, config: RepositoryConfig, indexes: IndexFiles, *, upload_parallel: int
+        self,
+        storage: Storage,
+        key: bytes,
+        config: RepositoryConfig,
+        indexes: IndexFiles,
+        *,
+        upload_parallel: int,
+        packs_in_flight: int | None = None,
     ) -> None:
         self._storage = storage
         self._key = key
@@ -150,7 +157,8 @@ class PackWriter:
         self._repacking = False
         self._indexed_at = time.monotonic()  # when uploaded packs were last made findable
         self._uploader = ThreadPoolExecutor(max_workers=max(1, upload_parallel), thread_name_prefix="pack-upload")
-        in_flight = max(PACKS_IN_FLIGHT, upload_parallel)
+        # packs_in_flight: a worker process of a multi-process backup holds fewer (they add up)
+        in_flight = packs_in_flight or max(PACKS_IN_FLIGHT, upload_parallel)
         self._in_flight = threading.BoundedSemaphore(in_flight)
         largest_blob = max(config.cdc_max_bytes, config.block_size) + BLOB_OVERHEAD_BYTES
         self._buffers = _PackBuffers(

@@ -89,5 +89,14 @@ class Storage(ABC):
             return False
         return True
 
+    def reopened(self) -> Storage | None:
+        """An equivalent storage with connections of its own, for a forked child process (a
+        connection inherited across ``fork`` is shared with the parent and must not be used
+        there); None when this backend cannot do that (callers then stay in one process).
+
+        Called in the child right after ``fork``: it must not take locks the parent's threads
+        may have held at that moment."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections; the storage must not be used afterwards."""

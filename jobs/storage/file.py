@@ -50,6 +50,9 @@ class FileStorage(Storage):
     def location(self) -> str:
         return f"file://{self._root}"
 
+    def reopened(self) -> Storage:
+        return FileStorage(self._root, direct_io=self._direct_io)  # holds no connection: a plain copy
+
     @property
     def root(self) -> Path:
         """The directory holding the objects."""

@@ -98,5 +98,9 @@ class RetryingStorage(Storage):
     def stat(self, name: str) -> ObjectInfo:
         return self._call(f"stat {name}", lambda: self._inner.stat(name))
 
+    def reopened(self) -> Storage | None:
+        inner = self._inner.reopened()
+        return None if inner is None else RetryingStorage(inner, self._policy, sleep=self._sleep)
+
     def close(self) -> None:
         self._inner.close()

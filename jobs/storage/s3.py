@@ -104,8 +104,9 @@ class S3Options:
 class S3Storage(Storage):
     """Objects as S3 keys ``<prefix>/<name>`` in one bucket."""
 
-    def __init__(self, options: S3Options, *, parallel: int = 8) -> None:
+    def __init__(self, options: S3Options, *, parallel: int = 8, session: Any = None) -> None:
         self._opt = options
+        self._parallel = parallel
         self._prefix = options.prefix.strip("/") + "/" if options.prefix.strip("/") else ""
         config = Config(
             retries={"mode": "standard", "max_attempts": BOTOCORE_ATTEMPTS},
@@ -117,9 +118,11 @@ class S3Storage(Storage):
             response_checksum_validation="when_required",
         )
         try:
-            session = (
-                boto3.session.Session(profile_name=options.profile) if options.profile else boto3.session.Session()
-            )
+            if session is None:
+                session = (
+                    boto3.session.Session(profile_name=options.profile) if options.profile else boto3.session.Session()
+                )
+            self._session = session
             self._client: Any = session.client(
                 "s3",
                 endpoint_url=options.endpoint,
@@ -247,6 +250,11 @@ class S3Storage(Storage):
         except botocore.exceptions.BotoCoreError as e:
             raise self._translate(e, name) from e
         return ObjectInfo(name, int(resp["ContentLength"]))
+
+    def reopened(self) -> Storage:
+        # a new client (its own connection pool) from the same session: the service models and
+        # credentials that session loaded are reused, not read again
+        return S3Storage(self._opt, parallel=self._parallel, session=self._session)
 
     def close(self) -> None:
         self._client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tracemalloc
 
 from jobs.repository.index import Index, Location
@@ -87,3 +88,47 @@ def test_a_lookup_is_exact_though_only_id_prefixes_are_in_memory() -> None:
     assert index.entry(index.number(_cid(9999)) or 0) == (_cid(9999), _loc(9999))  # tail not yet written
     wanted = [0, 1, 2, 4000, 4001, 9998, 9999, 5]
     assert list(index.entries(wanted)) == [(_cid(i), _loc(i)) for i in wanted]
+
+
+def _ids(tag: bytes) -> list[bytes]:
+    return [hashlib.sha256(tag + b"%d" % i).digest() for i in range(20_000)]  # past the in-memory tail buffer
+
+
+def _add(index: Index, ids: list[bytes], pack: str) -> None:
+    for i, cid in enumerate(ids):
+        index.add(cid, Location(pack, 0, i, 10, 10, False))
+
+
+def _finds(index: Index, ids: list[bytes], pack: str) -> bool:
+    return all(index.get(cid) == Location(pack, 0, i, 10, 10, False) for i, cid in enumerate(ids))
+
+
+def test_a_forked_child_and_the_parent_add_records_without_clobbering_each_others_id_tails() -> None:
+    """The id tails live in a scratch file inherited across fork: what each process adds after
+    the fork must go to a file of its own (both would write the same offsets of the shared one).
+    The child adds, the parent adds, then the child looks its records up again."""
+    index = Index()
+    before, theirs, ours = _ids(b"old"), _ids(b"child"), _ids(b"parent")
+    _add(index, before, "p-old")
+    added_r, added_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        ok = False
+        try:
+            index.after_fork()
+            _add(index, theirs, "p-child")
+            os.write(added_w, b"x")
+            os.read(go_r, 1)  # the parent has added its records meanwhile
+            ok = _finds(index, before, "p-old") and _finds(index, theirs, "p-child")
+        finally:
+            os._exit(0 if ok else 1)
+    os.read(added_r, 1)
+    _add(index, ours, "p-parent")
+    os.write(go_w, b"x")
+    _, status = os.waitpid(pid, 0)
+    for fd in (added_r, added_w, go_r, go_w):
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's records were clobbered"
+    assert _finds(index, before, "p-old") and _finds(index, ours, "p-parent")
+    assert [cid for cid, _ in index.items()] == before + ours

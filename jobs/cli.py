@@ -379,6 +379,14 @@ def repo_unlock(repo_url: str | None, password_file: str | None, as_json: bool, 
     help="File of exclude patterns, one a line (repeatable; read before the --exclude patterns).",
 )
 @_parallel_option
+@click.option(
+    "--processes",
+    type=click.IntRange(0, 64),
+    default=1,
+    show_default=True,
+    help="Processes for a filesystem backup's per-file work (0: the CPUs this process may use). "
+    "More than 1 is faster on many small files; each process adds its own memory.",
+)
 def upload(
     *,
     repo_url: str | None,
@@ -391,6 +399,7 @@ def upload(
     excludes: tuple[str, ...],
     exclude_files: tuple[str, ...],
     parallel: int | None,
+    processes: int,
 ) -> None:
     """Back up a directory or block volume; prints the snapshot id last.
 
@@ -400,7 +409,7 @@ def upload(
 
     tag_map = _parse_tags(tags)
     exclude_filter = _exclude_filter(excludes, exclude_files)
-    options = _options(parallel)
+    options = _options(parallel, processes=processes or None)
     if not os.path.lexists(source):
         raise VolumeIOError(f"{source}: source does not exist")
     with (

@@ -78,9 +78,10 @@ class DataPathOptions:
     """Knobs of the data path (the Job runner maps Velero's dataMoverConfig onto them)."""
 
     parallel: int = field(default_factory=lambda: os.cpu_count() or 2)  # files/blocks processed concurrently
-    # Worker processes of a filesystem backup; None: the CPUs this process may use, at most
-    # ``parallel`` (jobs.engine.procs.backup_processes); 1: one process.
-    processes: int | None = None
+    # Worker processes of a filesystem backup (opt-in: each adds its own memory, ~70 MiB at
+    # 100k small files, which the default memory budget does not cover yet); None: the CPUs
+    # this process may use, at most ``parallel`` (jobs.engine.procs.backup_processes).
+    processes: int | None = 1
     upload_parallel: int = 4  # packs uploaded concurrently
     pack_target_bytes: int = 16 * MiB
     write_sparse: bool = True  # restore: holes for zero runs

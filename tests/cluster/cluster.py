@@ -190,9 +190,10 @@ class LocalCluster:
         host changes and delete its Node object; returns what of it is left on the host."""
         if self.node2.pids():
             if self.control.running():
-                on_node = f"spec.nodeName={SECOND_NODE}"
-                self.kubectl("delete", "pods", "--all-namespaces", "--field-selector", on_node, "--wait=true",
-                             "--timeout=60s", check=False)  # fmt: skip
+                on_node = ["--all-namespaces", "--field-selector", f"spec.nodeName={SECOND_NODE}"]
+                if not self.node2.kubelet_alive():  # a killed node: nobody will confirm the deletion
+                    self.kubectl("delete", "pods", *on_node, "--grace-period=0", "--force", check=False)
+                self.kubectl("delete", "pods", *on_node, "--wait=true", "--timeout=60s", check=False)
             self.node2.stop()
         if self.control.running():
             self.kubectl("delete", "node", SECOND_NODE, "--ignore-not-found", "--wait=true", check=False)

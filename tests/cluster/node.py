@@ -607,6 +607,10 @@ state = "{d / "state"}"
             self.release_machine()
         return problems
 
+    def kubelet_alive(self) -> bool:
+        """Whether this node's kubelet process runs."""
+        return any(name == "kubelet" and _alive(pid) for pid, name in self.pids())
+
     def kill(self) -> None:
         """The node dies at once, as if it lost power: SIGKILL to its kubelet, then to every
         process in its cgroups (containerd, the shims, the pods' containers; a second node's mount
@@ -617,6 +621,9 @@ state = "{d / "state"}"
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._kill_cgroup_processes()
+        for pid, _name in self.pids():  # reap the ones this process started (no zombie looks alive)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
     def _kill_cgroup_processes(self) -> None:
         """SIGKILL every process in the node's cgroups until none is left (bounded: 10 s)."""

@@ -43,6 +43,10 @@ Job Failed, the mover died  the pod ended without a result (OOMKilled, killed by
                             with the next attempt (annotation ``snapmover.io/mover-attempt``,
                             Warning Event MoverRetry); the old Job is deleted and a new one made
                             as for a new CR (the mover resumes: what it stored is deduplicated)
+pod lost with its node      Kubernetes deletes the mover pod of a node that is not Ready (after the
+                            pod's toleration of the ``unreachable`` taint); the pod stays
+                            Terminating without a kubelet: a dead mover as above (the last
+                            attempt fails with reason NodeLost)
 Job Failed                  → Canceled when the mover says so, else Failed with its message, else
                             with the cause Kubernetes states (OOMKilled, Evicted, DeadlineExceeded)
 pod cannot start            past ``podStartTimeout`` → Failed with the cause ``launcher.failures``

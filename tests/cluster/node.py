@@ -395,6 +395,8 @@ class RealNode:
             self._take_machine()
         elif self.pids():
             raise NodeUnavailable(f"node {self.name} runs already (its processes are in {self.pid_file})")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)  # a stopped or killed node joins again afresh
         self.dir.mkdir(parents=True, exist_ok=True)
         self._setup_host(api_port)
         if not self.primary:

@@ -359,6 +359,7 @@ class Controller:
             job=self.to_dict(job),
             pods=pods,
             events=self.pending_pod_events(pods),
+            lost_nodes=self.lost_nodes(pods),
             owns_volumes=bool(
                 self.claims.items({LABEL_OWNER_UID: uid}) or self.snapshots.items({LABEL_OWNER_UID: uid})
             ),
@@ -375,6 +376,19 @@ class Controller:
                     problem = str(e)
             obs = replace(obs, forget_job=forget, forget_problem=problem)
         return obs
+
+    def lost_nodes(self, pods: list[dict[str, Any]]) -> frozenset[str]:
+        """The nodes, not Ready, on which one of these pods is being deleted (the node list is read
+        only then, and cached briefly)."""
+        deleted_on = {
+            str(p["spec"]["nodeName"])
+            for p in pods
+            if p["metadata"].get("deletionTimestamp") and (p.get("spec") or {}).get("nodeName")
+        }
+        if not deleted_on:
+            return frozenset()
+        ready: list[str] = self.recent.get(("nodes",), self.ready_nodes)
+        return frozenset(deleted_on - set(ready))
 
     def pending_pod_events(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The Events about those pods that have been Pending a while (why one cannot start): a pod

@@ -43,6 +43,10 @@ Job Failed, the mover died  the pod ended without a result (OOMKilled, killed by
                             with the next attempt (annotation ``snapmover.io/mover-attempt``,
                             Warning Event MoverRetry); the old Job is deleted and a new one made
                             as for a new CR (the mover resumes: what it stored is deduplicated)
+pod lost with its node      Kubernetes deletes the mover pod of a node that is not Ready (after the
+                            pod's toleration of the ``unreachable`` taint); the pod stays
+                            Terminating without a kubelet: a dead mover as above (the last
+                            attempt fails with reason NodeLost)
 Job Failed                  → Canceled when the mover says so, else Failed with its message, else
                             with the cause Kubernetes states (OOMKilled, Evicted, DeadlineExceeded)
 pod cannot start            past ``podStartTimeout`` → Failed with the cause ``launcher.failures``
@@ -83,6 +87,7 @@ POD_STATUS_GRACE_SECONDS = 15.0  # how long a finished Job waits for its pod's t
 WAIT_REQUEUE_SECONDS = 1.0
 QUEUE_FULL_REQUEUE_SECONDS = 2.0
 SUPERVISE_REQUEUE_SECONDS = 5.0
+ENDED_POD_PHASES = frozenset({"Succeeded", "Failed"})
 WAIT_NOTICE_AFTER_SECONDS = 5.0  # a prepare wait this long gets its (one) Event
 RETENTION_REQUEUE_MAX_SECONDS = 60.0
 ATTEMPT_ANNOTATION = "snapmover.io/mover-attempt"  # on the CR: the attempt it is on; on a Job: its attempt
@@ -213,12 +218,18 @@ class Observation:
     forget_job: Obj | None = None
     forget_problem: str = ""  # why no forget Job can be built (its storage location)
     rebind: RebindView | None = None  # set after the Rebind action gathered it
+    lost_nodes: frozenset[str] = frozenset()  # nodes not Ready on which one of its pods is being deleted
+
+    @property
+    def current_pods(self) -> list[Obj]:
+        """The current Job's pods (a dead attempt's pods linger until they are garbage-collected)."""
+        uid = ((self.job or {}).get("metadata") or {}).get("uid")
+        return [p for p in self.pods if not uid or uid in owner_uids(p) or not owner_uids(p)]
 
     @property
     def pod(self) -> Obj | None:
-        """The current Job's pod (a dead attempt's pods linger until they are garbage-collected)."""
-        uid = ((self.job or {}).get("metadata") or {}).get("uid")
-        current = [p for p in self.pods if not uid or uid in owner_uids(p) or not owner_uids(p)]
+        """The current Job's pod."""
+        current = self.current_pods
         return current[0] if current else None
 
 
@@ -634,7 +645,29 @@ def supervise(obs: Observation) -> list[Action]:
         failed = conditions["Failed"]
         cause = classify(pod, obs.events, job)
         return retry_dead_mover(obs, pod, failed, cause) or job_failed(pod, failed, cause)
+    lost = lost_with_node(obs)
+    if lost is not None:
+        return retry_dead_mover(obs, pod, {}, lost, death=lost.message)
     return running(obs, job, pod)
+
+
+def lost_with_node(obs: Observation) -> Cause | None:
+    """A mover pod gone with its node: Kubernetes deletes the pods of a node that stopped
+    reporting (not Ready) once their toleration of the ``unreachable``/``not-ready`` taint ends, but
+    the pod stays Terminating while its kubelet is gone and the Job would wait, or start a pod
+    the scheduler cannot place (a volume bound to that node). None when no pod of the current Job
+    is being deleted on a node that is not Ready."""
+    for pod in obs.current_pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node in obs.lost_nodes and meta.get("deletionTimestamp") and status.get("phase") not in ENDED_POD_PHASES:
+            return Cause(
+                "NodeLost",
+                f"the mover pod {meta.get('name')} was lost with node {node}: the node is not Ready and "
+                "Kubernetes deleted the pod when its toleration of the unreachable node ended (how long "
+                "that takes: tolerations in the launcher ConfigMap, else Kubernetes' default of 300s)",
+            )
+    return None
 
 
 def running(obs: Observation, job: Obj, pod: Obj | None) -> list[Action]:
@@ -703,12 +736,13 @@ def mover_death(pod: Obj | None, condition: Obj) -> str:
 
 
 def retry_dead_mover(
-    obs: Observation, pod: Obj | None, condition: Obj, classified: Cause | None = None
+    obs: Observation, pod: Obj | None, condition: Obj, classified: Cause | None = None, death: str = ""
 ) -> list[Action]:
     """A mover that died without a result: start the next attempt while the bounds allow, or fail
     saying how many attempts died (with the cause ``launcher.failures`` reads when it has one);
-    empty when the mover ended on its own terms."""
-    cause = mover_death(pod, condition)
+    empty when the mover ended on its own terms. ``death``: how it died, when the caller knows
+    (a node lost) rather than :func:`mover_death` reading it from the failed Job's pod."""
+    cause = death or mover_death(pod, condition)
     if not cause or result_of(pod) is not None:
         return []
     attempt, allowed = attempt_of(obs.cr), 1 + obs.settings.mover_retries

@@ -128,9 +128,10 @@ def _client_cert(d: Path, name: str, subject: str) -> None:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager, recorded in a state directory."""
 
-    def __init__(self, state_dir: Path, *, node_name: str = "snapmover-node") -> None:
+    def __init__(self, state_dir: Path, *, node_name: str = "snapmover-node", more_nodes: tuple[str, ...] = ()) -> None:
         self.state = state_dir
         self.node_name = node_name
+        self.more_nodes = more_nodes  # nodes that may join later (tests/cluster/node.py index 2…)
         self.node_tokens: dict[str, str] = {}
         self.pki = state_dir / "pki"
         self.kubeconfig = state_dir / "kubeconfig"
@@ -155,6 +156,8 @@ class ControlPlane:
             f'{self.node_tokens["kubelet"]},system:node:{self.node_name},kubelet,"system:nodes"\n'
             f"{self.node_tokens['scheduler']},system:kube-scheduler,scheduler\n"
         )
+        for i, name in enumerate(self.more_nodes, start=2):  # a user name of its own per node
+            tokens += f'{secrets.token_hex(16)},system:node:{name},kubelet-{i},"system:nodes"\n'
         _client_cert(self.pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
         node_flags = [
             f"--kubelet-client-certificate={self.pki / 'kubelet-client.crt'}",
@@ -239,6 +242,15 @@ class ControlPlane:
         info: dict[str, object] = {"server": server, "kubeconfig": str(self.kubeconfig), "api_port": api_port}
         self.info_file.write_text(json.dumps(info))
         return info
+
+    def node_token(self, node: str) -> str:
+        """The bearer token of node ``node``'s kubelet (from the API server's token file, so a
+        process that did not start the control plane can add a node to it)."""
+        for line in (self.pki / "tokens.csv").read_text().splitlines():
+            token, user, *_ = line.split(",")
+            if user == f"system:node:{node}":
+                return token
+        raise KeyError(f"the API server has no identity for node {node}")
 
     def _audit_policy(self) -> Path:
         """An audit policy recording one line per completed request of clients outside the control

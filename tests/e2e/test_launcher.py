@@ -480,32 +480,6 @@ def test_maintenance_frees_the_data_of_deleted_backups(velero_crds: ClusterHandl
         assert 1 <= len(kept) <= 3  # the newest finished ones (2) plus at most one running
 
 
-def test_per_node_limit(velero_crds: ClusterHandle, tmp_path: Path) -> None:
-    with launcher_env(velero_crds, tmp_path, {"maxConcurrentJobs": "5", "maxJobsPerNode": "1"}) as env:
-        env.start_launcher()
-        env.apply(pvc("data"), env.app)
-        env.run_pod_job("fill", "echo small > /data/file", "data")
-        for i in range(4):
-            env.snapshot(f"snap-{i}", "data")
-        for i in range(4):
-            env.data_upload(f"snap-{i}", "data")
-        most = 0
-
-        def all_done() -> bool:
-            nonlocal most
-            # mover Jobs only: a scheduled prune Job (after 60 s on a loaded machine) is not limited by these
-            jobs = env.kubectl(
-                "get", "jobs", "-n", env.ns, "-l", "snapmover.io/role", "-o", "jsonpath={.items[*].status.active}"
-            )
-            active = jobs.stdout.split()
-            most = max(most, sum(int(a) for a in active))
-            phases = env.kubectl("get", "datauploads", "-n", env.ns, "-o", "jsonpath={.items[*].status.phase}").stdout
-            return phases.split().count("Completed") == 4
-
-        wait_for("4 completed uploads", all_done, timeout=300)
-        assert most == 1  # one node, one mover at a time
-
-
 @pytest.mark.parametrize("config", [{"jobLabels": json.dumps({"not a label key!": "x"}), "prepareTimeout": "10m"}])
 def test_a_job_the_api_server_rejects_fails_the_cr_with_its_message(
     velero_crds: ClusterHandle, tmp_path: Path, config: dict[str, str]

@@ -1,31 +1,112 @@
-"""e2e topology (#16 item 3) with the real kube-scheduler: a restore into a PVC with a selected node
-(WaitForFirstConsumer) runs its mover on that node, and a backup of a `local` volume runs where the
-volume is (the Job gets the source PV's node affinity).
+"""e2e on two real nodes (#14 item 3, #16 item 3): placement, per-node limits and node loss with the
+real kube-scheduler, and the second node's kubelet beside the first one.
 
-The test cluster has one real node (``node-1``; README: a second one was not made to work yet), so
-each placement is shown both ways: pinned to ``node-1`` the mover runs there (the CR's
-``status.node``, written by the mover from its pod's ``spec.nodeName``), pinned to ``node-2``, which
-does not exist, the scheduler refuses the pod and the CR fails with its message — a mover that
-ignored the pin would have run on ``node-1`` and completed.
+The module starts ``node-2`` on the session's cluster (tests/cluster/node.py: its own kubelet and
+containerd in a private mount namespace, its own address on the bridge, pod range and cgroup root)
+and removes it after the last test, so every other test module runs on one node. Each test needs
+both nodes and fails on a one-node cluster (the fixture fails when node-2 cannot start; nothing is
+skipped):
+
+* pod logs and exec work on both nodes across the kubelets' container GC, which every minute
+  removes the ``/var/log/pods`` directories of pods its kubelet does not know;
+* a restore into a WaitForFirstConsumer PVC runs on the node selected for it, node-2 as well as
+  node-1 (the CR's ``status.node``, written by the mover from its pod's ``spec.nodeName``), and so
+  does a backup of a ``local`` volume (the Job gets the source PV's node affinity);
+* ``maxJobsPerNode`` is a limit per node: with 1, two movers run at once, one on each node;
+* a node lost while its mover runs (node-2 killed as by a power cut, its mover stopped first so it
+  cannot finish): once Kubernetes deletes the pod (the taint toleration the launcher's ConfigMap
+  sets), the launcher starts the next attempt, which runs on node-1 and completes.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.cluster.cluster import NODE_NAME, SECOND_NODE, snapmover_image
 from tests.cluster.harness import BACKING_FILE, on_node
-from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc
+from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
+from tests.figures import Figures
 from tests.fixtures.cluster import ClusterHandle
 
 pytestmark = pytest.mark.e2e
 
+NODES = (NODE_NAME, SECOND_NODE)
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 PIN_CONFIG = {"podStartTimeout": "20s"}  # an unschedulable mover fails after this
+# the kubelet's container GC runs every minute (ContainerGCPeriod in pkg/kubelet/kubelet.go):
+# after this long each kubelet has run it at least once while the other node's pod ran
+GC_WAIT_SECONDS = 75
+
+
+@pytest.fixture(scope="module")
+def two_nodes(velero_crds: ClusterHandle) -> Iterator[ClusterHandle]:
+    """The session cluster with ``node-2`` started and Ready; removed again after the module."""
+    try:
+        velero_crds.add_second_node()
+    except Exception as e:
+        left = velero_crds.remove_second_node()
+        pytest.fail(f"the second real node did not start: {e} (left on the host: {left})")
+    yield velero_crds
+    left = velero_crds.remove_second_node()
+    assert not left, f"node-2's teardown left {left}"
+
+
+def sleeper(name: str, node: str) -> dict[str, Any]:
+    """A pod on ``node`` (placed by kube-scheduler) that prints a line and then sleeps."""
+    container = {
+        "name": "main",
+        "image": snapmover_image(),
+        "command": ["sh", "-c", 'echo "hello from $NODE"; exec sleep 600'],
+        "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [container],
+        },
+    }
+
+
+def test_logs_and_exec_work_on_both_nodes_across_the_kubelets_log_gc(
+    two_nodes: ClusterHandle, k8s_namespace: str
+) -> None:
+    cluster, ns = two_nodes, k8s_namespace
+    for node in NODES:
+        cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(sleeper(f"on-{node}", node)))
+    cluster.kubectl("wait", "-n", ns, "--for=condition=Ready", "--timeout=120s", *(f"pod/on-{n}" for n in NODES))
+    pods = {n: json.loads(cluster.kubectl("get", "pod", "-n", ns, f"on-{n}", "-o", "json").stdout) for n in NODES}
+    log_dirs = {n: f"{ns}_on-{n}_{pods[n]['metadata']['uid']}" for n in NODES}
+    roots = {NODE_NAME: Path("/var/log/pods"), SECOND_NODE: cluster.node2.dir / "host" / "var-log-pods"}
+
+    def check(when: str) -> None:
+        for node in NODES:
+            assert pods[node]["spec"]["nodeName"] == node
+            logs = cluster.kubectl("logs", "-n", ns, f"on-{node}", check=False)
+            assert logs.returncode == 0 and f"hello from {node}" in logs.stdout, (when, node, logs.stderr)
+            done = cluster.kubectl("exec", "-n", ns, f"on-{node}", "--", "sh", "-c", "echo exec on $NODE", check=False)
+            assert done.stdout.strip() == f"exec on {node}", (when, node, done.stderr)
+            # each kubelet writes its pods' logs into its own /var/log/pods
+            assert (roots[node] / log_dirs[node]).is_dir(), (when, node)
+            other = SECOND_NODE if node == NODE_NAME else NODE_NAME
+            assert not (roots[other] / log_dirs[node]).exists(), (when, node)
+
+    check("at start")
+    time.sleep(GC_WAIT_SECONDS)
+    check(f"after {GC_WAIT_SECONDS} s")
 
 
 def restore_target(env: LauncherEnv, name: str, node: str) -> None:
@@ -36,26 +117,22 @@ def restore_target(env: LauncherEnv, name: str, node: str) -> None:
     env.apply(target, env.app)
 
 
-def test_a_restore_runs_on_the_target_pvcs_selected_node(velero_crds: ClusterHandle, tmp_path: Path) -> None:
-    with launcher_env(velero_crds, tmp_path, PIN_CONFIG) as env:
+def test_a_restore_runs_on_the_target_pvcs_selected_node(two_nodes: ClusterHandle, tmp_path: Path) -> None:
+    with launcher_env(two_nodes, tmp_path, PIN_CONFIG) as env:
         env.start_launcher()
         env.apply(pvc("data"), env.app)
         env.run_pod_job("fill", "echo pinned > /data/file", "data")
         env.snapshot("snap", "data")
         du = env.data_upload("snap", "data")
         snapshot_id = env.wait_phase("dataupload", du, {"Completed", "Failed"})["status"]["snapshotID"]
-
-        restore_target(env, "near", "node-1")
-        status = env.wait_phase("datadownload", env.data_download(snapshot_id, "near"), {"Completed", "Failed"})
-        assert status["status"]["phase"] == "Completed", status["status"].get("message")
-        assert status["status"]["node"] == "node-1"
-        assert (env.pv_path("near") / "file").read_text() == "pinned\n"
-
-        restore_target(env, "far", "node-2")
-        status = env.wait_phase("datadownload", env.data_download(snapshot_id, "far"), {"Completed", "Failed"})
-        message = str(status["status"].get("message"))
-        assert status["status"]["phase"] == "Failed", status["status"]
-        assert "didn't match" in message and "cannot start" in message, message
+        for node in (SECOND_NODE, NODE_NAME):  # the other node first: a mover ignoring the pin lands anywhere
+            target = f"on-{node}"
+            restore_target(env, target, node)
+            dd = env.data_download(snapshot_id, target)
+            status = env.wait_phase("datadownload", dd, {"Completed", "Failed"})["status"]
+            assert status["phase"] == "Completed", status.get("message")
+            assert status["node"] == node
+            assert (env.pv_path(target) / "file").read_text() == "pinned\n"
 
 
 @contextmanager
@@ -71,7 +148,7 @@ def local_claim(env: LauncherEnv, name: str, node: str) -> Iterator[Path]:
             "kind": "PersistentVolume",
             "metadata": {"name": pv, "annotations": {BACKING_FILE: str(path)}},  # where the harness snapshots from
             "spec": {
-                "capacity": {"storage": "64Mi"},
+                "capacity": {"storage": "1Gi"},
                 "accessModes": ["ReadWriteOnce"],
                 "volumeMode": "Filesystem",
                 "persistentVolumeReclaimPolicy": "Retain",
@@ -81,7 +158,7 @@ def local_claim(env: LauncherEnv, name: str, node: str) -> Iterator[Path]:
             },
         }
     )
-    claim = pvc(name)
+    claim = pvc(name, size="1Gi")
     claim["spec"].update(storageClassName="", volumeName=pv)
     env.apply(claim, env.app)
     try:
@@ -91,18 +168,119 @@ def local_claim(env: LauncherEnv, name: str, node: str) -> Iterator[Path]:
         env.kubectl("delete", "pv", pv, "--wait=false", check=False)
 
 
-def test_a_backup_of_a_local_volume_runs_where_the_volume_is(velero_crds: ClusterHandle, tmp_path: Path) -> None:
-    with launcher_env(velero_crds, tmp_path, PIN_CONFIG) as env:
+def test_a_backup_of_a_local_volume_runs_where_the_volume_is(two_nodes: ClusterHandle, tmp_path: Path) -> None:
+    with launcher_env(two_nodes, tmp_path, PIN_CONFIG) as env:
         env.start_launcher()
-        with local_claim(env, "here", "node-1") as here, local_claim(env, "elsewhere", "node-2") as elsewhere:
-            for directory in (here, elsewhere):
-                (directory / "file").write_text("local data\n")
-            env.snapshot("here-snap", "here")
-            env.snapshot("elsewhere-snap", "elsewhere")
-            status = env.wait_phase("dataupload", env.data_upload("here-snap", "here"), {"Completed", "Failed"})
-            assert status["status"]["phase"] == "Completed", status["status"].get("message")
-            assert status["status"]["node"] == "node-1"
-            far = env.wait_phase("dataupload", env.data_upload("elsewhere-snap", "elsewhere"), {"Completed", "Failed"})
-            message = str(far["status"].get("message"))
-            assert far["status"]["phase"] == "Failed", far["status"]
-            assert "didn't match" in message and "cannot start" in message, message
+        with local_claim(env, "one", NODE_NAME) as one, local_claim(env, "two", SECOND_NODE) as two:
+            uploads = {}
+            for claim, directory in (("two", two), ("one", one)):
+                (directory / "file").write_text(f"local data of {claim}\n")
+                env.snapshot(f"{claim}-snap", claim)
+                uploads[claim] = env.data_upload(f"{claim}-snap", claim)
+            for claim, node in (("one", NODE_NAME), ("two", SECOND_NODE)):
+                status = env.wait_phase("dataupload", uploads[claim], {"Completed", "Failed"})["status"]
+                assert status["phase"] == "Completed", status.get("message")
+                assert status["node"] == node
+
+
+def mover_pods(env: LauncherEnv) -> list[dict[str, Any]]:
+    """The mover pods of the launcher's namespace that hold a place on a node (Pending or Running)."""
+    out = env.kubectl("get", "pods", "-n", env.ns, "-l", "snapmover.io/role", "-o", "json").stdout
+    return [
+        p
+        for p in json.loads(out)["items"]
+        if p["status"].get("phase") in ("Pending", "Running") and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def test_max_jobs_per_node_is_a_limit_per_node(two_nodes: ClusterHandle, tmp_path: Path) -> None:
+    with launcher_env(two_nodes, tmp_path, {"maxConcurrentJobs": "5", "maxJobsPerNode": "1"}) as env:
+        env.start_launcher()
+        env.apply(pvc("data"), env.app)
+        env.run_pod_job("fill", "echo small > /data/file", "data")
+        for i in range(6):
+            env.snapshot(f"snap-{i}", "data")
+        for i in range(6):
+            env.data_upload(f"snap-{i}", "data")
+        most, most_on = 0, dict.fromkeys(NODES, 0)
+        busiest: list[Any] = []
+
+        def all_done() -> bool:
+            nonlocal most, busiest
+            pods = mover_pods(env)
+            for node in NODES:
+                most_on[node] = max(most_on[node], sum(p["spec"].get("nodeName") == node for p in pods))
+            if len(pods) > most:
+                most, busiest = len(pods), [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in pods]
+            phases = env.kubectl("get", "datauploads", "-n", env.ns, "-o", "jsonpath={.items[*].status.phase}").stdout
+            return phases.split().count("Completed") == 6
+
+        wait_for("6 completed uploads", all_done, timeout=300)
+        assert all(count <= 1 for count in most_on.values()), most_on  # one mover per node at a time
+        assert most == 2, (most, busiest)  # and one on each node at once: the limit is not global
+
+
+# a node that stops reporting is not Ready after the controller-manager's node-monitor-grace-period
+# (40 s); its pods are deleted when their toleration of the unreachable taint ends: the launcher's
+# ConfigMap sets it here (Kubernetes' default is 300 s), and the launcher then retries the mover
+LOST_NODE_CONFIG = {
+    "podStartTimeout": "20s",
+    "tolerations": json.dumps(
+        [
+            {"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}
+            for taint in ("unreachable", "not-ready")
+        ]
+    ),
+}
+
+
+def stop_mover_on(cluster: ClusterHandle, namespace: str) -> int:
+    """SIGSTOP the mover process running in a pod of ``namespace`` on node-2 (found by its cgroup and
+    command line), so it cannot finish before the node is killed; returns its PID."""
+
+    def find() -> int | None:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                cgroups = (proc / "cgroup").read_text()
+            except OSError:
+                continue
+            mover = b"job" in cmdline and any(a.endswith(b"snapmover") for a in cmdline[:2])
+            if mover and f"/{cluster.node2.cgroup_root}/" in cgroups:
+                os.kill(int(proc.name), signal.SIGSTOP)
+                return int(proc.name)
+        return None
+
+    return int(wait_for(f"a mover process on {SECOND_NODE} ({namespace})", find, timeout=120))
+
+
+def test_a_node_lost_while_its_mover_runs_retries_the_mover_on_another_node(
+    two_nodes: ClusterHandle, tmp_path: Path, figures: Figures
+) -> None:
+    cluster = two_nodes
+    with launcher_env(cluster, tmp_path, LOST_NODE_CONFIG) as env:
+        env.start_launcher()
+        env.apply(pvc("data"), env.app)
+        env.run_pod_job("fill", "seq 1 100000 > /data/numbers && echo lost > /data/file", "data")
+        env.snapshot("snap", "data")
+        cluster.kubectl("cordon", NODE_NAME)  # the first attempt runs on node-2
+        try:
+            du = env.data_upload("snap", "data", operationTimeout="10m")
+            stop_mover_on(cluster, env.ns)
+        finally:
+            cluster.kubectl("uncordon", NODE_NAME)
+        killed = time.monotonic()
+        try:
+            cluster.node2.kill()
+            status = env.wait_phase("dataupload", du, {"Completed", "Failed"}, timeout=300)["status"]
+            took = time.monotonic() - killed
+            events = env.kubectl("get", "events", "-n", env.ns, "--field-selector", "reason=MoverRetry").stdout
+        finally:
+            cluster.remove_second_node()
+            cluster.add_second_node()  # for the tests after this one
+        assert status["phase"] == "Completed", status.get("message")
+        assert status["node"] == NODE_NAME  # the next attempt ran on the node that is left
+        assert "mover attempt 1 of 3 died" in events and f"lost with node {SECOND_NODE}" in events, events
+        figures.add("node loss", "node-2 killed to backup Completed on node-1 (s)", f"{took:.0f}")

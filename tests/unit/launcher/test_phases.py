@@ -734,3 +734,31 @@ def test_the_pods_of_a_dead_attempts_job_are_not_the_current_pod() -> None:
     cr = attempt(du(Phase.ACCEPTED), 2, retried=1)
     change = phase_set(decide(obs(cr, job=current, pods=[old, new], exposure=EXPOSED)))
     assert change.phase == Phase.PREPARED
+
+
+# --- a node lost while its mover runs (issue #14 item 3) -------------------------------------------
+
+
+def lost(node: str = "node-a") -> dict[str, Any]:
+    """A mover pod Kubernetes is deleting while its node's kubelet is gone: still Running."""
+    p = pod("Running")
+    p["metadata"]["deletionTimestamp"] = ago(1)
+    p["spec"]["nodeName"] = node
+    return p
+
+
+def test_a_mover_pod_lost_with_its_node_is_started_again() -> None:
+    cr = du(Phase.IN_PROGRESS)
+    change = phase_set(decide(obs(cr, job=job(), pods=[lost()], lost_nodes=frozenset({"node-a"}))))
+    assert (change.phase, change.reason) == (Phase.ACCEPTED, "MoverRetry")
+    assert "mover attempt 1 of 3 died" in change.message and "lost with node node-a" in change.message
+    last = phase_set(decide(obs(attempt(cr, 3), job=job(), pods=[lost()], lost_nodes=frozenset({"node-a"}))))
+    assert (last.phase, last.reason) == (Phase.FAILED, "NodeLost") and "each of 3 attempt(s)" in last.message
+
+
+def test_a_pod_deleted_on_a_ready_node_or_not_deleted_is_no_node_loss() -> None:
+    cr = du(Phase.IN_PROGRESS)
+    running = [Requeue(phases.SUPERVISE_REQUEUE_SECONDS, "the mover")]
+    assert decide(obs(cr, job=job(), pods=[lost("node-b")], lost_nodes=frozenset({"node-a"}))) == running
+    unready = pod("Running")  # its node is not Ready, but Kubernetes has not given up on the pod yet
+    assert decide(obs(cr, job=job(), pods=[unready], lost_nodes=frozenset({"node-a"}))) == running

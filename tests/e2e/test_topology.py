@@ -224,7 +224,7 @@ def test_max_jobs_per_node_is_a_limit_per_node(two_nodes: ClusterHandle, tmp_pat
 # (40 s); its pods are deleted when their toleration of the unreachable taint ends: the launcher's
 # ConfigMap sets it here (Kubernetes' default is 300 s), and the launcher then retries the mover
 LOST_NODE_CONFIG = {
-    "podStartTimeout": "20s",
+    "podStartTimeout": "120s",
     "tolerations": json.dumps(
         [
             {"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}

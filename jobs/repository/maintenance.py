@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # Trees asked for in one bulk load by walk_trees (a tree of 1,000 small files is ~150 KB).
 TREE_BATCH: Final = 64
+# Their reading threads: each holds a read buffer and up to two merged ranges of decrypted trees
+# (up to 8 MiB each) in flight; 2 keep both cores busy decoding.
+TREE_LOAD_PARALLEL: Final = 2
 # Packs verified at once by check --read-data: each holds its whole pack (16 MiB by default) and
 # its header's entries, ~25 MiB at 1M small files; 2 keep two cores busy (decryption and
 # hashing release the GIL) within the memory budget.
@@ -140,7 +143,7 @@ def _load_trees(
     missing tree reported to it and left out."""
     done: set[str] = set()
     try:
-        for tid, raw in repo.load_blobs(batch, parallel=4):
+        for tid, raw in repo.load_blobs(batch, parallel=TREE_LOAD_PARALLEL):
             done.add(tid)
             yield tid, raw
         return
@@ -386,7 +389,9 @@ def _check_snapshots(repo: Repository, report: CheckReport) -> None:
         f"{name} is damaged and was skipped" for name in repo.damaged if name.startswith(SNAPSHOTS_PREFIX)
     )
     index = repo.index
-    for snap in snapshots:
+    if _all_reachable_indexed(repo, [snap.root for snap in snapshots]):
+        return
+    for snap in snapshots:  # something is wrong: walk each snapshot alone to say which
         problems: list[str] = []
 
         def note(tid: str, msg: str, problems: list[str] = problems) -> None:
@@ -401,6 +406,17 @@ def _check_snapshots(repo: Repository, report: CheckReport) -> None:
         if missing:
             problems.append(f"{len(missing)} data blobs are in no index (e.g. {missing[0].hex()[:16]})")
         report.errors.extend(f"snapshot {snap.id[:16]}: {p}" for p in problems)
+
+
+def _all_reachable_indexed(repo: Repository, roots: list[str]) -> bool:
+    """One walk of every snapshot's trees at once (snapshots share most of them: a tree is
+    loaded once, not once per snapshot); True when every tree loaded and every blob is indexed."""
+    damaged: list[str] = []
+    try:
+        _trees, data = walk_trees(repo, roots, lambda tid, msg: damaged.append(tid))
+    except MoverError:
+        return False
+    return not damaged and not any(cid not in repo.index for cid in data.outside)
 
 
 def _check_unindexed_packs(unindexed: list[str], report: CheckReport) -> None:

@@ -103,9 +103,9 @@ def open_blob(key: bytes, kind: int, chunk_id: bytes, sealed: bytes | memoryview
     raise IntegrityError(f"blob {chunk_id.hex()[:16]} in {where} has an unknown compression flag")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackEntry:
-    """One blob as listed in a pack header."""
+    """One blob as listed in a pack header (slots: a pack of small blobs holds ~20,000)."""
 
     chunk_id: bytes
     kind: int

@@ -479,3 +479,35 @@ def test_prune_leaves_packs_with_little_unused_data_alone(tmp_path: Path) -> Non
     assert [s.id for s in final.list_snapshots()] == [second]
     assert all(final.load_blob(final.chunk_id(v)) == v for k, v in files.items() if k != "f30")
     assert check(final, read_data=True).errors == []
+
+
+def test_check_loads_shared_trees_once_and_still_names_the_damaged_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three snapshots of the same files share all their trees: check walks them in one pass
+    # (the previous check loaded every tree once per snapshot). A snapshot referencing a blob
+    # in no index is still named alone.
+    storage, repo = new_repo(tmp_path)
+    files = {f"f{i}": os.urandom(2_000) for i in range(5)}
+    same = [snapshot_of(repo, files) for _ in range(3)]
+    loads: list[str] = []
+    real = Repository.load_blobs
+
+    def counted(self: Repository, chunk_ids: object, *, parallel: int = 4) -> object:
+        ids = list(chunk_ids)  # type: ignore[call-overload]
+        loads.extend(ids)
+        return real(self, ids, parallel=parallel)
+
+    monkeypatch.setattr(Repository, "load_blobs", counted)
+    reopened = Repository.open(storage, PASSWORD)
+    assert check(reopened).errors == []
+    assert len(loads) == len(set(loads)) == 2, loads  # the top tree and the directory's, once each
+    lost = os.urandom(32).hex()
+    tree = encode_tree([Node(name="gone", type=NODE_FILE, size=1, content=[(lost, 1)])])
+    top = encode_tree([Node(name=".", type=NODE_DIR, subtree=store(repo, "tree", tree))])
+    top_id = store(repo, "tree", top)
+    repo.flush()
+    damaged = repo.save_snapshot(SnapshotManifest(source="/src", root=top_id))
+    (error,) = check(Repository.open(storage, PASSWORD)).errors
+    assert error.startswith(f"snapshot {damaged[:16]}: 1 data blobs are in no index"), error
+    assert not any(sid[:16] in error for sid in same)

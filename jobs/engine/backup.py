@@ -257,16 +257,9 @@ class FilesystemBackup:
         self._source, root_node, old_root = source_root(self._repo, self._source, self._parent_root)
         root = _Dir(root_node, None, load_entries(self._repo, old_root), old_root)
         self._start_stages()
-        try:
+        with self._abort.guarded(self._close_stages):
             self._walk(root)
             self._flush_small()
-        except Stopped:
-            pass
-        except BaseException as e:  # noqa: BLE001 - stops every stage; re-raised by abort.check()
-            self._abort.fail(e)
-        finally:
-            self._close_stages()
-        self._abort.check()
         if root_node.subtree is None:
             raise MoverError("internal error: the backup finished with incomplete directories")
         self._stats.root, stored = store_tree(self._repo, [root_node])
@@ -649,17 +642,14 @@ def backup_block(
     blocks = _BlockBackup(repo, source, source_path, progress, abort)
     progress.add(total_bytes=source.size, files_total=1)
     workers: Stage[tuple[int, int, bool]] = Stage("block", parallel, blocks.handle, abort, depth=2 * parallel)
-    try:
-        for task in _block_tasks(source, blocks.block_size):
-            workers.put(task)
-    except Stopped:
-        pass
-    except BaseException as e:  # noqa: BLE001 - stops every stage; re-raised by abort.check()
-        abort.fail(e)
-    finally:
+
+    def close() -> None:
         workers.close()
         source.close()
-    abort.check()
+
+    with abort.guarded(close):
+        for task in _block_tasks(source, blocks.block_size):
+            workers.put(task)
     node = node_from_stat(os.path.basename(source_path) or "volume", source_path, st)
     node.type, node.size, node.nlink = NODE_BLOCK_VOLUME, source.size, 1
     node.content = blocks.content()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 from pyfastcdc import FastCDC
@@ -103,6 +104,21 @@ class Abort:
             raise self.error
         if self._cancel is not None and self._cancel.is_set():
             raise CanceledError("canceled on request; no snapshot was written")
+
+    @contextmanager
+    def guarded(self, cleanup: Callable[[], None]) -> Iterator[None]:
+        """Run the owner thread's part of a pipeline: a ``Stopped`` ends it quietly, any other
+        error is recorded (so every stage stops), ``cleanup`` (closing the stages) always runs,
+        and then the first recorded failure, or the cancel, is raised by :meth:`check`."""
+        try:
+            yield
+        except Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001 - stops every stage; re-raised by check()
+            self.fail(e)
+        finally:
+            cleanup()
+        self.check()
 
 
 class Stopped(Exception):

@@ -299,7 +299,7 @@ def _serve(conn: connection.Connection, backup: _UnitBackup, abort: Abort, cance
     complete; raises the pipeline's error, or CanceledError when stopped."""
     inbox = _Inbox(conn, cancel)
     backup.start()
-    try:
+    with abort.guarded(backup.stop):
         while not (inbox.ending and not inbox.stack):
             inbox.take(wait=not (inbox.stack or inbox.links))
             if abort.is_set:
@@ -311,13 +311,6 @@ def _serve(conn: connection.Connection, backup: _UnitBackup, abort: Abort, cance
             out = backup.take_messages()
             if out:
                 conn.send(out)
-    except Stopped:
-        pass
-    except BaseException as e:  # noqa: BLE001 - stops every stage; re-raised by abort.check()
-        abort.fail(e)
-    finally:
-        backup.stop()
-    abort.check()
 
 
 class _Inbox:
@@ -435,18 +428,11 @@ class ParallelBackup:
         if any(c is None for c in copies):
             return None
         self._source = source
-        try:
+        with self._abort.guarded(self._stop):  # re-raised once the workers are stopped
             self._start(source, [c for c in copies if c is not None])
             self._add_unit(source, None, "", old_root)
             self._coordinate()
             self._finish()
-        except Stopped:
-            pass
-        except BaseException as e:  # noqa: BLE001 - re-raised by abort.check() once the workers are stopped
-            self._abort.fail(e)
-        finally:
-            self._stop()
-        self._abort.check()
         if self._root_tree is None:
             raise MoverError("internal error: the backup finished with incomplete directories")
         root_node.subtree = self._root_tree

@@ -43,7 +43,7 @@ from typing import Final, NamedTuple, Protocol
 
 from jobs.direct_io import DIRECT_FILE_BYTES, DirectFiles, write_at
 from jobs.engine.backup import load_trees
-from jobs.engine.pipeline import Abort, Stage, Stopped
+from jobs.engine.pipeline import Abort, Stage
 from jobs.engine.progress import ProgressTracker
 from jobs.errors import IntegrityError, UsageError, VolumeIOError
 from jobs.repository.packs import BlobData
@@ -293,19 +293,16 @@ class _DataWriter:
         """Write every planned chunk, then every zero run (holes are left alone without ``zero_fill``)."""
         stages = [Stage("write", 1, w.write_batch, self._abort, depth=WRITE_QUEUE_BATCHES) for w in self._writers]
         batches = _WriteBatches(stages)
-        try:
-            self._send_blobs(batches)
-            self._send_zero_runs(batches)
-            batches.send_rest()
-        except Stopped:
-            pass
-        except BaseException as e:  # noqa: BLE001 - stops the writers; re-raised by abort.check()
-            self._abort.fail(e)
-        finally:
+
+        def close() -> None:
             for stage in stages:
                 stage.close()
             self._close_writers()
-        self._abort.check()
+
+        with self._abort.guarded(close):
+            self._send_blobs(batches)
+            self._send_zero_runs(batches)
+            batches.send_rest()
 
     def _send_blobs(self, batches: _WriteBatches) -> None:
         """Each planned blob, as it is loaded, to the writers of its places."""

@@ -119,6 +119,36 @@ class LauncherEnv:
     def launcher_log(self, identity: str = "launcher-a") -> str:
         return (self.tmp / f"{identity}.log").read_text(errors="replace")
 
+    # --- the node's containers ----------------------------------------------------------------
+
+    def node_task(self, seen: set[str], prefix: str) -> tuple[str, int] | None:
+        """A running container of a pod named ``prefix``… in the launcher namespace, straight from
+        containerd (pod name, host PID): the API server reports a pod Running only after a short
+        container may be done. ``seen`` collects the tasks looked at, so each is reported once."""
+        node = self.cluster.node
+        for line in node.ctr("task", "ls").stdout.splitlines()[1:]:
+            task, pid, status, *_ = line.split()
+            if task in seen or status != "RUNNING":
+                continue
+            seen.add(task)
+            info = node.ctr("containers", "info", task, check=False)
+            labels = json.loads(info.stdout).get("Labels", {}) if info.returncode == 0 else {}
+            pod = labels.get("io.kubernetes.pod.name", "")
+            sandbox = labels.get("io.cri-containerd.kind") != "container"  # the pod's pause container
+            if not sandbox and labels.get("io.kubernetes.pod.namespace") == self.ns and pod.startswith(prefix):
+                return pod, int(pid)
+        return None
+
+    def wait_task(self, seen: set[str], prefix: str, timeout: float = 120) -> tuple[str, int]:
+        """:meth:`node_task`, polled fast for up to ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.node_task(seen, prefix)
+            if found is not None:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"no container of a pod {prefix}... started within {timeout:.0f} s")
+
     # --- app data ---------------------------------------------------------------------------
 
     def run_pod_job(self, name: str, script: str, claim: str, *, block: bool = False, ns: str | None = None) -> str:

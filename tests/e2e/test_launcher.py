@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -323,6 +324,7 @@ def test_missing_password_secret_and_unreachable_storage_fail_clearly(env: Launc
     assert status["phase"] == "Failed" and "snapmover-repo-credentials is missing" in status["message"]
 
 
+FINAL = {"Completed", "Failed", "Canceled"}
 MANY_FILES = (
     "python -c \"import os; [os.makedirs(f'/data/d{d}', exist_ok=True) for d in range(100)]; "
     "[open(f'/data/d{i % 100}/f{i}', 'wb').write(os.urandom(512)) for i in range(60000)]\""
@@ -373,13 +375,26 @@ def test_cancel_while_in_progress_stops_the_mover(env: LauncherEnv) -> None:
 
 
 def test_job_deadline_exceeded_fails_with_the_reason(velero_crds: ClusterHandle, tmp_path: Path) -> None:
+    # the mover is SIGSTOPped as soon as its container runs, so it cannot finish inside the 3 s
+    # deadline however fast the machine is (a mover of 60,000 files once did); when the pod takes
+    # longer than the deadline to start, the Job fails before there is anything to stop
     with launcher_env(velero_crds, tmp_path, {"jobDeadlineSeconds": "3"}) as env:
         env.start_launcher()
         env.apply(pvc("data", size="1Gi"), env.app)
-        env.run_pod_job("fill", MANY_FILES, "data")
+        env.run_pod_job("fill", "head -c 1000000 /dev/urandom > /data/blob", "data")
         env.snapshot("snap", "data")
-        du = env.data_upload("snap", "data", dataMoverConfig={"ParallelFilesUpload": "1"})
-        status = env.wait_phase("dataupload", du, {"Failed", "Completed", "Canceled"})["status"]
+        du = env.data_upload("snap", "data")
+        seen: set[str] = set()
+
+        def stopped_or_ended() -> bool:
+            found = env.node_task(seen, f"snapmover-du-{du}")
+            if found is not None:
+                os.kill(found[1], signal.SIGSTOP)
+                return True
+            return env.phase("dataupload", du) in FINAL
+
+        wait_for("the mover to start (then stopped) or the DataUpload to end", stopped_or_ended, timeout=180)
+        status = env.wait_phase("dataupload", du, FINAL)["status"]
         assert status["phase"] == "Failed", status
         assert "SIGTERM" in status["message"] or "deadline" in status["message"], status["message"]
 

@@ -9,7 +9,6 @@ a prune mid-way). A mover killed in every attempt shows the retries are bounded
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -130,7 +129,7 @@ def test_a_mover_killed_at_60_percent_is_resumed_and_completes(
         assert init.returncode == 0, init.stderr
         du = upload(env, "snap", dataMoverConfig={"ParallelFilesUpload": "1"})
         repo = repository(env)
-        _pod, pid = wait_task(env, set(), f"snapmover-du-{du}")
+        _pod, pid = env.wait_task(set(), f"snapmover-du-{du}")
         deadline = time.monotonic() + 300
         while pack_bytes(repo) < 0.6 * total and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -171,7 +170,7 @@ def test_a_mover_killed_in_every_attempt_fails_after_mover_retries(
         seen: set[str] = set()
         pods = []
         for _attempt in (1, 2):  # each attempt's mover is killed as soon as its container runs
-            pod, pid = wait_task(env, seen, f"snapmover-du-{du}")
+            pod, pid = env.wait_task(seen, f"snapmover-du-{du}")
             os.kill(pid, signal.SIGKILL)
             pods.append(pod)
         status = env.wait_phase("dataupload", du, FINAL, timeout=300)["status"]
@@ -186,7 +185,7 @@ def test_a_mover_killed_in_every_attempt_fails_after_mover_retries(
         assert len(failed) == 1, events(env, "MoverFailed")
         assert len(set(pods)) == 2, pods
         time.sleep(10)  # a third attempt would start within seconds of the second's death
-        assert node_task(env, seen, f"snapmover-du-{du}") is None, "a third mover ran"
+        assert env.node_task(seen, f"snapmover-du-{du}") is None, "a third mover ran"
         leaks = leftovers(env, du)
         assert not leaks, leaks
         stale_locks = [f.name for f in (repository(env) / "locks").glob("*") if not f.name.startswith(".")]
@@ -215,40 +214,11 @@ def stop_after_lock(pid: int, locks: Path, timeout: float = 60) -> bool:
     raise AssertionError("the prune took no lock")
 
 
-def node_task(env: LauncherEnv, seen: set[str], prefix: str) -> tuple[str, int] | None:
-    """A running container of a pod named ``prefix``… on the node, straight from containerd (pod
-    name, host PID): the API server reports a pod Running only after a short container may be done."""
-    node = env.cluster.node
-    for line in node.ctr("task", "ls").stdout.splitlines()[1:]:
-        task, pid, status, *_ = line.split()
-        if task in seen or status != "RUNNING":
-            continue
-        seen.add(task)
-        info = node.ctr("containers", "info", task, check=False)
-        labels = json.loads(info.stdout).get("Labels", {}) if info.returncode == 0 else {}
-        pod = labels.get("io.kubernetes.pod.name", "")
-        sandbox = labels.get("io.cri-containerd.kind") != "container"  # the pod's pause container
-        if not sandbox and labels.get("io.kubernetes.pod.namespace") == env.ns and pod.startswith(prefix):
-            return pod, int(pid)
-    return None
-
-
-def wait_task(env: LauncherEnv, seen: set[str], prefix: str) -> tuple[str, int]:
-    """:func:`node_task`, polled fast for up to 120 s."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = node_task(env, seen, prefix)
-        if found is not None:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"no container of a pod {prefix}... started within 120 s")
-
-
 def stopped_prune(env: LauncherEnv) -> tuple[str, int]:
     """A maintenance Job's prune, SIGSTOPped once it holds the repository's exclusive lock."""
     seen: set[str] = set()
     for _ in range(5):
-        pod, pid = wait_task(env, seen, "snapmover-maintain-")  # a small prune lives about a second
+        pod, pid = env.wait_task(seen, "snapmover-maintain-")  # a small prune lives about a second
         if stop_after_lock(pid, repository(env) / "locks"):
             return env.get("pod", pod)["metadata"]["labels"]["job-name"], pid
     raise AssertionError("every prune ended before it could be stopped")

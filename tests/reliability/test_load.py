@@ -35,7 +35,8 @@ from tests.e2e.launcher_env import LauncherEnv, launcher_env, pvc, wait_for
 from tests.figures import Figures
 from tests.fixtures.cluster import ClusterHandle
 
-pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow]
+# the waits below add up to over an hour: 200 real pods, four at a time, on a loaded 2-core node
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(4200)]
 
 COUNT = int(os.environ.get("SNAPMOVER_LOAD_COUNT", "200"))  # smaller only for quick local iterations
 LIMIT = 4  # maxConcurrentJobs (and maxJobsPerNode: the cluster has one node)
